@@ -1,0 +1,22 @@
+"""superres: image and video super-resolution, the classic models with exact metrics.
+
+Importing the package is cheap: submodules (``superres.io``, ``superres.ops``,
+``superres.metrics``) are imported when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {"io", "ops", "metrics", "errors"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"superres.{name}")
+    raise AttributeError(f"module 'superres' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *sorted(_SUBMODULES)]

@@ -1,0 +1,304 @@
+"""The ``superres`` command. Each subcommand imports what it needs only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from superres import __version__
+from superres.errors import SuperresError
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def _error(message: str) -> None:
+    print(f"superres: error: {message}", file=sys.stderr)
+
+
+def _run_batch(items: Iterable, work: Callable, quiet: bool = False) -> tuple[int, int]:
+    """Apply ``work`` to each item; a failing item is reported in one line and the batch goes on."""
+    done = failed = 0
+    for item in items:
+        try:
+            work(item)
+            done += 1
+        except (SuperresError, ValueError, OSError) as e:
+            _error(str(e))
+            failed += 1
+    if not quiet:
+        print(f"{done} done, {failed} failed", file=sys.stderr)
+    return done, failed
+
+
+def _output_path(out_dir: Path, src: Path) -> Path:
+    return out_dir / f"{src.stem}.png"
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SuperresError(f"{out_dir}: cannot create the output folder: {e.strerror or e}") from None
+
+
+# --- degrade / resize ---------------------------------------------------------------------
+
+def _degrade_one(src: Path, out_dir: Path, scale: int, kind: str) -> None:
+    from superres.io import write_image
+    from superres.ops import blur_downsample, imresize, modcrop
+
+    img, info = _read_integer(src)
+    hr = modcrop(img, scale)
+    if min(hr.shape[:2]) == 0:
+        raise SuperresError(f"{src}: {img.shape[1]}x{img.shape[0]} is smaller than the scale {scale}")
+    lr = imresize(hr, 1 / scale) if kind == "bicubic" else blur_downsample(hr, scale)
+    write_image(_output_path(out_dir, src), lr, info)
+
+
+def _resize_one(src: Path, out_dir: Path, scale: float) -> None:
+    from superres.io import write_image
+    from superres.ops import imresize
+
+    img, info = _read_integer(src)
+    write_image(_output_path(out_dir, src), imresize(img, scale), info)
+
+
+def _read_integer(src: Path):
+    """The file's own integer samples: MATLAB resizes uint8 images with rounding after each pass."""
+    from superres.io import read_image, to_integer
+
+    img, info = read_image(src)
+    return to_integer(img, info.bit_depth), info
+
+
+def cmd_degrade(args: argparse.Namespace) -> int:
+    if args.scale < 2 or args.scale != int(args.scale):
+        raise SuperresError(f"--scale must be an integer >= 2, got {args.scale}")
+    files = _input_files(args.hr_dir, args.recursive)
+    _make_out_dir(args.lr_dir)
+    _, failed = _run_batch(files, lambda f: _degrade_one(f, args.lr_dir, int(args.scale), args.kind), args.quiet)
+    return 1 if failed else 0
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    if not args.scale > 0:
+        raise SuperresError(f"--scale must be positive, got {args.scale}")
+    files = _input_files(args.in_dir, args.recursive)
+    _make_out_dir(args.out_dir)
+    _, failed = _run_batch(files, lambda f: _resize_one(f, args.out_dir, args.scale), args.quiet)
+    return 1 if failed else 0
+
+
+def _input_files(folder: Path, recursive: bool = False) -> list[Path]:
+    from superres.io import list_images
+
+    files = list_images(folder, recursive)
+    if not files:
+        raise SuperresError(f"{folder}: no images found (looked for .png .jpg .jpeg .webp .tif .tiff .bmp)")
+    return files
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+def _load_for_metrics(path: Path):
+    """The image on the 0-255 scale; gray files keep a single channel (scored on gray values)."""
+    from superres.io import read_image
+
+    img, info = read_image(path)
+    img = img[..., :3] * 255.0
+    return img[..., :1] if info.gray else img
+
+
+def score_pair(gt_path: Path, sr_path: Path, crop_border: int, y_channel: bool, modcrop: int = 0) -> dict:
+    """PSNR and SSIM of one SR image against its ground truth, as a record."""
+    from superres.metrics import psnr, ssim
+
+    gt, sr = _load_for_metrics(gt_path), _load_for_metrics(sr_path)
+    if modcrop:
+        gt = gt[: gt.shape[0] - gt.shape[0] % modcrop, : gt.shape[1] - gt.shape[1] % modcrop]
+    if gt.shape[:2] != sr.shape[:2]:
+        hint = "" if modcrop else " (add --modcrop SCALE if the ground truth is not cropped to a multiple of it)"
+        raise SuperresError(f"{sr_path}: size {sr.shape[1]}x{sr.shape[0]} differs from ground truth "
+                            f"{gt_path.name} {gt.shape[1]}x{gt.shape[0]}{hint}")
+    if gt.shape[2] != sr.shape[2]:  # one gray, one color: compare both as color
+        gt, sr = (x if x.shape[2] == 3 else x.repeat(3, axis=2) for x in (gt, sr))
+    return {"name": gt_path.stem, "psnr": psnr(gt, sr, crop_border, y_channel),
+            "ssim": ssim(gt, sr, crop_border, y_channel)}
+
+
+def _pair_files(gt_dir: Path, sr_dir: Path, suffix: str) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Match SR files to GT files by stem (SR stems may carry ``suffix``); also the problems found."""
+    gt_files, sr_files = _input_files(gt_dir), _input_files(sr_dir)
+    by_stem = {}
+    for f in sr_files:
+        stem = f.stem[: -len(suffix)] if suffix and f.stem.endswith(suffix) else f.stem
+        by_stem.setdefault(stem, f)
+    pairs, problems = [], []
+    for g in gt_files:
+        if g.stem in by_stem:
+            pairs.append((g, by_stem[g.stem]))
+        else:
+            problems.append(f"{g}: no SR image named {g.stem}{suffix}.* in {sr_dir}")
+    return pairs, problems
+
+
+def _mean_record(records: list[dict], keys: list[str]) -> dict:
+    mean = {"name": "mean", "count": len(records)}
+    for k in keys:
+        values = [r[k] for r in records]
+        mean[k] = sum(values) / len(values) if values else math.nan
+    return mean
+
+
+def _format_table(records: list[dict], keys: list[str]) -> str:
+    width = max([len(r["name"]) for r in records] + [4])
+    digits = {"psnr": 4, "ssim": 4, "niqe": 4}
+    lines = [f"{'name':<{width}}  " + "  ".join(f"{k.upper():>9}" for k in keys)]
+    for r in records:
+        lines.append(f"{r['name']:<{width}}  " + "  ".join(f"{r[k]:>9.{digits[k]}f}" for k in keys))
+    return "\n".join(lines)
+
+
+def _write_report(records: list[dict], keys: list[str], json_path: Path | None, csv_path: Path | None) -> None:
+    from superres.io import atomic_write
+
+    if json_path:
+        atomic_write(json_path, (json.dumps(records, indent=2, allow_nan=True) + "\n").encode())
+    if csv_path:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["name", *keys], extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        atomic_write(csv_path, buf.getvalue().encode())
+
+
+def compute_metrics(gt_dir: Path, sr_dir: Path | None, crop_border: int = 0, y_channel: bool = False,
+                    suffix: str = "", modcrop: int = 0) -> tuple[list[dict], list[str], list[str]]:
+    """Score a folder: (per-image records, metric keys, problems). NIQE alone when ``sr_dir`` is None."""
+    from superres.metrics import niqe
+
+    records: list[dict] = []
+    problems: list[str] = []
+    if sr_dir is None:
+        keys = ["niqe"]
+        for f in _input_files(gt_dir):
+            try:
+                img = _load_for_metrics(f)
+                records.append({"name": f.stem, "niqe": niqe(img, crop_border)})
+            except (SuperresError, ValueError) as e:
+                problems.append(f"{f}: {e}" if str(f) not in str(e) else str(e))
+        return records, keys, problems
+    keys = ["psnr", "ssim"]
+    pairs, problems = _pair_files(gt_dir, sr_dir, suffix)
+    for g, s in pairs:
+        try:
+            records.append(score_pair(g, s, crop_border, y_channel, modcrop))
+        except (SuperresError, ValueError) as e:
+            problems.append(str(e) if str(s) in str(e) or str(g) in str(e) else f"{s}: {e}")
+    return records, keys, problems
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    records, keys, problems = compute_metrics(args.gt_dir, args.sr_dir, args.crop_border, args.y,
+                                              args.suffix, args.modcrop)
+    for p in problems:
+        _error(p)
+    if not records:
+        raise SuperresError("no image could be scored")
+    rows = [*records, _mean_record(records, keys)]
+    print(_format_table(rows, keys))
+    _write_report(rows, keys, args.json, args.csv)
+    return 1 if problems else 0
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The bicubic baseline on the bundled samples: degrade x4, upscale back, score."""
+    out = args.out or Path(tempfile.mkdtemp(prefix="superres-demo-"))
+    lr_dir, sr_dir = out / "lr_x4", out / "bicubic_x4"
+    for d in (lr_dir, sr_dir):
+        _make_out_dir(d)
+    print(f"samples: {SAMPLES}\n1. LR x4 by MATLAB bicubic -> {lr_dir}\n2. bicubic x4 back -> {sr_dir}\n"
+          "3. Y-channel PSNR/SSIM against the (mod-cropped) originals, border 4:")
+    files = _input_files(SAMPLES)
+    _, failed = _run_batch(files, lambda f: _degrade_one(f, lr_dir, 4, "bicubic"), quiet=True)
+    _, failed2 = _run_batch(_input_files(lr_dir), lambda f: _resize_one(f, sr_dir, 4), quiet=True)
+    records, keys, problems = compute_metrics(SAMPLES, sr_dir, crop_border=4, y_channel=True, modcrop=4)
+    for p in problems:
+        _error(p)
+    print(_format_table([*records, _mean_record(records, keys)], keys))
+    return 1 if failed or failed2 or problems else 0
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="superres", description="Image and video super-resolution.")
+    parser.add_argument("--version", action="version", version=f"superres {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("metrics", help="PSNR/SSIM of SR images against ground truth (NIQE without GT)",
+                       description="Pair files by name and print PSNR/SSIM per image and the mean. "
+                       "With one folder, print NIQE (no reference needed).")
+    p.add_argument("gt_dir", type=Path, metavar="GT_DIR", help="ground-truth images (or the images to score by NIQE)")
+    p.add_argument("sr_dir", type=Path, nargs="?", metavar="SR_DIR", help="super-resolved images, same names")
+    p.add_argument("--crop-border", type=int, default=0, help="pixels removed on each side (papers: the scale)")
+    p.add_argument("--y", action="store_true", help="score the Y channel of YCbCr (papers' protocol)")
+    p.add_argument("--suffix", default="", help="suffix of SR file stems to ignore when pairing, e.g. _x4")
+    p.add_argument("--modcrop", type=int, default=0, metavar="SCALE",
+                   help="crop ground truth to a multiple of SCALE first (when it was not)")
+    p.add_argument("--json", type=Path, help="also write the records (and the mean) as JSON")
+    p.add_argument("--csv", type=Path, help="also write the records (and the mean) as CSV")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("degrade", help="make LR test images the MATLAB way (mod-crop, bicubic or BD)",
+                       description="Crop each HR image to a multiple of the scale, then downscale by MATLAB "
+                       "bicubic (bicubic) or Gaussian blur sigma 1.6 + subsampling (bd). PNG out, same stems.")
+    p.add_argument("hr_dir", type=Path, metavar="HR_DIR")
+    p.add_argument("lr_dir", type=Path, metavar="LR_DIR")
+    p.add_argument("--scale", type=float, default=4)
+    p.add_argument("--kind", choices=["bicubic", "bd"], default="bicubic")
+    p.add_argument("-r", "--recursive", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_degrade)
+
+    p = sub.add_parser("resize", help="MATLAB bicubic resize, up or down (the bicubic baseline)")
+    p.add_argument("in_dir", type=Path, metavar="IN_DIR")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    p.add_argument("--scale", type=float, required=True)
+    p.add_argument("-r", "--recursive", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_resize)
+
+    p = sub.add_parser("demo", help="run on the bundled sample images (bicubic x4 baseline, scored)")
+    p.add_argument("--out", type=Path, help="output folder (default: a new temporary folder)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except SuperresError as e:
+        _error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""File-system helpers: atomic writes and image discovery."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from superres.errors import SuperresError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A reader (or a re-run after an interruption) sees either the old file or the complete new
+    one, never a truncated file.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as e:
+        raise SuperresError(f"{path}: cannot write: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise SuperresError(f"{path}: cannot write: {e.strerror or e}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (by extension, sorted by path); hidden files are skipped."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise SuperresError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise SuperresError(f"{folder}: not a folder")
+    try:
+        entries: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
+        files = sorted(
+            p
+            for p in entries
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        )
+    except PermissionError as e:
+        raise SuperresError(f"{e.filename or folder}: permission denied") from None
+    return files

@@ -1,0 +1,6 @@
+"""Image quality metrics as SR papers compute them: PSNR, SSIM (full-reference) and NIQE (blind)."""
+
+from superres.metrics.niqe_model import niqe
+from superres.metrics.psnr_ssim import psnr, psnr_torch, ssim, ssim_torch
+
+__all__ = ["niqe", "psnr", "psnr_torch", "ssim", "ssim_torch"]
