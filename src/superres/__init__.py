@@ -1,7 +1,8 @@
 """superres: image and video super-resolution, the classic models with exact metrics.
 
 Importing the package is cheap: submodules (``superres.io``, ``superres.ops``,
-``superres.metrics``) are imported when first used.
+``superres.metrics``, ``superres.zoo``) and the model API (``create_model``, ``load_model``,
+``save_model``, ``list_models``, ``interpolate``) are imported when first used.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"io", "ops", "metrics", "errors"}
+_SUBMODULES = {"io", "ops", "metrics", "errors", "archs", "zoo"}
+_ZOO_API = {"create_model", "load_model", "save_model", "list_models", "interpolate"}
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f"superres.{name}")
+    if name in _ZOO_API:
+        return getattr(importlib.import_module("superres.zoo"), name)
     raise AttributeError(f"module 'superres' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *sorted(_SUBMODULES)]
+__all__ = ["__version__", *sorted(_SUBMODULES), *sorted(_ZOO_API)]

@@ -238,6 +238,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if failed or failed2 or problems else 0
 
 
+# --- models ---------------------------------------------------------------------------------
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from superres.zoo import interpolate, save_model
+
+    mixed = interpolate(args.model_a, args.model_b, args.alpha)
+    save_model(mixed, args.output, provenance=f"interpolate({args.model_a}, {args.model_b}, alpha={args.alpha})")
+    print(f"{args.output}: {mixed.arch}, {1 - args.alpha:g} x {args.model_a} + {args.alpha:g} x {args.model_b}")
+    return 0
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_resize)
 
+    p = sub.add_parser("interpolate", help="network interpolation (ESRGAN): (1 - alpha) A + alpha B",
+                       description="Blend two checkpoints of the same architecture weight by weight, e.g. "
+                       "A = a PSNR-oriented model, B = its GAN fine-tune. Writes safetensors.")
+    p.add_argument("model_a", metavar="A")
+    p.add_argument("model_b", metavar="B")
+    p.add_argument("--alpha", type=float, required=True, help="weight of B, in [0, 1]")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors file")
+    p.set_defaults(func=cmd_interpolate)
+
     p = sub.add_parser("demo", help="run on the bundled sample images (bicubic x4 baseline, scored)")
     p.add_argument("--out", type=Path, help="output folder (default: a new temporary folder)")
     p.set_defaults(func=cmd_demo)
@@ -292,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except SuperresError as e:
+    except (SuperresError, ValueError) as e:
         _error(str(e))
         return 1
     except KeyboardInterrupt:

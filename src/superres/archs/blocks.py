@@ -1,0 +1,50 @@
+"""Building blocks shared by several architectures (names as in BasicSR's ``arch_util``)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+
+class ResidualBlockNoBN(nn.Module):
+    """Conv-ReLU-Conv with an identity skip and no batch norm (EDSR, Lim et al. 2017)."""
+
+    def __init__(self, num_feat: int = 64, res_scale: float = 1.0):
+        super().__init__()
+        self.res_scale = res_scale
+        self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(self.relu(self.conv1(x))) * self.res_scale
+
+
+class Upsample(nn.Sequential):
+    """Sub-pixel upsampling (Shi et al. 2016): conv to s^2 x channels, then PixelShuffle.
+
+    Scales 2^n use n x2 stages, scale 3 one x3 stage.
+    """
+
+    def __init__(self, scale: int, num_feat: int):
+        layers: list[nn.Module] = []
+        if scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"scale {scale} is not supported (2^n or 3)")
+        super().__init__(*layers)
+
+
+def init_scaled_kaiming(modules: list[nn.Module], scale: float = 0.1) -> None:
+    """Kaiming-normal init scaled down (ESRGAN Sec. 3.3: smaller init helps residual nets train)."""
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+                m.weight.data *= scale
+                if m.bias is not None:
+                    m.bias.data.zero_()

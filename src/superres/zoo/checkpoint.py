@@ -1,0 +1,88 @@
+"""Reading checkpoints safely: everyone's layouts in, plain state dicts out.
+
+``.pth/.pt/.ckpt`` go through ``torch.load(weights_only=True)``: a pickle that would run code is
+refused. ``.safetensors`` carry no code at all. Wrappers are unwrapped: BasicSR's ``params_ema``
+(preferred) / ``params``, ``state_dict`` / ``model``, MMagic's ``generator_ema.`` / ``generator.``
+prefixes (EMA preferred), and DataParallel's ``module.``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from superres.errors import SuperresError
+
+StateDict = dict[str, torch.Tensor]
+
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "generator")
+_PREFIXES = ("generator_ema.", "generator.")
+
+
+class CheckpointError(SuperresError):
+    """A checkpoint that cannot be read or matched to an architecture."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]:
+    """(state dict, metadata) of a ``.pth/.pt/.ckpt`` or ``.safetensors`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        return unwrap_state_dict(state, path), metadata
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
+        raise CheckpointError(f"{path}: refused: the file contains pickled code or objects that are not plain "
+                              f"tensors, so it was not loaded ({first})") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+    return unwrap_state_dict(obj, path), {}
+
+
+def unwrap_state_dict(obj: object, path: str | os.PathLike = "<state dict>") -> StateDict:
+    """Find the generator's weights inside a training checkpoint and normalise key prefixes."""
+    while isinstance(obj, dict) and not _is_state_dict(obj):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            raise CheckpointError(f"{path}: no weights found (top-level keys: {', '.join(map(str, list(obj)[:8]))})")
+        obj = inner
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: no weights found")
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    for prefix in _PREFIXES:  # MMagic: keep the EMA generator if there is one, drop the rest
+        chosen = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if chosen:
+            state = chosen
+            break
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _is_state_dict(obj: dict) -> bool:
+    return bool(obj) and any(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def save_state_dict(path: str | os.PathLike, state: StateDict, metadata: dict[str, object]) -> None:
+    """Write safetensors atomically; metadata values are stored as JSON strings."""
+    from safetensors.torch import save
+
+    from superres.io.files import atomic_write
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    atomic_write(path, save(tensors, metadata=meta))

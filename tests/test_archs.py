@@ -1,0 +1,112 @@
+import pytest
+import torch
+
+import superres
+from superres.archs import ARCHITECTURES
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Official counts (issue list, BasicSR's models) and the papers' (weights + biases + PReLU slopes).
+PARAM_COUNTS = [
+    ("RRDBNet", {}, 16_697_987),                                    # ESRGAN / RealESRGAN_x4plus
+    ("RRDBNet", {"num_block": 6}, 4_467_779),                       # RealESRGAN_x4plus_anime_6B
+    ("EDSR", {"num_feat": 256, "num_block": 32, "res_scale": 0.1}, 43_089_923),
+    ("EDSR", {}, 1_517_571),                                        # EDSR-baseline x4
+    ("MSRResNet", {}, 1_517_571),
+    ("SRVGGNetCompact", {}, 621_424),                               # realesr-animevideov3
+    ("SRCNN", {"channels": (1, 64, 32, 1), "kernel_sizes": (9, 1, 5)}, 8_032 + 97),   # paper: 8,032 weights
+    ("SRCNN", {"channels": (1, 64, 32, 1), "kernel_sizes": (9, 5, 5)}, 57_184 + 97),  # paper: 57,184 weights
+    ("FSRCNN", {}, 12_464 + 173 + 172),  # paper: 12,464 weights; + 173 biases + 172 PReLU slopes
+    ("FSRCNN", {"d": 32, "s": 5, "m": 1}, 3_937 + 75 + 74),  # FSRCNN-s: 3,937 weights
+    ("ESPCN", {}, 22_729),  # (5*5*1*64 + 64) + (3*3*64*32 + 32) + (3*3*32*9 + 9) at x3
+]
+
+
+@pytest.mark.parametrize("arch, kwargs, expected", PARAM_COUNTS)
+def test_parameter_counts(arch, kwargs, expected):
+    assert n_params(superres.create_model(arch, **kwargs)) == expected
+
+
+def _basicsr_references(basicsr):
+    from basicsr.archs import discriminator_arch, edsr_arch, rrdbnet_arch, srresnet_arch, srvgg_arch
+
+    return [
+        (rrdbnet_arch.RRDBNet(3, 3, scale=4, num_feat=64, num_block=2, num_grow_ch=32), (1, 3, 13, 17)),
+        (rrdbnet_arch.RRDBNet(3, 3, scale=2, num_feat=32, num_block=1, num_grow_ch=16), (1, 3, 14, 18)),
+        (rrdbnet_arch.RRDBNet(3, 3, scale=1, num_feat=32, num_block=1, num_grow_ch=16), (1, 3, 16, 20)),
+        (edsr_arch.EDSR(3, 3, num_feat=64, num_block=2, upscale=4), (1, 3, 13, 17)),
+        (edsr_arch.EDSR(3, 3, num_feat=256, num_block=1, upscale=2, res_scale=0.1), (1, 3, 9, 11)),
+        (edsr_arch.EDSR(3, 3, num_feat=64, num_block=2, upscale=3), (1, 3, 13, 17)),
+        (srresnet_arch.MSRResNet(3, 3, num_feat=64, num_block=2, upscale=4), (1, 3, 13, 17)),
+        (srresnet_arch.MSRResNet(3, 3, num_feat=32, num_block=2, upscale=3), (1, 3, 13, 17)),
+        (srresnet_arch.MSRResNet(3, 3, num_feat=32, num_block=2, upscale=2), (1, 3, 13, 17)),
+        (srvgg_arch.SRVGGNetCompact(3, 3, num_feat=64, num_conv=16, upscale=4), (1, 3, 13, 17)),
+        (srvgg_arch.SRVGGNetCompact(3, 3, num_feat=48, num_conv=4, upscale=2, act_type="relu"), (1, 3, 13, 17)),
+        (discriminator_arch.VGGStyleDiscriminator(3, 64), (2, 3, 128, 128)),
+        (discriminator_arch.UNetDiscriminatorSN(3, 32), (1, 3, 32, 40)),
+    ]
+
+
+def test_basicsr_state_dicts_load_strictly_and_compute_the_same(basicsr):
+    torch.manual_seed(0)
+    for reference, shape in _basicsr_references(basicsr):
+        reference.eval()
+        for p in reference.parameters():  # BasicSR zero-fills biases: randomise to test them too
+            p.data.add_(torch.randn_like(p) * 0.01)
+        loaded = superres.load_model(reference.state_dict())  # no hint: detected from keys/shapes
+        assert loaded.arch == type(reference).__name__
+        assert n_params(loaded.module) == n_params(reference)
+        x = torch.rand(shape)
+        with torch.no_grad():
+            expected = reference(x)
+        assert (loaded(x) - expected).abs().max().item() <= 1e-5, loaded.arch
+
+
+SR_CASES = [
+    ("SRCNN", {"upscale_factor": s}) for s in (2, 3, 4)
+] + [("FSRCNN", {"upscale": s}) for s in (2, 3, 4)] + [("ESPCN", {"upscale": s}) for s in (2, 3, 4)] + [
+    ("SRResNet", {"upscale": s, "num_block": 2}) for s in (2, 3, 4)] + [
+    ("MSRResNet", {"upscale": s, "num_block": 2}) for s in (2, 3, 4)] + [
+    ("EDSR", {"upscale": s, "num_block": 2}) for s in (2, 3, 4)] + [
+    ("RRDBNet", {"scale": s, "num_block": 1, "num_feat": 16, "num_grow_ch": 8}) for s in (1, 2, 4)] + [
+    ("SRVGGNetCompact", {"upscale": s, "num_conv": 2, "num_feat": 16}) for s in (2, 3, 4)]
+
+
+@pytest.mark.parametrize("arch, kwargs", SR_CASES)
+def test_forward_backward_odd_sizes(arch, kwargs):
+    model = superres.create_model(arch, **kwargs)
+    channels = 1 if arch in ("FSRCNN", "ESPCN") else 3
+    scale = next(v for k, v in kwargs.items() if k in ("upscale", "scale", "upscale_factor"))
+    h, w = (12, 16) if (arch == "RRDBNet" and scale < 4) else (13, 17)  # pixel-unshuffle needs multiples
+    x = torch.rand(2, channels, h, w, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, channels, h * scale, w * scale)
+    out.mean().backward()
+    assert x.grad is not None and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_clear_errors_for_impossible_inputs():
+    with pytest.raises(ValueError, match="divisible by 2"):
+        superres.create_model("RRDBNet", scale=2, num_block=1)(torch.rand(1, 3, 13, 17))
+    with pytest.raises(ValueError, match="128x128"):
+        superres.create_model("VGGStyleDiscriminator")(torch.rand(1, 3, 100, 100))
+    with pytest.raises(ValueError, match="x2, x3 and x4"):
+        superres.create_model("MSRResNet", upscale=8)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        superres.create_model("NoSuchNet")
+    assert set(ARCHITECTURES) == {"SRCNN", "FSRCNN", "ESPCN", "SRResNet", "MSRResNet", "EDSR", "RRDBNet",
+                                  "SRVGGNetCompact", "VGGStyleDiscriminator", "UNetDiscriminatorSN"}
+
+
+def test_srcnn_matlab_upsampling_matches_imresize():
+    from superres.ops import imresize
+
+    model = superres.create_model("SRCNN", upscale_factor=3, upsample_mode="none")
+    matlab = superres.create_model("SRCNN", upscale_factor=3, upsample_mode="matlab")
+    matlab.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(matlab(x), model(imresize(x, 3)))
