@@ -121,3 +121,113 @@ def test_interpolation(tmp_path):
                  "--alpha", "0.8", "-o", str(out)]) == 0
     c = superres.load_model(out).module.state_dict()
     torch.testing.assert_close(c[key], 0.2 * a.module.state_dict()[key] + 0.8 * b.module.state_dict()[key])
+
+
+# MMagic cannot be installed here (it needs mmcv); these transcribe the forward passes of its
+# MSRResNet and EDSRNet (mmagic/models/editors/srgan/sr_resnet.py, edsr/edsr_net.py) with their
+# parameter names, so that a state dict in MMagic's layout can be made and checked.
+class _PixelShufflePack(torch.nn.Module):
+    def __init__(self, channels, scale):
+        super().__init__()
+        self.scale = scale
+        self.upsample_conv = torch.nn.Conv2d(channels, channels * scale * scale, 3, padding=1)
+
+    def forward(self, x):
+        return torch.nn.functional.pixel_shuffle(self.upsample_conv(x), self.scale)
+
+
+class _MMagicResBlock(torch.nn.Module):
+    def __init__(self, c, res_scale=1.0):
+        super().__init__()
+        self.res_scale = res_scale
+        self.conv1 = torch.nn.Conv2d(c, c, 3, 1, 1)
+        self.conv2 = torch.nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x):
+        return x + self.conv2(torch.relu(self.conv1(x))) * self.res_scale
+
+
+class _MMagicMSRResNet(torch.nn.Module):
+    def __init__(self, c=32, blocks=2, scale=4):
+        super().__init__()
+        self.scale = scale
+        self.conv_first = torch.nn.Conv2d(3, c, 3, 1, 1)
+        self.trunk_net = torch.nn.Sequential(*[_MMagicResBlock(c) for _ in range(blocks)])
+        self.upsample1 = _PixelShufflePack(c, 2 if scale == 4 else scale)
+        if scale == 4:
+            self.upsample2 = _PixelShufflePack(c, 2)
+        self.conv_hr = torch.nn.Conv2d(c, c, 3, 1, 1)
+        self.conv_last = torch.nn.Conv2d(c, 3, 3, 1, 1)
+        self.lrelu = torch.nn.LeakyReLU(0.1)
+
+    def forward(self, x):
+        out = self.upsample1(self.trunk_net(self.lrelu(self.conv_first(x))))
+        if self.scale == 4:
+            out = self.upsample2(out)
+        out = self.conv_last(self.lrelu(self.conv_hr(out)))
+        return out + torch.nn.functional.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+
+class _MMagicEDSRNet(torch.nn.Module):
+    def __init__(self, c=32, blocks=2, scale=4):
+        super().__init__()
+        self.mean = torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1)
+        self.conv_first = torch.nn.Conv2d(3, c, 3, padding=1)
+        self.body = torch.nn.Sequential(*[_MMagicResBlock(c) for _ in range(blocks)])
+        self.conv_after_body = torch.nn.Conv2d(c, c, 3, 1, 1)
+        stages = [3] if scale == 3 else [2] * (scale // 2)
+        self.upsample = torch.nn.Sequential(*[_PixelShufflePack(c, s) for s in stages])
+        self.conv_last = torch.nn.Conv2d(c, 3, 3, 1, 1)
+
+    def forward(self, x):
+        x = self.conv_first(x - self.mean)  # rgb_std = 1
+        res = self.conv_after_body(self.body(x)) + x
+        return self.conv_last(self.upsample(res)) + self.mean
+
+
+@pytest.mark.parametrize("reference, arch", [
+    (_MMagicMSRResNet(scale=4), "MSRResNet"), (_MMagicMSRResNet(scale=3), "MSRResNet"),
+    (_MMagicEDSRNet(scale=4), "EDSR"), (_MMagicEDSRNet(scale=3), "EDSR"), (_MMagicEDSRNet(scale=2), "EDSR"),
+])
+def test_mmagic_layouts(tmp_path, reference, arch):
+    torch.manual_seed(0)
+    for p in reference.parameters():
+        p.data.normal_(0, 0.05)
+    ckpt = {"meta": {}, "state_dict": {f"generator.{k}": v for k, v in reference.state_dict().items()}}
+    torch.save(ckpt, tmp_path / "mmagic.pth")
+    loaded = superres.load_model(tmp_path / "mmagic.pth")
+    assert loaded.arch == arch
+    x = torch.rand(1, 3, 11, 13)
+    with torch.no_grad():
+        expected = reference(x)
+    assert (loaded(x) - expected).abs().max().item() <= 1e-5
+
+
+def test_mmagic_srcnn_layout_is_ours():
+    """MMagic's SRCNNNet has the same keys (conv1-3) and upsamples with PyTorch bicubic."""
+    net = superres.create_model("SRCNN", channels=(3, 64, 32, 3), kernel_sizes=(9, 1, 5), upscale_factor=4)
+    loaded = superres.load_model({"state_dict": {f"generator.{k}": v for k, v in net.state_dict().items()}})
+    assert loaded.arch == "SRCNN" and loaded.scale == 4 and same_function(loaded.module, net)
+
+
+@pytest.mark.parametrize("name, make, expected", [
+    ("RealESRGAN_x4plus / RealESRNet_x4plus / ESRGAN", lambda m: m.rrdbnet_arch.RRDBNet(3, 3, scale=4),
+     {"arch": "RRDBNet", "scale": 4, "num_block": 23, "num_feat": 64, "num_grow_ch": 32}),
+    ("RealESRGAN_x4plus_anime_6B", lambda m: m.rrdbnet_arch.RRDBNet(3, 3, scale=4, num_block=6),
+     {"arch": "RRDBNet", "scale": 4, "num_block": 6}),
+    ("RealESRGAN_x2plus", lambda m: m.rrdbnet_arch.RRDBNet(3, 3, scale=2),
+     {"arch": "RRDBNet", "scale": 2, "num_in_ch": 3, "num_block": 23}),
+    ("realesr-animevideov3", lambda m: m.srvgg_arch.SRVGGNetCompact(3, 3, 64, 16, 4, "prelu"),
+     {"arch": "SRVGGNetCompact", "num_conv": 16, "upscale": 4, "act_type": "prelu"}),
+    ("realesr-general-x4v3", lambda m: m.srvgg_arch.SRVGGNetCompact(3, 3, 64, 32, 4, "prelu"),
+     {"arch": "SRVGGNetCompact", "num_conv": 32, "upscale": 4}),
+    ("EDSR_Lx4 (BasicSR)", lambda m: m.edsr_arch.EDSR(3, 3, 256, 32, 4, res_scale=0.1),
+     {"arch": "EDSR", "num_feat": 256, "num_block": 32, "res_scale": 0.1, "upscale": 4}),
+])
+def test_released_configurations_are_detected(basicsr, name, make, expected):
+    from basicsr import archs
+
+    reference = make(archs)
+    loaded = superres.load_model({"params_ema": reference.state_dict(), "params": reference.state_dict()})
+    got = {"arch": loaded.arch, **loaded.kwargs}
+    assert {k: got[k] for k in expected} == expected, name

@@ -3,7 +3,8 @@ Super-Resolution", CVPRW 2017.
 
 Residual blocks without batch norm, a long skip, sub-pixel upsampling, and the DIV2K RGB mean
 subtracted at the input. EDSR-baseline: 16 blocks, 64 features; EDSR: 32 blocks, 256 features,
-residual scaling 0.1. Layout and ``img_range`` (the network sees [0, 255] - mean) as BasicSR.
+residual scaling 0.1. Layout and ``img_range`` (the network sees [0, 255] - mean) as BasicSR;
+MMagic's EDSR is the same network with ``img_range=1`` (it sees [0, 1] - mean).
 """
 
 from __future__ import annotations

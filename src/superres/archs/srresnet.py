@@ -59,14 +59,19 @@ class SRResNet(nn.Module):
 
 
 class MSRResNet(nn.Module):
-    """BasicSR's modified SRResNet: no BN, LeakyReLU(0.1), residual over bilinear upsampling."""
+    """BasicSR's modified SRResNet: no BN, LeakyReLU(0.1), residual over bilinear upsampling.
+
+    ``upsample_lrelu=False`` gives MMagic's variant, which has no activation after each
+    pixel-shuffle stage (same weights layout once keys are renamed, different function).
+    """
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_block: int = 16,
-                 upscale: int = 4):
+                 upscale: int = 4, upsample_lrelu: bool = True):
         super().__init__()
         if upscale not in (2, 3, 4):
             raise ValueError(f"MSRResNet supports x2, x3 and x4, got x{upscale}")
         self.upscale = upscale
+        self.upsample_lrelu = upsample_lrelu
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*[ResidualBlockNoBN(num_feat) for _ in range(num_block)])
         if upscale in (2, 3):
@@ -85,8 +90,8 @@ class MSRResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.body(self.lrelu(self.conv_first(x)))
-        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
-        if self.upscale == 4:
-            out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
+        for upconv in (self.upconv1, self.upconv2) if self.upscale == 4 else (self.upconv1,):
+            out = self.pixel_shuffle(upconv(out))
+            out = self.lrelu(out) if self.upsample_lrelu else out
         out = self.conv_last(self.lrelu(self.conv_hr(out)))
         return out + F.interpolate(x, scale_factor=self.upscale, mode="bilinear", align_corners=False)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from superres.zoo.checkpoint import CheckpointError, read_checkpoint, save_state_dict, unwrap_state_dict
-from superres.zoo.detect import DETECTORS, convert_esrgan_original, detect
+from superres.zoo.detect import DETECTORS, detect, normalize_layout
 
 # Named pretrained models (name -> checkpoint path); filled by the packages that ship weights.
 PRETRAINED: dict[str, Path] = {}
@@ -107,7 +107,7 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
             raise CheckpointError(f"{key}: no such model name or file (named models: {known})")
         state, metadata = read_checkpoint(path)
         source = str(path)
-    state = convert_esrgan_original(state)
+    state, implied = normalize_layout(state)
 
     if "superres_arch" in metadata:
         arch, kwargs = metadata["superres_arch"], json.loads(metadata.get("superres_kwargs", "{}"))
@@ -116,6 +116,7 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
         if found is None:
             raise CheckpointError(_no_match_message(source or "<state dict>", state))
         arch, kwargs = found
+        kwargs = {**kwargs, **implied}
     if scale is not None and arch in _SCALE_NOT_IN_WEIGHTS:
         kwargs = {**kwargs, _SCALE_NOT_IN_WEIGHTS[arch]: int(scale)}
     module = create_model(arch, **kwargs)

@@ -133,10 +133,27 @@ DETECTORS: dict[str, Callable[[StateDict], dict | None]] = {
 }
 
 
-def convert_esrgan_original(s: StateDict) -> StateDict:
-    """xinntao/ESRGAN's original ``model.N`` layout -> RRDBNet's keys."""
-    if "model.0.weight" not in s or "model.1.sub.0.RDB1.conv1.0.weight" not in s:
-        return s
+def normalize_layout(s: StateDict) -> tuple[StateDict, dict]:
+    """Bring other official layouts to ours: (renamed state dict, constructor arguments they imply).
+
+    - xinntao/ESRGAN's original ``model.N`` keys -> RRDBNet's.
+    - MMagic's MSRResNet (``trunk_net``, ``upsample1.upsample_conv``): no activation after upsampling.
+    - MMagic's EDSRNet (``upsample.N.upsample_conv``): works on [0, 1] images, so ``img_range=1``.
+    """
+    if "model.0.weight" in s and "model.1.sub.0.RDB1.conv1.0.weight" in s:
+        return _rename_esrgan_original(s), {}
+    if any(k.startswith("trunk_net.") for k in s) and "upsample1.upsample_conv.weight" in s:
+        renamed = {re.sub(r"^trunk_net\.", "body.", re.sub(r"^upsample(\d)\.upsample_conv\.", r"upconv\1.", k)): v
+                   for k, v in s.items()}
+        return renamed, {"upsample_lrelu": False}
+    if "upsample.0.upsample_conv.weight" in s and "conv_after_body.weight" in s:
+        renamed = {re.sub(r"^upsample\.(\d+)\.upsample_conv\.", lambda m: f"upsample.{2 * int(m[1])}.", k): v
+                   for k, v in s.items()}
+        return renamed, {"img_range": 1.0}
+    return s, {}
+
+
+def _rename_esrgan_original(s: StateDict) -> StateDict:
     num_block = _count(s, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
     fixed = {"model.0": "conv_first", f"model.1.sub.{num_block}": "conv_body", "model.3": "conv_up1",
              "model.6": "conv_up2", "model.8": "conv_hr", "model.10": "conv_last"}
