@@ -54,17 +54,21 @@ def _gaussian_window() -> np.ndarray:
     return k @ k.T
 
 
-def _ssim_channel(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> float:
-    def filt(x: np.ndarray) -> np.ndarray:
-        return cv2.filter2D(x, -1, window)[5:-5, 5:-5]  # valid region of the 11x11 window
-
+def _ssim_map(a, b, filt):
+    """The SSIM map of Wang et al. (Eq. 13) with local statistics from ``filt`` (numpy or torch)."""
     mu1, mu2 = filt(a), filt(b)
     mu1_sq, mu2_sq, mu1_mu2 = mu1**2, mu2**2, mu1 * mu2
     sigma1_sq = filt(a * a) - mu1_sq
     sigma2_sq = filt(b * b) - mu2_sq
     sigma12 = filt(a * b) - mu1_mu2
-    ssim_map = ((2 * mu1_mu2 + _C1) * (2 * sigma12 + _C2)) / ((mu1_sq + mu2_sq + _C1) * (sigma1_sq + sigma2_sq + _C2))
-    return float(ssim_map.mean())
+    return ((2 * mu1_mu2 + _C1) * (2 * sigma12 + _C2)) / ((mu1_sq + mu2_sq + _C1) * (sigma1_sq + sigma2_sq + _C2))
+
+
+def _ssim_channel(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> float:
+    def filt(x: np.ndarray) -> np.ndarray:
+        return cv2.filter2D(x, -1, window)[5:-5, 5:-5]  # valid region of the 11x11 window
+
+    return float(_ssim_map(a, b, filt).mean())
 
 
 def ssim(img1: np.ndarray, img2: np.ndarray, crop_border: int = 0, y_channel: bool = False) -> float:
@@ -110,12 +114,6 @@ def ssim_torch(img1, img2, crop_border: int = 0, y_channel: bool = False):
     window = torch.from_numpy(_gaussian_window()).to(a)[None, None].expand(channels, 1, 11, 11)
 
     def filt(x):
-        return F.conv2d(x, window, groups=channels)
+        return F.conv2d(x, window, groups=channels)  # valid region
 
-    mu1, mu2 = filt(a), filt(b)
-    mu1_sq, mu2_sq, mu1_mu2 = mu1**2, mu2**2, mu1 * mu2
-    sigma1_sq = filt(a * a) - mu1_sq
-    sigma2_sq = filt(b * b) - mu2_sq
-    sigma12 = filt(a * b) - mu1_mu2
-    ssim_map = ((2 * mu1_mu2 + _C1) * (2 * sigma12 + _C2)) / ((mu1_sq + mu2_sq + _C1) * (sigma1_sq + sigma2_sq + _C2))
-    return ssim_map.mean(dim=(-3, -2, -1))
+    return _ssim_map(a, b, filt).mean(dim=(-3, -2, -1))
