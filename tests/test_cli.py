@@ -84,9 +84,11 @@ def test_bad_inputs_one_line_nonzero_and_batch_goes_on(tmp_path, photos):
 
     # degrade: one bad file in the folder, the others are done
     (gt / "z.jpg").write_bytes(b"not a jpeg")
-    result = run_cli("degrade", gt, tmp_path / "lr", "--scale", "4")
+    write_image(gt / "tiny.png", photos["chelsea"][:5, :5])  # 4x4 after mod-crop: too small for the BD blur
+    result = run_cli("degrade", gt, tmp_path / "lr", "--scale", "4", "--kind", "bd")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "z.jpg: not an image" in result.stderr
+    assert f"{gt / 'tiny.png'}: image (4, 4) is too small" in result.stderr
     assert sorted(p.name for p in (tmp_path / "lr").iterdir()) == ["a.png", "b.png", "c.png", "d.png"]
 
 

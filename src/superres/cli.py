@@ -30,7 +30,7 @@ def _run_batch(items: Iterable, work: Callable, quiet: bool = False) -> tuple[in
             work(item)
             done += 1
         except (SuperresError, ValueError, OSError) as e:
-            _error(str(e))
+            _error(str(e) if str(item) in str(e) else f"{item}: {e}")
             failed += 1
     if not quiet:
         print(f"{done} done, {failed} failed", file=sys.stderr)
