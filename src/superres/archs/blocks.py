@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
@@ -24,18 +25,22 @@ class ResidualBlockNoBN(nn.Module):
 class Upsample(nn.Sequential):
     """Sub-pixel upsampling (Shi et al. 2016): conv to s^2 x channels, then PixelShuffle.
 
-    Scales 2^n use n x2 stages, scale 3 one x3 stage.
+    Scales 2^n use n x2 stages, scale 3 one x3 stage. ``activation`` (e.g. PReLU for SRResNet)
+    makes a new activation module after each stage.
     """
 
-    def __init__(self, scale: int, num_feat: int):
-        layers: list[nn.Module] = []
+    def __init__(self, scale: int, num_feat: int, activation: Callable[[], nn.Module] | None = None):
         if scale & (scale - 1) == 0:
-            for _ in range(int(math.log2(scale))):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+            stages = [2] * int(math.log2(scale))
         elif scale == 3:
-            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+            stages = [3]
         else:
             raise ValueError(f"scale {scale} is not supported (2^n or 3)")
+        layers: list[nn.Module] = []
+        for s in stages:
+            layers += [nn.Conv2d(num_feat, s * s * num_feat, 3, 1, 1), nn.PixelShuffle(s)]
+            if activation is not None:
+                layers.append(activation())
         super().__init__(*layers)
 
 

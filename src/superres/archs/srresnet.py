@@ -8,12 +8,10 @@ drops batch norm, uses 3x3 convs and LeakyReLU, and adds a bilinear upsampling o
 
 from __future__ import annotations
 
-import math
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superres.archs.blocks import ResidualBlockNoBN, init_scaled_kaiming
+from superres.archs.blocks import ResidualBlockNoBN, Upsample, init_scaled_kaiming
 
 
 class ResidualBlockBN(nn.Module):
@@ -45,11 +43,7 @@ class SRResNet(nn.Module):
         self.body = nn.Sequential(*[ResidualBlockBN(num_feat) for _ in range(num_block)])
         self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.bn_after_body = nn.BatchNorm2d(num_feat)
-        stages = [3] if upscale == 3 else [2] * int(math.log2(upscale))
-        up: list[nn.Module] = []
-        for s in stages:
-            up += [nn.Conv2d(num_feat, num_feat * s * s, 3, 1, 1), nn.PixelShuffle(s), nn.PReLU(num_feat)]
-        self.upsample = nn.Sequential(*up)
+        self.upsample = Upsample(upscale, num_feat, activation=lambda: nn.PReLU(num_feat))
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 9, 1, 4)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -50,41 +50,49 @@ def _srvgg(s: StateDict) -> dict | None:
             "upscale": upscale, "act_type": "prelu" if "body.1.weight" in s else "relu"}
 
 
+def _trunk(s: StateDict) -> dict:
+    """Arguments shared by EDSR, MSRResNet and SRResNet: conv_first -> body.N -> conv_last."""
+    return {"num_in_ch": s["conv_first.weight"].shape[1], "num_out_ch": s["conv_last.weight"].shape[0],
+            "num_feat": s["conv_first.weight"].shape[0], "num_block": _count(s, r"body\.(\d+)\.conv1\.weight")}
+
+
+def _subpixel_scale(s: StateDict, num_feat: int) -> int:
+    """Scale of an ``upsample`` Sequential of conv + PixelShuffle stages (x3 once, or x2 n times)."""
+    convs = [v for k, v in s.items() if re.fullmatch(r"upsample\.\d+\.weight", k) and v.ndim == 4]
+    return 3 if s["upsample.0.weight"].shape[0] == 9 * num_feat else 2 ** len(convs)
+
+
 def _edsr(s: StateDict) -> dict | None:
     if not {"conv_first.weight", "body.0.conv1.weight", "conv_after_body.weight", "upsample.0.weight"} <= s.keys():
         return None
     if "bn_after_body.weight" in s:  # SRResNet
         return None
-    num_feat = s["conv_first.weight"].shape[0]
-    stages = _count(s, r"upsample\.(\d+)\.weight")
-    upscale = 3 if s["upsample.0.weight"].shape[0] == 9 * num_feat else 2**stages
+    args = _trunk(s)
     # Residual scaling is not stored in the weights: EDSR (256 features) used 0.1, the baseline 1.
-    return {"num_in_ch": s["conv_first.weight"].shape[1], "num_out_ch": s["conv_last.weight"].shape[0],
-            "num_feat": num_feat, "num_block": _count(s, r"body\.(\d+)\.conv1\.weight"), "upscale": upscale,
-            "res_scale": 0.1 if num_feat >= 256 else 1.0}
+    return {**args, "upscale": _subpixel_scale(s, args["num_feat"]),
+            "res_scale": 0.1 if args["num_feat"] >= 256 else 1.0}
 
 
 def _msrresnet(s: StateDict) -> dict | None:
     if not {"conv_first.weight", "body.0.conv1.weight", "upconv1.weight", "conv_hr.weight"} <= s.keys():
         return None
-    num_feat = s["conv_first.weight"].shape[0]
-    upscale = 4 if "upconv2.weight" in s else math.isqrt(s["upconv1.weight"].shape[0] // num_feat)
-    return {"num_in_ch": s["conv_first.weight"].shape[1], "num_out_ch": s["conv_last.weight"].shape[0],
-            "num_feat": num_feat, "num_block": _count(s, r"body\.(\d+)\.conv1\.weight"), "upscale": upscale}
+    args = _trunk(s)
+    upscale = 4 if "upconv2.weight" in s else math.isqrt(s["upconv1.weight"].shape[0] // args["num_feat"])
+    return {**args, "upscale": upscale}
 
 
 def _srresnet(s: StateDict) -> dict | None:
     if not {"conv_first.weight", "body.0.bn1.weight", "bn_after_body.weight", "conv_last.weight"} <= s.keys():
         return None
-    num_feat = s["conv_first.weight"].shape[0]
-    stages = _count(s, r"upsample\.(\d+)\.weight") // 2  # conv + PReLU per stage
-    upscale = 3 if s["upsample.0.weight"].shape[0] == 9 * num_feat else 2**stages
-    return {"num_in_ch": s["conv_first.weight"].shape[1], "num_out_ch": s["conv_last.weight"].shape[0],
-            "num_feat": num_feat, "num_block": _count(s, r"body\.(\d+)\.conv1\.weight"), "upscale": upscale}
+    args = _trunk(s)
+    return {**args, "upscale": _subpixel_scale(s, args["num_feat"])}
+
+
+_THREE_CONVS = {f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}  # SRCNN and ESPCN
 
 
 def _srcnn(s: StateDict) -> dict | None:
-    if set(s) != {f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}:
+    if set(s) != _THREE_CONVS:
         return None
     w1, w2, w3 = s["conv1.weight"], s["conv2.weight"], s["conv3.weight"]
     if w3.shape[0] != w1.shape[1] or w1.shape[-1] != 9:  # ESPCN's conv3 has r^2 x channels
@@ -94,7 +102,7 @@ def _srcnn(s: StateDict) -> dict | None:
 
 
 def _espcn(s: StateDict) -> dict | None:
-    if set(s) != {f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}:
+    if set(s) != _THREE_CONVS:
         return None
     channels = s["conv1.weight"].shape[1]
     upscale = math.isqrt(s["conv3.weight"].shape[0] // channels)
