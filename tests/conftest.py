@@ -14,6 +14,16 @@ SAMPLES = Path(__file__).resolve().parents[1] / "src" / "superres" / "samples"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """Converted pretrained weights go to a fresh cache: each run tests the conversion too."""
+    import os
+
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["SUPERRES_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "Set5" / "HR").is_dir():

@@ -2,7 +2,7 @@
 
 Importing the package is cheap: submodules (``superres.io``, ``superres.ops``,
 ``superres.metrics``, ``superres.zoo``) and the model API (``create_model``, ``load_model``,
-``save_model``, ``list_models``, ``interpolate``) are imported when first used.
+``save_model``, ``list_models``, ``interpolate``) and ``upscale`` are imported when first used.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"io", "ops", "metrics", "errors", "archs", "zoo"}
+_SUBMODULES = {"io", "ops", "metrics", "errors", "archs", "zoo", "infer"}
 _ZOO_API = {"create_model", "load_model", "save_model", "list_models", "interpolate"}
 
 
@@ -20,7 +20,9 @@ def __getattr__(name: str):
         return importlib.import_module(f"superres.{name}")
     if name in _ZOO_API:
         return getattr(importlib.import_module("superres.zoo"), name)
+    if name in ("upscale", "Upscaler"):
+        return getattr(importlib.import_module("superres.infer"), name)
     raise AttributeError(f"module 'superres' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *sorted(_SUBMODULES), *sorted(_ZOO_API)]
+__all__ = ["Upscaler", "__version__", "upscale", *sorted(_SUBMODULES), *sorted(_ZOO_API)]

