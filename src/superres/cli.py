@@ -19,10 +19,14 @@ SAMPLES = Path(__file__).parent / "samples"
 
 
 def _error(message: str) -> None:
-    print(f"superres: error: {message}", file=sys.stderr)
+    if "tqdm" in sys.modules:  # print below any progress bar, not on its line
+        sys.modules["tqdm"].tqdm.write(f"superres: error: {message}", file=sys.stderr)
+    else:
+        print(f"superres: error: {message}", file=sys.stderr)
 
 
-def _run_batch(items: Iterable, work: Callable, quiet: bool = False) -> tuple[int, int]:
+def _run_batch(items: Iterable, work: Callable, quiet: bool = False,
+               name: Callable = lambda item: item) -> tuple[int, int]:
     """Apply ``work`` to each item; a failing item is reported in one line and the batch goes on."""
     done = failed = 0
     for item in items:
@@ -30,7 +34,7 @@ def _run_batch(items: Iterable, work: Callable, quiet: bool = False) -> tuple[in
             work(item)
             done += 1
         except (SuperresError, ValueError, OSError) as e:
-            _error(str(e) if str(item) in str(e) else f"{item}: {e}")
+            _error(str(e) if str(name(item)) in str(e) else f"{name(item)}: {e}")
             failed += 1
     if not quiet:
         print(f"{done} done, {failed} failed", file=sys.stderr)
@@ -323,6 +327,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
         return 0
+    _make_out_dir(args.output.parent if single_file else args.output)
     upscaler = Upscaler(args.model, tile, args.tile_pad, args.precision, args.device, args.alpha)
     if not args.quiet:
         print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.precision_used})"
@@ -337,7 +342,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         _upscale_one(upscaler, src, target, args, bar)
         bar.update(1)
 
-    done, failed = _run_batch(jobs, work, quiet=True)
+    done, failed = _run_batch(jobs, work, quiet=True, name=lambda job: job[0])
     bar.close()
     if not args.quiet:
         print(f"{done} done, {skipped} skipped, {failed} failed", file=sys.stderr)

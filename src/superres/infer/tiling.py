@@ -102,10 +102,11 @@ def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scal
             acc = np.concatenate([acc, grow]) if acc.size else grow
         for j, x0 in enumerate(xs):
             x1 = min(x0 + tw, w)
-            sr = model(image[y0:y1, x0:x1])
-            weight = (wy[i][:, None] * wx[j][None, :]).astype(np.float32)[..., None]
-            rows = slice(y0 * scale - acc_top, bottom - acc_top)
-            acc[rows, x0 * scale:x1 * scale] += sr * weight
+            sr = np.array(model(image[y0:y1, x0:x1]), dtype=np.float32, copy=True)
+            sr *= wy[i].astype(np.float32)[:, None, None]  # in place: no full-size weight arrays
+            sr *= wx[j].astype(np.float32)[None, :, None]
+            acc[y0 * scale - acc_top:bottom - acc_top, x0 * scale:x1 * scale] += sr
+            del sr
             done += 1
             if progress:
                 progress(done)

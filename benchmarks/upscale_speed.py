@@ -1,0 +1,116 @@
+"""Speed of `superres upscale` on the CPU against the paths users run today, measured side by side.
+
+For realesrgan-x4plus on real 128x128 and 256x256 photo crops, prints seconds and ratios:
+- reference: the plain fp32 NCHW PyTorch forward (what Real-ESRGAN's inference script runs on a CPU);
+- ours at --precision fp32, and ours at the default (auto: bf16 on CPUs with native bf16);
+- the ncnn CPU runtime (PyPI ncnn, fp32, same thread count) on the same ncnn model files.
+with the agreement of each output with the reference (max abs difference, PSNR).
+
+    python benchmarks/upscale_speed.py [--threads 2] [--sizes 128 256] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from superres.infer import Upscaler
+from superres.infer.backend import cpu_flags
+from superres.io import read_image
+from superres.zoo import MODELS, load_model
+from superres.zoo.pretrained import source_files
+
+SAMPLE = "src/superres/samples/astronaut.png"
+
+
+def plain_forward(m, x: torch.Tensor) -> torch.Tensor:
+    """RRDBNet's forward as the official code writes it (no strips, NCHW, fp32)."""
+    feat = m.conv_first(x)
+    feat = feat + m.conv_body(m.body(feat))
+    feat = m.lrelu(m.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
+    feat = m.lrelu(m.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+    return m.conv_last(m.lrelu(m.conv_hr(feat)))
+
+
+def best_time(fn, repeat: int):
+    out = fn()  # warm-up (also the output we compare)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def ncnn_runner(name: str, threads: int):
+    try:
+        import ncnn
+    except ImportError:
+        return None
+    param, bin_ = source_files(MODELS[name])
+    net = ncnn.Net()
+    opt = net.opt
+    opt.use_vulkan_compute, opt.num_threads = False, threads
+    opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
+    net.load_param(str(param))
+    net.load_model(str(bin_))
+
+    def run(img: np.ndarray) -> np.ndarray:
+        data = np.ascontiguousarray(img.transpose(2, 0, 1))
+        ex = net.create_extractor()
+        mat = ncnn.Mat(data)
+        ex.input("data", mat)
+        _, out = ex.extract("output")
+        return np.clip(np.array(out).transpose(1, 2, 0), 0, 1)
+
+    return run
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="realesrgan-x4plus")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    bf16 = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+          f", native bf16: {', '.join(bf16) or 'no'}")
+    module = load_model(args.model).module.eval()
+    photo = read_image(SAMPLE)[0][..., :3]
+    ours32 = Upscaler(args.model, tile=0, precision="fp32", device="cpu")
+    ours = Upscaler(args.model, tile=0, device="cpu")
+    ncnn_run = ncnn_runner(args.model, args.threads)
+    for size in args.sizes:
+        img = np.ascontiguousarray(photo[100:100 + size, 150:150 + size])
+        x = torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
+        with torch.no_grad():
+            t_ref, ref = best_time(lambda x=x: plain_forward(module, x), args.repeat)
+        ref = ref[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        rows = [("reference fp32 NCHW", t_ref, ref)]
+        rows.append((f"ours --precision fp32", *best_time(lambda img=img: ours32.upscale_array(img), args.repeat)))
+        rows.append((f"ours default ({ours.precision_used})",
+                     *best_time(lambda img=img: ours.upscale_array(img), args.repeat)))
+        if ncnn_run:
+            rows.append(("ncnn fp32", *best_time(lambda img=img: ncnn_run(img), args.repeat)))
+        print(f"\n{args.model}, input {size}x{size} -> {4 * size}x{4 * size}")
+        for label, t, out in rows:
+            d = np.abs(out - ref).max()
+            print(f"  {label:<26} {t:8.2f} s   speed-up vs reference {t_ref / t:5.2f}x   "
+                  f"max |diff| {d:.2e}   PSNR vs reference {psnr(out, ref):6.1f} dB")
+        if ncnn_run:
+            print(f"  default vs ncnn: {rows[-1][1] / rows[2][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
