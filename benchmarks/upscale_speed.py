@@ -98,7 +98,7 @@ def main() -> None:
             t_ref, ref = best_time(lambda x=x: plain_forward(module, x), args.repeat)
         ref = ref[0].clamp(0, 1).permute(1, 2, 0).numpy()
         rows = [("reference fp32 NCHW", t_ref, ref)]
-        rows.append((f"ours --precision fp32", *best_time(lambda img=img: ours32.upscale_array(img), args.repeat)))
+        rows.append(("ours --precision fp32", *best_time(lambda img=img: ours32.upscale_array(img), args.repeat)))
         rows.append((f"ours default ({ours.precision_used})",
                      *best_time(lambda img=img: ours.upscale_array(img), args.repeat)))
         if ncnn_run:

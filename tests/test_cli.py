@@ -114,7 +114,8 @@ def test_help_version_and_demo(tmp_path):
     assert run_cli("--version").stdout.startswith("superres ")
     result = run_cli("demo", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "astronaut" in result.stdout and "mean" in result.stdout
+    assert "astronaut realesrgan-x4plus" in result.stdout and "NIQE" in result.stdout
+    assert (tmp_path / "realesrgan-x4plus_x4" / "chelsea.png").is_file()
 
 
 def test_import_is_cheap():

@@ -56,19 +56,22 @@ def init_scaled_kaiming(modules: list[nn.Module], scale: float = 0.1) -> None:
                     m.bias.data.zero_()
 
 
-def in_row_strips(fn: Callable[[Tensor], Tensor], x: Tensor, scale: int, halo: int, rows: int = 32) -> Tensor:
+def in_row_strips(fn: Callable[[Tensor], Tensor], x: Tensor, scale: int, halo: int, rows: int = 16) -> Tensor:
     """``fn(x)`` computed on horizontal strips of ``rows`` input rows, to bound peak memory.
 
     Each strip carries ``halo`` rows of context on both sides, so the result is exactly ``fn(x)``
     when ``fn`` (a stack of convolutions and upsamplings by ``scale``) looks no further than
-    ``halo`` input rows.
+    ``halo`` input rows. Strips are written into one preallocated output.
     """
     height = x.shape[-2]
     if height <= rows + 2 * halo:
         return fn(x)
-    strips = []
+    out = None
     for top in range(0, height, rows):
         a, b = max(top - halo, 0), min(top + rows + halo, height)
-        out = fn(x[..., a:b, :])
-        strips.append(out[..., (top - a) * scale:(min(top + rows, height) - a) * scale, :])
-    return torch.cat(strips, dim=-2)
+        strip = fn(x[..., a:b, :])
+        if out is None:
+            out = torch.empty_like(strip[..., :1, :]).expand(*strip.shape[:-2], height * scale, -1).contiguous()
+        out[..., top * scale:min(top + rows, height) * scale, :] = \
+            strip[..., (top - a) * scale:(min(top + rows, height) - a) * scale, :]
+    return out

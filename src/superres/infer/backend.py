@@ -96,7 +96,7 @@ class Runner:
         out = self._forward(x)
         scale_h, scale_w = out.shape[-2] // x.shape[-2], out.shape[-1] // x.shape[-1]
         out = out[..., :h * scale_h, :w * scale_w]
-        return out[0].clamp(0, 1).permute(1, 2, 0).numpy()
+        return out[0].permute(1, 2, 0).numpy()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = DTYPES[self.precision]
@@ -111,7 +111,7 @@ class Runner:
                 self.precision = "fp32"
                 self.module = self._prepare(self._fp32_module, "fp32")
                 return self._forward(x)
-            return out.to("cpu").contiguous()
+            return out.clamp_(0, 1).to("cpu")
 
 
 def flush_denormals() -> None:

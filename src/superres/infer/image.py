@@ -89,11 +89,9 @@ class Upscaler:
         if self.runner is None:
             return TilePlan(0, 0, 0)
         if self.tile == "auto":
-            budget = self.budget or _default_budget(self.torch_device)
-            side = int(math.sqrt(budget / self.bytes_per_pixel))
-            if height * width <= side * side:
+            tile = self._auto_tile(width, self.budget or _default_budget(self.torch_device))
+            if height * width <= tile * tile:
                 return TilePlan(0, self.margin, ramp)
-            tile = side
         else:
             tile = int(self.tile)
             if tile == 0 or (tile >= height and tile >= width):
@@ -103,6 +101,14 @@ class Upscaler:
             raise ValueError(f"tile {tile} is too small for {self.model}: it needs at least {need} pixels "
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
         return TilePlan(tile, self.margin, ramp)
+
+    def _auto_tile(self, width: int, budget: int) -> int:
+        """The largest tile side t whose memory fits the budget: the network's activations
+        (t^2 x bytes_per_pixel), its float output (t^2 x scale^2 x 3 x 4 bytes) and the float
+        band of output rows being blended (t x scale x width x scale x 3 x 4 bytes)."""
+        per_pixel = self.bytes_per_pixel + self.scale**2 * 12
+        per_row = self.scale**2 * width * 12
+        return int((-per_row + math.sqrt(per_row**2 + 4 * per_pixel * budget)) / (2 * per_pixel))
 
     # --- running ----------------------------------------------------------------------------
 

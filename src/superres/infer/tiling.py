@@ -32,28 +32,31 @@ def tile_starts(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
     return [(i * (length - size)) // (count - 1) for i in range(count)], size
 
 
-def _ramp(n: int, lo: float, hi: float) -> np.ndarray:
-    """0 before ``lo``, 1 after ``hi``, linear between (pixel centres at i + 0.5)."""
-    x = np.arange(n, dtype=np.float64) + 0.5
-    if hi <= lo:
-        return (x >= lo).astype(np.float64)
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+def axis_weights(starts: list[int], tile: int, length: int, margin: int, ramp: int, scale: int) -> list[np.ndarray]:
+    """Per-tile 1-D weights (output resolution) that sum to one at every output pixel.
 
-
-def axis_weights(starts: list[int], tile: int, length: int, margin: int, scale: int) -> list[np.ndarray]:
-    """Per-tile 1-D weights (output resolution) that sum to one at every output pixel."""
-    weights = []
+    A tile's raw weight is 0 within ``margin`` input pixels of an edge it shares with another
+    tile, rises linearly over the next ``ramp`` pixels, and is 1 beyond (image borders are real
+    borders: full weight). Dividing by the sum over tiles makes the weights a partition of unity,
+    which for two neighbours overlapping by ``2 * margin + ramp`` is a plain linear hand-over.
+    """
+    x = (np.arange(tile * scale) + 0.5) / scale  # pixel centres, in input pixels from the tile start
+    raws = []
     for i, a in enumerate(starts):
-        b = min(a + tile, length)
-        w = np.ones((b - a) * scale)
-        if i > 0:  # hand-over zone with the previous tile: [a, previous end)
-            end_prev = min(starts[i - 1] + tile, length)
-            w *= _ramp(len(w), margin * scale, (end_prev - a - margin) * scale)
+        size = min(tile, length - a)
+        r = np.ones(size * scale)
+        xs = x[:size * scale]
+        if i > 0:
+            r = np.minimum(r, np.clip((xs - margin) / max(ramp, 1e-9), 0, 1))
         if i + 1 < len(starts):
-            nxt = starts[i + 1]
-            w *= 1.0 - _ramp(len(w), (nxt - a + margin) * scale, (b - a - margin) * scale)
-        weights.append(w)
-    return weights
+            r = np.minimum(r, np.clip((size - xs - margin) / max(ramp, 1e-9), 0, 1))
+        raws.append(r)
+    total = np.zeros(length * scale)
+    for a, r in zip(starts, raws, strict=True):
+        total[a * scale:a * scale + len(r)] += r
+    if total.min() <= 0:
+        raise ValueError(f"tiles of {tile} pixels overlapping by less than 2 x {margin} leave pixels uncovered")
+    return [r / total[a * scale:a * scale + len(r)] for a, r in zip(starts, raws, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,8 @@ def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scal
         return
     overlap = 2 * plan.margin + plan.ramp
     (ys, th), (xs, tw) = tile_starts(h, plan.tile, overlap), tile_starts(w, plan.tile, overlap)
-    wy = axis_weights(ys, th, h, plan.margin, scale)
-    wx = axis_weights(xs, tw, w, plan.margin, scale)
+    wy = axis_weights(ys, th, h, plan.margin, plan.ramp, scale)
+    wx = axis_weights(xs, tw, w, plan.margin, plan.ramp, scale)
     channels = out.shape[2]
     acc = np.zeros((0, w * scale, channels), np.float32)
     acc_top = 0  # output row of acc[0]
@@ -102,7 +105,7 @@ def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scal
             acc = np.concatenate([acc, grow]) if acc.size else grow
         for j, x0 in enumerate(xs):
             x1 = min(x0 + tw, w)
-            sr = np.array(model(image[y0:y1, x0:x1]), dtype=np.float32, copy=True)
+            sr = model(image[y0:y1, x0:x1])
             sr *= wy[i].astype(np.float32)[:, None, None]  # in place: no full-size weight arrays
             sr *= wx[j].astype(np.float32)[None, :, None]
             acc[y0 * scale - acc_top:bottom - acc_top, x0 * scale:x1 * scale] += sr

@@ -14,7 +14,6 @@ from torch import nn
 
 from superres.zoo.checkpoint import CheckpointError, read_checkpoint, save_state_dict, unwrap_state_dict
 from superres.zoo.detect import DETECTORS, detect, normalize_layout
-
 from superres.zoo.pretrained import DEFAULT_MODEL, MODELS, ModelSpec
 
 _DISCRIMINATORS = {"VGGStyleDiscriminator", "UNetDiscriminatorSN"}
@@ -209,5 +208,16 @@ def list_models() -> list[str]:
     return list(MODELS)
 
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "CheckpointError", "ModelSpec", "ModelDescriptor", "architectures", "create_model", "interpolate",
-           "list_models", "load_model", "save_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "CheckpointError",
+    "ModelDescriptor",
+    "ModelSpec",
+    "architectures",
+    "create_model",
+    "interpolate",
+    "list_models",
+    "load_model",
+    "save_model",
+]

@@ -111,5 +111,6 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
     except OSError as e:
         warnings.warn(f"{target}: cannot cache the converted weights ({e.strerror or e}); set SUPERRES_CACHE_DIR "
                       "to a writable folder", stacklevel=2)
-        return state, {"superres_arch": arch, "superres_kwargs": json.dumps(module.superres_config["kwargs"])}, str(bin_)
-    return state, {"superres_arch": arch, "superres_kwargs": json.dumps(module.superres_config["kwargs"])}, str(target)
+        target = bin_
+    metadata = {"superres_arch": arch, "superres_kwargs": json.dumps(module.superres_config["kwargs"])}
+    return state, metadata, str(target)
