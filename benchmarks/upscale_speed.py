@@ -2,7 +2,8 @@
 
 For realesrgan-x4plus on real 128x128 and 256x256 photo crops, prints seconds and ratios:
 - reference: the plain fp32 NCHW PyTorch forward (what Real-ESRGAN's inference script runs on a CPU);
-- ours at --precision fp32, and ours at the default (auto: bf16 on CPUs with native bf16);
+- ours at --precision fp32, and ours at the default (auto: bf16 on CPUs with native bf16),
+  plus ours at bf16 where that is not the default (emulated bf16: slow, shown for accuracy);
 - the ncnn CPU runtime (PyPI ncnn, fp32, same thread count) on the same ncnn model files.
 with the agreement of each output with the reference (max abs difference, PSNR).
 
@@ -90,6 +91,7 @@ def main() -> None:
     photo = read_image(SAMPLE)[0][..., :3]
     ours32 = Upscaler(args.model, tile=0, precision="fp32", device="cpu")
     ours = Upscaler(args.model, tile=0, device="cpu")
+    ours16 = None if ours.precision_used == "bf16" else Upscaler(args.model, tile=0, precision="bf16", device="cpu")
     ncnn_run = ncnn_runner(args.model, args.threads)
     for size in args.sizes:
         img = np.ascontiguousarray(photo[100:100 + size, 150:150 + size])
@@ -101,6 +103,8 @@ def main() -> None:
         rows.append(("ours --precision fp32", *best_time(lambda img=img: ours32.upscale_array(img), args.repeat)))
         rows.append((f"ours default ({ours.precision_used})",
                      *best_time(lambda img=img: ours.upscale_array(img), args.repeat)))
+        if ours16:  # not the default here (no native bf16): shown for its accuracy
+            rows.append(("ours --precision bf16", *best_time(lambda img=img: ours16.upscale_array(img), args.repeat)))
         if ncnn_run:
             rows.append(("ncnn fp32", *best_time(lambda img=img: ncnn_run(img), args.repeat)))
         print(f"\n{args.model}, input {size}x{size} -> {4 * size}x{4 * size}")

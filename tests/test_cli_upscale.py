@@ -122,6 +122,16 @@ def test_upscale_errors(folder, tmp_path, args, message):
     assert len(errors) == 1
 
 
+def test_inputs_named_twice_or_colliding(folder, tmp_path, photos):
+    result = run_cli("upscale", folder, folder / "a.png", "-o", tmp_path / "o", *FAST, "--dry-run")
+    assert result.stdout.count("a.png ->") == 1  # a file named twice is done once
+    (tmp_path / "other").mkdir()
+    write_image(tmp_path / "other" / "a.png", photos["chelsea"][:8, :8])
+    result = run_cli("upscale", folder / "a.png", tmp_path / "other" / "a.png", "-o", tmp_path / "o", *FAST)
+    assert result.returncode == 1 and "is also the output of" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_torchrun_shards_do_each_file_once(tmp_path, photos):
     src = tmp_path / "in"
     src.mkdir()

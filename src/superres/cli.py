@@ -301,7 +301,10 @@ def _collect_inputs(inputs: list[str], recursive: bool) -> list[tuple[Path, Path
             found += [(m, Path(m.name)) for m in matches]
         else:
             raise SuperresError(f"{item}: no such file or folder")
-    return found
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for src, rel in found:  # a file named twice (or inside a folder also given) is done once
+        unique.setdefault(src.resolve(), (src, rel))
+    return list(unique.values())
 
 
 def _shard(items: list, rank: int, world: int) -> list:
@@ -325,13 +328,20 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     tile = args.tile if args.tile == "auto" else _non_negative_int(args.tile, "--tile")
     items = _collect_inputs(args.inputs, args.recursive)
     single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and args.output.suffix.lower() in IMAGE_EXTENSIONS
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    items = _shard(items, rank, world)
-    jobs, skipped = [], 0
+    claimed: dict[Path, Path] = {}
+    pairs = []
     for src, rel in items:
         target = _upscale_target(src, rel, args.output, single_file, args.format, args.suffix)
         if target.resolve() == src.resolve():
             raise SuperresError(f"{src}: the output would overwrite the input; choose another folder or a --suffix")
+        if target.resolve() in claimed:
+            raise SuperresError(f"{src}: its output {target} is also the output of {claimed[target.resolve()]}; "
+                                "give the inputs as one folder (sub-folders are kept) or upscale them separately")
+        claimed[target.resolve()] = src
+        pairs.append((src, target))
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    jobs, skipped = [], 0
+    for src, target in _shard(pairs, rank, world):
         if target.exists() and not args.overwrite:
             skipped += 1
             if not args.quiet:
@@ -344,7 +354,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         print(f"{len(jobs)} to do, {skipped} skipped (dry run: nothing written)", file=sys.stderr)
         return 0
     if not jobs:
-        print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
+        if not args.quiet:
+            print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
         return 0
     _make_out_dir(args.output.parent if single_file else args.output)
     upscaler = Upscaler(args.model, tile, args.tile_pad, args.precision, args.device, args.alpha)
@@ -395,7 +406,8 @@ def _upscale_one(upscaler, src: Path, target: Path, args: argparse.Namespace, ba
     except OSError as e:
         raise SuperresError(f"{target.parent}: cannot create the output folder: {e.strerror or e}") from None
     write_image(target, out, info, quality=args.quality)
-    bar.write(f"{src} -> {target}") if not args.quiet else None
+    if not args.quiet:
+        bar.write(f"{src} -> {target}", file=sys.stderr)
 
 
 def _non_negative_int(value: str, name: str) -> int:

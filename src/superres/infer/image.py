@@ -21,7 +21,7 @@ import numpy as np
 from superres.infer.backend import Runner, flush_denormals, pick_device, pick_precision
 from superres.infer.tiling import TilePlan, run_tiled
 
-DEFAULT_BUDGET_CPU = 1 << 30  # bytes of activations per tile on the CPU
+DEFAULT_BUDGET_CPU = 1152 << 20  # working memory of one tile on the CPU (activations and output)
 BICUBIC = "bicubic"
 
 
@@ -71,11 +71,11 @@ class Upscaler:
         from superres.zoo.pretrained import cache_dir
 
         def measure() -> int:
-            return measure_margin(self.runner_fp32, self.scale, self.in_channels)
+            return measure_margin(self._forward_fp32, self.scale, self.in_channels)
 
         return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins.json")
 
-    def runner_fp32(self, x):
+    def _forward_fp32(self, x):
         import torch
 
         with torch.inference_mode():
@@ -89,7 +89,7 @@ class Upscaler:
         if self.runner is None:
             return TilePlan(0, 0, 0)
         if self.tile == "auto":
-            tile = self._auto_tile(width, self.budget or _default_budget(self.torch_device))
+            tile = self._auto_tile(self.budget or _default_budget(self.torch_device))
             if height * width <= tile * tile:
                 return TilePlan(0, self.margin, ramp)
         else:
@@ -102,13 +102,15 @@ class Upscaler:
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
         return TilePlan(tile, self.margin, ramp)
 
-    def _auto_tile(self, width: int, budget: int) -> int:
-        """The largest tile side t whose memory fits the budget: the network's activations
-        (t^2 x bytes_per_pixel), its float output (t^2 x scale^2 x 3 x 4 bytes) and the float
-        band of output rows being blended (t x scale x width x scale x 3 x 4 bytes)."""
-        per_pixel = self.bytes_per_pixel + self.scale**2 * 12
-        per_row = self.scale**2 * width * 12
-        return int((-per_row + math.sqrt(per_row**2 + 4 * per_pixel * budget)) / (2 * per_pixel))
+    def _auto_tile(self, budget: int) -> int:
+        """The largest tile side t whose working memory fits the budget: the network's activations
+        (t^2 x bytes_per_pixel, measured) and its float output (t^2 x scale^2 x 3 x 4 bytes).
+
+        Not counted: the float band of output rows being blended (t x scale rows of the output,
+        in float32), which grows with the output like the output array itself does.
+        """
+        activations = self.bytes_per_pixel * (1 if self.precision_used == "fp32" else 0.5)
+        return int(math.sqrt(budget / (activations + self.scale**2 * 12)))
 
     # --- running ----------------------------------------------------------------------------
 
