@@ -135,9 +135,12 @@ class Upscaler:
             color = fill_transparent(color, alpha)
 
         def finish(rows: np.ndarray) -> np.ndarray:
+            """Float rows (which may be overwritten) -> the output dtype, without float temporaries."""
+            np.clip(rows, 0.0, 1.0, out=rows)
             if peak == 1.0:
                 return rows
-            return np.rint(np.clip(rows, 0.0, 1.0) * np.float32(peak)).astype(dtype)
+            rows *= np.float32(peak)
+            return np.rint(rows, out=rows).astype(dtype)
 
         out_dtype = dtype if peak != 1.0 else np.float32
         h, w = x.shape[:2]
