@@ -382,10 +382,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def _upscale_one(upscaler, src: Path, target: Path, args: argparse.Namespace, bar) -> None:
     from tqdm import tqdm
 
-    from superres.io import read_image, to_integer, write_image
+    from superres.io import write_image
 
-    img, info = read_image(src)
-    img = to_integer(img, info.bit_depth)  # the file's own samples: 16-bit stays 16-bit
+    img, info = _read_integer(src)  # the file's own samples: 16-bit stays 16-bit
     tiles = None
 
     def progress(done: int, total: int) -> None:

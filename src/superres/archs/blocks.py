@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import torch
 from torch import Tensor, nn
 
 
@@ -71,7 +70,7 @@ def in_row_strips(fn: Callable[[Tensor], Tensor], x: Tensor, scale: int, halo: i
         a, b = max(top - halo, 0), min(top + rows + halo, height)
         strip = fn(x[..., a:b, :])
         if out is None:
-            out = torch.empty_like(strip[..., :1, :]).expand(*strip.shape[:-2], height * scale, -1).contiguous()
+            out = strip.new_empty((*strip.shape[:-2], height * scale, strip.shape[-1]))
         out[..., top * scale:min(top + rows, height) * scale, :] = \
             strip[..., (top - a) * scale:(min(top + rows, height) - a) * scale, :]
     return out

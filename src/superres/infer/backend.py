@@ -74,7 +74,6 @@ class Runner:
     def __init__(self, module: torch.nn.Module, device: torch.device, precision: str, size_multiple: int = 1):
         self.device, self.precision, self.size_multiple = device, precision, size_multiple
         self.channels_last = device.type == "cpu"
-        self.fallback_warned = False
         self._fp32_module = module
         self.module = self._prepare(module, precision)
 

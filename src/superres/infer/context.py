@@ -64,10 +64,11 @@ def measure_margin(model: Callable[[torch.Tensor], torch.Tensor], scale: int, in
     Measured on the bundled real photos with windows of ``start`` pixels, doubled (up to
     ``limit``) while the error has not settled inside the window.
     """
+    images = sample_images()
     size = start
     while True:
         errors = None
-        for img in sample_images():
+        for img in images:
             crop = img[:size, :size]
             if in_channels == 1:
                 crop = crop.mean(axis=2, keepdims=True)
@@ -76,7 +77,7 @@ def measure_margin(model: Callable[[torch.Tensor], torch.Tensor], scale: int, in
         margin = margin_from_errors(errors, tolerance)
         if margin is not None and margin < len(errors) - 4:
             return margin
-        if size * 2 > limit or size * 2 > min(min(i.shape[:2]) for i in sample_images()):
+        if size * 2 > limit or size * 2 > min(min(i.shape[:2]) for i in images):
             warnings.warn(f"the network's receptive field did not settle within {size} pixels; "
                           f"tiles will use a margin of {len(errors)}", stacklevel=2)
             return len(errors)

@@ -126,6 +126,8 @@ class Upscaler:
                              f"got shape {image.shape}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"image is empty ({image.shape})")
+        if self.runner is None:
+            return self._bicubic(img, outscale)
         peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype), 1.0)
         x = img.astype(np.float32) / np.float32(peak) if peak != 1.0 else np.clip(img, 0, 1).astype(np.float32)
         channels = x.shape[2]
@@ -144,8 +146,6 @@ class Upscaler:
 
         out_dtype = dtype if peak != 1.0 else np.float32
         h, w = x.shape[:2]
-        if self.runner is None:
-            return self._bicubic(img, outscale)
         result = np.empty((h * self.scale, w * self.scale, channels), out_dtype)
         if channels == 3:
             self._run(color, result, finish, progress)
@@ -169,14 +169,10 @@ class Upscaler:
         return result[..., 0] if squeeze else result
 
     def _run(self, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
-        plan = self.plan(*color.shape[:2])
-        if self.in_channels == 1:
-            run, finish_luma = self._luma_model(color), finish
-            run_tiled(color, run, self.scale, plan, out, finish_luma, _counter(progress, color.shape, plan))
-            return
-        run_tiled(color, self.runner, self.scale, plan, out, finish, _counter(progress, color.shape, plan))
+        model = self._luma_model() if self.in_channels == 1 else self.runner
+        run_tiled(color, model, self.scale, self.plan(*color.shape[:2]), out, finish, progress)
 
-    def _luma_model(self, color: np.ndarray):
+    def _luma_model(self):
         """One-channel networks (SRCNN, FSRCNN, ESPCN) see Y; Cb and Cr are upscaled by bicubic."""
         from superres.ops import rgb2ycbcr, ycbcr2rgb
 
@@ -199,19 +195,6 @@ class Upscaler:
         else:
             out = np.clip(imresize(img.astype(np.float32), scale), 0, 1).astype(np.float32)
         return out[..., 0] if squeeze and out.ndim == 3 else out
-
-
-def _counter(progress, shape, plan: TilePlan):
-    if progress is None:
-        return None
-    from superres.infer.tiling import tile_starts
-
-    if plan.tile == 0:
-        total = 1
-    else:
-        overlap = 2 * plan.margin + plan.ramp
-        total = len(tile_starts(shape[0], plan.tile, overlap)[0]) * len(tile_starts(shape[1], plan.tile, overlap)[0])
-    return lambda done: progress(done, total)
 
 
 def resize_to(image: np.ndarray, outscale: float | None, native: int, h: int, w: int) -> np.ndarray:

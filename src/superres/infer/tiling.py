@@ -77,17 +77,17 @@ def plan_overhead(height: int, width: int, plan: TilePlan) -> float:
 
 def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scale: int, plan: TilePlan,
               out: np.ndarray, finish: Callable[[np.ndarray], np.ndarray],
-              progress: Callable[[int], None] | None = None) -> None:
+              progress: Callable[[int, int], None] | None = None) -> None:
     """Upscale HxWxC ``image`` tile by tile into ``out`` (sH x sW x C').
 
-    ``model`` maps an hxwxC float32 array to shxswxC'; ``finish`` turns finished float rows into
-    ``out``'s dtype. ``progress`` is called with the number of tiles done so far.
+    ``model`` maps an hxwxC float32 array to shxswxC'; ``finish`` turns finished float rows (which
+    it may overwrite) into ``out``'s dtype. ``progress`` is called with (tiles done, tiles in all).
     """
     h, w = image.shape[:2]
     if plan.tile == 0:
         out[:] = finish(model(image))
         if progress:
-            progress(1)
+            progress(1, 1)
         return
     overlap = 2 * plan.margin + plan.ramp
     (ys, th), (xs, tw) = tile_starts(h, plan.tile, overlap), tile_starts(w, plan.tile, overlap)
@@ -112,7 +112,7 @@ def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scal
             del sr
             done += 1
             if progress:
-                progress(done)
+                progress(done, len(ys) * len(xs))
         final = (ys[i + 1] * scale if i + 1 < len(ys) else bottom) - acc_top
         out[acc_top:acc_top + final] = finish(acc[:final])
         acc, acc_top = acc[final:].copy(), acc_top + final

@@ -98,8 +98,8 @@ class _Blob:
                               "(int8-quantised ncnn models are not supported)")
 
 
-def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> tuple[str, dict, dict[str, torch.Tensor]]:
-    """(architecture, arguments, state dict) of an ncnn model, shapes checked against the network."""
+def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> nn.Module:
+    """An ncnn model as our network (built by ``create_model``), shapes checked layer by layer."""
     from superres.zoo import create_model
 
     layers = read_param(param_path)
@@ -128,4 +128,4 @@ def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> tup
     if blob.pos != len(blob.data):
         raise CheckpointError(f"{bin_path}: {len(blob.data) - blob.pos} bytes left over after the last layer")
     module.load_state_dict(state, strict=True)
-    return arch, kwargs, state
+    return module

@@ -86,7 +86,7 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
     import json
     import warnings
 
-    from superres.zoo import create_model, save_model
+    from superres.zoo import save_model
     from superres.zoo.checkpoint import read_checkpoint
     from superres.zoo.ncnn import read_ncnn
 
@@ -100,11 +100,10 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
     if target.is_file():
         state, metadata = read_checkpoint(target)
         return state, metadata, str(target)
-    arch, kwargs, state = read_ncnn(param, bin_)
+    module = read_ncnn(param, bin_)
+    arch = module.superres_config["arch"]
     if arch != spec.arch:
         raise CheckpointError(f"{param}: expected {spec.arch}, found {arch}")
-    module = create_model(arch, **kwargs)
-    module.load_state_dict(state, strict=True)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         save_model(module, target, provenance=f"{spec.package}: {param.name} + {bin_.name} (ncnn fp16)")
@@ -113,4 +112,4 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
                       "to a writable folder", stacklevel=2)
         target = bin_
     metadata = {"superres_arch": arch, "superres_kwargs": json.dumps(module.superres_config["kwargs"])}
-    return state, metadata, str(target)
+    return module.state_dict(), metadata, str(target)
