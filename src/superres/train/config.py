@@ -1,0 +1,282 @@
+"""Training configs: YAML files checked against typed classes before anything runs.
+
+A config may name a ``base`` file (relative to itself) whose values it overrides, key by key;
+``--set a.b.c=value`` overrides on the command line (values parsed as YAML). Unknown keys,
+wrong types and missing data folders fail at load time with the key's dotted path, not at
+iteration 10,000. ``json_schema()`` gives the schema for editors (yaml-language-server).
+Relative data paths are relative to the working directory, as in BasicSR.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from superres.errors import SuperresError
+
+
+class ConfigError(SuperresError):
+    """A config that cannot be trained: the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ModelConfig(_Strict):
+    """A network from ``superres.archs`` and its constructor arguments."""
+
+    arch: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    pretrained: str | None = None  # a checkpoint load_model reads (e.g. the PSNR stage for GAN)
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelConfig:
+        from superres.archs import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+        return self
+
+
+class TrainData(_Strict):
+    """HR images (LR made on the fly by ``degradation``) or HR/LR pairs matched by file name."""
+
+    hr: list[str]
+    lr: list[str] | None = None
+    degradation: Literal["bicubic", "bd"] = "bicubic"
+    patch_size: int = Field(96, gt=0, description="HR patch side; the LR patch is patch_size / scale")
+    batch_size: int = Field(16, gt=0, description="global batch, split over DDP processes")
+    y_channel: bool = False
+    flip: bool = True
+    rot90: bool = True
+    hr_scales: list[float] = Field([1.0], description="extra down-scaled copies of each HR image "
+                                   "(FSRCNN: 1.0, 0.9, 0.8, 0.7, 0.6)")
+    cache: bool = True
+    workers: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listify(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {k: ([v] if k in ("hr", "lr") and isinstance(v, str) else v) for k, v in data.items()}
+        return data
+
+
+class ValData(_Strict):
+    """A validation set: scored by Y-PSNR/SSIM with crop = scale unless told otherwise."""
+
+    name: str
+    hr: str
+    lr: str | None = None
+    degradation: Literal["bicubic", "bd"] = "bicubic"
+    y_channel: bool = True
+    crop_border: int | None = None
+    max_images: int | None = Field(None, gt=0)
+
+
+class Optimizer(_Strict):
+    type: Literal["Adam", "AdamW", "SGD"] = "Adam"
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_multipliers: dict[str, float] = Field(
+        default_factory=dict, description="parameter-name prefix -> lr factor (SRCNN's last layer: 0.1)")
+
+
+class MultiStep(_Strict):
+    type: Literal["MultiStep"]
+    milestones: list[int]
+    gamma: float = 0.5
+
+
+class CosineAnnealingRestart(_Strict):
+    type: Literal["CosineAnnealingRestart"]
+    periods: list[int]
+    restart_weights: list[float] | None = None
+    eta_min: float = 1e-7
+
+    @model_validator(mode="after")
+    def _lengths(self) -> CosineAnnealingRestart:
+        if self.restart_weights is not None and len(self.restart_weights) != len(self.periods):
+            raise ValueError("restart_weights and periods must have the same length")
+        return self
+
+
+class Constant(_Strict):
+    type: Literal["Constant"]
+
+
+Scheduler = Annotated[MultiStep | CosineAnnealingRestart | Constant, Field(discriminator="type")]
+
+
+class PixelLoss(_Strict):
+    type: Literal["L1", "MSE", "Charbonnier"] = "L1"
+    weight: float = 1.0
+    eps: float = 1e-12  # Charbonnier only
+
+
+class PerceptualLoss(_Strict):
+    """VGG19 features before activation (ESRGAN), compared with L1, weighted per layer."""
+
+    weight: float = 1.0
+    layer_weights: dict[str, float] = Field(default_factory=lambda: {
+        "conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0})
+    vgg_weights: str | None = Field(None, description="vgg19 ImageNet weights file; 'random' for tests; "
+                                    "default: torchvision's file in the torch hub cache")
+    use_input_norm: bool = True
+    criterion: Literal["L1", "MSE"] = "L1"
+
+
+class GanConfig(_Strict):
+    """Adversarial training: SRGAN (vanilla) or ESRGAN (relativistic average)."""
+
+    discriminator: ModelConfig
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    scheduler: Scheduler = Field(default_factory=lambda: Constant(type="Constant"))
+    gan_type: Literal["vanilla", "lsgan", "hinge", "wgan_softplus"] = "vanilla"
+    relativistic: bool = False
+    weight: float = 5e-3
+    d_steps: int = Field(1, ge=1, description="generator update every d_steps iterations")
+    d_init_iters: int = Field(0, ge=0, description="train only D for this many iterations first")
+
+
+class TrainConfig(_Strict):
+    iterations: int = Field(gt=0)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    scheduler: Scheduler = Field(default_factory=lambda: Constant(type="Constant"))
+    warmup_iters: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    pixel_loss: PixelLoss | None = Field(default_factory=PixelLoss)
+    perceptual_loss: PerceptualLoss | None = None
+    gan: GanConfig | None = None
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+
+
+class Checkpoints(_Strict):
+    every: int = Field(1000, gt=0)
+    keep_last: int = Field(3, ge=1)
+
+
+class Logging(_Strict):
+    every: int = Field(100, gt=0)
+    val_every: int = Field(1000, gt=0)
+    tensorboard: bool = True
+    val_samples: int = Field(2, ge=0, description="validation images written to TensorBoard")
+
+
+class Config(_Strict):
+    """One training run. ``output`` holds checkpoints, logs and the exported model."""
+
+    name: str
+    scale: int = Field(ge=1, le=8)
+    seed: int = 0
+    device: str = "auto"
+    output: str = "runs/${name}"
+    source: str = Field("", description="the paper (and table) whose setting this recipe follows")
+    model: ModelConfig
+    data: TrainData
+    val: list[ValData] = Field(default_factory=list)
+    train: TrainConfig
+    checkpoint: Checkpoints = Field(default_factory=Checkpoints)
+    log: Logging = Field(default_factory=Logging)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output.replace("${name}", self.name))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' files include each other")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _merge(_read_yaml((path.parent / base).resolve(), (*seen, path)), data)
+
+
+def _apply_override(data: dict, assignment: str, path: Path) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"{path}: --set takes key=value, got {assignment!r}")
+    node: Any = data
+    *parents, leaf = key.split(".")
+    try:
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(leaf)] = yaml.safe_load(raw)
+        elif isinstance(node, dict):
+            node[leaf] = yaml.safe_load(raw)
+        else:
+            raise TypeError
+    except (ValueError, IndexError, TypeError, AttributeError):
+        raise ConfigError(f"{path}: --set {key}: no such place in the config") from None
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p in (
+        "MultiStep", "CosineAnnealingRestart", "Constant", "function-after[_known()]")))
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
+    """Read, merge and validate a config; every problem is reported with its key path."""
+    path = Path(path)
+    data = _read_yaml(path.resolve())
+    for assignment in overrides:
+        _apply_override(data, assignment, path)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{_location(err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+    if check_paths:
+        for key, folder in _data_folders(config):
+            if not Path(folder).is_dir():
+                raise ConfigError(f"{path}: {key}: no such folder: {folder}")
+        for key, m in (("model", config.model), ("train.gan.discriminator", config.train.gan and
+                                                 config.train.gan.discriminator)):
+            if m and m.pretrained and not _known_model(m.pretrained):
+                raise ConfigError(f"{path}: {key}.pretrained: no such file or model name: {m.pretrained}")
+    return config
+
+
+def _data_folders(config: Config) -> list[tuple[str, str]]:
+    folders = [(f"data.hr[{i}]", f) for i, f in enumerate(config.data.hr)]
+    folders += [(f"data.lr[{i}]", f) for i, f in enumerate(config.data.lr or [])]
+    for i, v in enumerate(config.val):
+        folders += [(f"val[{i}].hr", v.hr)] + ([(f"val[{i}].lr", v.lr)] if v.lr else [])
+    return folders
+
+
+def _known_model(name: str) -> bool:
+    from superres.zoo import MODELS
+
+    return name in MODELS or Path(name).is_file()
+
+
+def json_schema() -> dict:
+    """The config's JSON schema, for editor completion and checking."""
+    return Config.model_json_schema()

@@ -1,0 +1,372 @@
+"""The training loop: pixel-loss SR and GAN SR (SRGAN, ESRGAN), resumable bit for bit.
+
+One iteration = one global batch from :class:`~superres.data.paired.SampleStream`, a generator
+update (pixel + perceptual + adversarial losses) and, with a GAN, a discriminator update in the
+order of BasicSR's ESRGANModel. Under torchrun every process takes its share of the batch and
+DistributedDataParallel averages the gradients, so N processes compute what one process with
+the same global batch computes. Rank 0 logs, validates and saves.
+
+A checkpoint holds everything the next iteration depends on (weights, EMA, optimizer and
+scheduler states, RNG states, the iteration; the data stream is a function of the iteration),
+so a run stopped at iteration k and resumed produces the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from superres.data.paired import PairedPatches, SampleStream, eval_pairs
+from superres.errors import SuperresError
+from superres.losses import GANLoss, PerceptualLoss, pixel_loss
+from superres.metrics.evaluate import evaluate, mean_scores
+from superres.train.checkpoint import find_resume, list_checkpoints, load_checkpoint, save_checkpoint
+from superres.train.config import Config, Optimizer
+from superres.train.schedules import build_scheduler
+from superres.zoo import create_model, load_model, save_model
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _pick_device(name: str, rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % max(1, torch.cuda.device_count()))
+    return torch.device(name)
+
+
+def build_optimizer(params: list[tuple[str, nn.Parameter]], cfg: Optimizer) -> torch.optim.Optimizer:
+    """One parameter group per lr multiplier (longest matching name prefix wins)."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in params:
+        prefixes = [k for k in cfg.lr_multipliers if name.startswith(k)]
+        factor = cfg.lr_multipliers[max(prefixes, key=len)] if prefixes else 1.0
+        groups.setdefault(factor, []).append(p)
+    param_groups = [{"params": ps, "lr": cfg.lr * f} for f, ps in groups.items()]
+    if cfg.type == "SGD":
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.type == "Adam" else torch.optim.AdamW
+    return cls(param_groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def _trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+
+class Trainer:
+    """Builds everything a :class:`Config` describes and runs it: ``Trainer(config).fit()``."""
+
+    def __init__(self, config: Config, resume: str | None = None, quiet: bool = False):
+        self.cfg, self.quiet = config, quiet
+        self.writer = None
+        self.rank, self.world = _rank_world()
+        self.device = _pick_device(config.device, self.rank)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.out = config.output_dir
+        self.ckpt_dir = self.out / "checkpoints"
+        torch.manual_seed(config.seed)
+
+        self.net_g = self._build(config.model)
+        self.in_channels = self._in_channels(self.net_g)
+        t = config.train
+        self.opt_g = build_optimizer(_trainable(self.net_g), t.optimizer)
+        self.sched_g = build_scheduler(self.opt_g, t.scheduler, t.warmup_iters)
+        self.ema = None
+        if t.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.net_g, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+        self.pixel = pixel_loss(t.pixel_loss.type, t.pixel_loss.eps).to(self.device) if t.pixel_loss else None
+        self.perceptual = None
+        if t.perceptual_loss:
+            p = t.perceptual_loss
+            self.perceptual = PerceptualLoss(p.layer_weights, p.vgg_weights, p.use_input_norm, p.criterion)
+            self.perceptual.to(self.device)
+        self.net_d = self.opt_d = self.sched_d = None
+        if t.gan:
+            self.net_d = self._build(t.gan.discriminator)
+            self.opt_d = build_optimizer(_trainable(self.net_d), t.gan.optimizer)
+            self.sched_d = build_scheduler(self.opt_d, t.gan.scheduler)
+            self.gan_loss = GANLoss(t.gan.gan_type)
+        if self.pixel is None and self.perceptual is None and self.net_d is None:
+            raise SuperresError(f"{config.name}: no loss configured (pixel_loss, perceptual_loss or gan)")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
+        use_scaler = t.amp == "fp16" and self.device.type == "cuda"
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+
+        self.start_iter = 0
+        self.best: dict = {}
+        path = find_resume(self.ckpt_dir, resume)
+        if path is not None:
+            self._restore(load_checkpoint(path), path)
+        self.g = self._wrap(self.net_g)
+        self.d = self._wrap(self.net_d) if self.net_d is not None else None
+
+        d = config.data
+        self.dataset = PairedPatches(d.hr, config.scale, d.patch_size, d.lr, d.degradation, d.y_channel,
+                                     d.flip, d.rot90, d.hr_scales, d.cache)
+        self.val_sets = []
+        if self.rank == 0:
+            for v in config.val:
+                self.val_sets.append((v, eval_pairs(v.hr, config.scale, v.lr, v.degradation, v.max_images)))
+
+    # --- building ---------------------------------------------------------------------------
+
+    def _build(self, m) -> nn.Module:
+        if m.pretrained:
+            desc = load_model(m.pretrained)
+            if desc.arch != m.arch:
+                raise SuperresError(f"{m.pretrained}: is a {desc.arch}, the config says {m.arch}")
+            net = create_model(m.arch, **{**desc.kwargs, **m.args})
+            net.load_state_dict(desc.module.state_dict(), strict=True)
+        else:
+            net = create_model(m.arch, **m.args)
+        net = net.to(self.device)
+        if self.cfg.train.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        return net
+
+    @staticmethod
+    def _in_channels(net: nn.Module) -> int:
+        first = next(m for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d))
+        return first.in_channels
+
+    def _wrap(self, net: nn.Module) -> nn.Module:
+        if self.world == 1:
+            return net
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def _state(self, iteration: int) -> dict:
+        state = {"iteration": iteration, "net_g": self.net_g.state_dict(), "opt_g": self.opt_g.state_dict(),
+                 "sched_g": self.sched_g.state_dict(), "scaler_g": self.scaler_g.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "best": dict(self.best)}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.net_d is not None:
+            state.update(net_d=self.net_d.state_dict(), opt_d=self.opt_d.state_dict(),
+                         sched_d=self.sched_d.state_dict(), scaler_d=self.scaler_d.state_dict())
+        return state
+
+    def _restore(self, state: dict, path: Path) -> None:
+        try:
+            self.net_g.load_state_dict(state["net_g"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.sched_g.load_state_dict(state["sched_g"])
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            if self.net_d is not None:
+                self.net_d.load_state_dict(state["net_d"])
+                self.opt_d.load_state_dict(state["opt_d"])
+                self.sched_d.load_state_dict(state["sched_d"])
+                self.scaler_d.load_state_dict(state["scaler_d"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise SuperresError(f"{path}: does not match this config ({type(e).__name__}: {e})") from None
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.start_iter = int(state["iteration"])
+        self.best = dict(state.get("best", {}))
+
+    def _save(self, iteration: int) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.ckpt_dir, iteration, self._state(iteration), self.cfg.checkpoint.keep_last)
+
+    def _export(self, path: Path, iteration: int) -> None:
+        net = self.ema.module if self.ema is not None else self.net_g
+        save_model(net, path, provenance=f"superres train {self.cfg.name}, iteration {iteration}")
+
+    # --- one iteration ----------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _step(self, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
+              params) -> None:
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+
+    def train_step(self, batch: dict[str, torch.Tensor], iteration: int) -> dict[str, float]:
+        lr, hr = batch["lr"].to(self.device), batch["hr"].to(self.device)
+        if self.cfg.train.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        gan = self.cfg.train.gan
+        logs: dict[str, float] = {}
+        update_g = gan is None or (iteration % gan.d_steps == 0 and iteration >= gan.d_init_iters)
+        if self.d is not None:
+            self.net_d.requires_grad_(False)
+        with self._autocast():
+            sr = self.g(lr)
+        if update_g:
+            with self._autocast():
+                losses = {}
+                if self.pixel is not None:
+                    losses["l_pix"] = self.cfg.train.pixel_loss.weight * self.pixel(sr.float(), hr)
+                if self.perceptual is not None:
+                    losses["l_percep"] = self.cfg.train.perceptual_loss.weight * self.perceptual(sr.float(), hr)
+                if self.d is not None:  # D's weights are frozen here: no DDP wrapper (no gradient sync)
+                    fake = self.net_d(sr)
+                    if gan.relativistic:
+                        real = self.net_d(hr).detach()
+                        adv = self.gan_loss.relativistic(real.float(), fake.float(), for_discriminator=False)
+                    else:
+                        adv = self.gan_loss(fake.float(), True, for_discriminator=False)
+                    losses["l_g_gan"] = gan.weight * adv
+            total = sum(losses.values())
+            self._step(self.opt_g, self.scaler_g, total, self.net_g.parameters())
+            logs.update({k: v.item() for k, v in losses.items()}, l_total=total.item())
+        if self.d is not None:
+            self.net_d.requires_grad_(True)
+            with self._autocast():
+                real, fake = self.d(hr).float(), self.d(sr.detach()).float()
+                if gan.relativistic:
+                    l_d = self.gan_loss.relativistic(real, fake, for_discriminator=True)
+                else:
+                    l_d = (self.gan_loss(real, True) + self.gan_loss(fake, False)) / 2
+            self._step(self.opt_d, self.scaler_d, l_d, self.net_d.parameters())
+            self.sched_d.step()
+            logs.update(l_d=l_d.item(), d_real=real.mean().item(), d_fake=fake.mean().item())
+        self.sched_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.net_g)
+        return logs
+
+    # --- validation and logging -------------------------------------------------------------
+
+    def validate(self, iteration: int) -> dict[str, dict[str, float]]:
+        net = self.ema.module if self.ema is not None else self.net_g
+        net.eval()
+        results = {}
+        for v, pairs in self.val_sets:
+            records = evaluate(net, pairs, self.cfg.scale, self.in_channels, v.y_channel, v.crop_border,
+                               self.device, keep_outputs=self.writer is not None)
+            results[v.name] = mean_scores(records)
+            if self.writer is not None:
+                for r in records[: self.cfg.log.val_samples]:
+                    self.writer.add_image(f"val/{v.name}/{r['name']}", r["output"], iteration, dataformats="HWC")
+        net.train()
+        return results
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "iter" and isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, record["iter"])
+
+    def _open_writer(self):
+        if self.rank != 0 or not self.cfg.log.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("superres: tensorboard is not installed; logging to log.jsonl only "
+                  "(pip install tensorboard)", file=sys.stderr)
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"), purge_step=self.start_iter or None)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train to ``train.iterations``; returns the last validation scores."""
+        from torch.utils.data import DataLoader
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        total = cfg.train.iterations
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+        self.writer = self._open_writer()
+        sampler = SampleStream(len(self.dataset), cfg.data.batch_size, cfg.seed, self.start_iter,
+                               self.rank, self.world)
+        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.data.workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=cfg.data.workers > 0)
+        batches = iter(loader)
+        self.net_g.train()
+        scores: dict = {}
+        bar = tqdm(total=total, initial=self.start_iter, desc=cfg.name, unit="it", dynamic_ncols=True,
+                   disable=self.quiet or self.rank != 0)
+        tic, window = time.perf_counter(), self.start_iter
+        for iteration in range(self.start_iter, total):
+            logs = self.train_step(next(batches), iteration)
+            if self.world > 1:  # log the global batch's losses, not rank 0's share
+                values = torch.tensor(list(logs.values()), dtype=torch.float64)
+                dist.all_reduce(values)
+                logs = dict(zip(logs, (values / self.world).tolist(), strict=True))
+            done = iteration + 1
+            bar.update(1)
+            if logs and not all(math.isfinite(v) for v in logs.values()):
+                raise SuperresError(f"{cfg.name}: loss is not finite at iteration {done} ({logs}); "
+                                    "lower the learning rate or enable grad_clip")
+            if self.rank == 0 and (done % cfg.log.every == 0 or done == total):
+                now = time.perf_counter()
+                rate = (done - window) / (now - tic)
+                tic, window = now, done
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k.startswith("l_")})
+                self._log({"iter": done, **logs, "lr": self.opt_g.param_groups[0]["lr"], "it_per_s": rate})
+            if self.val_sets and (done % cfg.log.val_every == 0 or done == total):
+                scores = self.validate(done)
+                self._log({"iter": done, **{f"val/{n}/{k}": v for n, s in scores.items() for k, v in s.items()}})
+                if not self.quiet:
+                    bar.write(f"iter {done}: " + ", ".join(f"{n} {s['psnr']:.3f} dB / {s['ssim']:.4f}"
+                                                           for n, s in scores.items()))
+                self._keep_best(scores, done)
+            if done % cfg.checkpoint.every == 0 or done == total:
+                self._save(done)
+                if self.world > 1:
+                    dist.barrier()
+        bar.close()
+        if self.rank == 0:
+            self._export(self.out / "model.safetensors", total)
+        if self.writer is not None:
+            self.writer.close()
+        return scores
+
+    def _keep_best(self, scores: dict, iteration: int) -> None:
+        """Export the generator whose PSNR on the first validation set is the highest so far."""
+        name, psnr = self.cfg.val[0].name, scores[self.cfg.val[0].name]["psnr"]
+        if psnr > self.best.get("psnr", -math.inf):
+            self.best = {"psnr": psnr, "iter": iteration, "set": name}
+            self._export(self.out / "best.safetensors", iteration)
+
+
+def train(config: Config, resume: str | None = None, quiet: bool = False) -> dict:
+    """Run a config to the end (resuming if asked); returns the final validation scores."""
+    trainer = Trainer(config, resume, quiet)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+__all__ = ["Trainer", "build_optimizer", "list_checkpoints", "train"]

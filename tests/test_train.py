@@ -1,0 +1,235 @@
+"""Training: config checking, exact resume, DDP = one process, GAN training, recipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from superres.io import write_image
+from superres.train import ConfigError, Trainer, load_config
+from superres.zoo import load_model
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, photos) -> Path:
+    """Six real 60x72 crops for training and two for validation."""
+    root = tmp_path_factory.mktemp("data")
+    for split, n in (("train", 6), ("val", 2)):
+        (root / split).mkdir()
+        for i in range(n):
+            img = photos["chelsea" if i % 2 else "astronaut"]
+            write_image(root / split / f"{split}{i}.png", img[20 * i:20 * i + 60, 30 * i:30 * i + 72])
+    return root
+
+
+def write_config(folder: Path, data: Path, **changes) -> Path:
+    config = {
+        "name": "tiny", "scale": 2, "seed": 3, "output": str(folder / "run"),
+        "model": {"arch": "FSRCNN", "args": {"upscale": 2, "num_channels": 3, "d": 8, "s": 4, "m": 1}},
+        "data": {"hr": str(data / "train"), "patch_size": 24, "batch_size": 4},
+        "val": [{"name": "val", "hr": str(data / "val")}],
+        "train": {"iterations": 6, "optimizer": {"lr": 1e-3},
+                  "scheduler": {"type": "MultiStep", "milestones": [2, 4], "gamma": 0.5},
+                  "ema_decay": 0.9, "pixel_loss": {"type": "Charbonnier"}},
+        "checkpoint": {"every": 3, "keep_last": 2},
+        "log": {"every": 1, "val_every": 3, "tensorboard": False},
+    }
+    for key, value in changes.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path = folder / "tiny.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def losses(run: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return {r["iter"]: r["l_pix"] for r in records if "l_pix" in r}
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+def test_config_errors_name_the_key(tmp_path, tiny_data):
+    path = write_config(tmp_path, tiny_data)
+    with pytest.raises(ConfigError, match=r"train\.optimizer\.betaz: Extra inputs are not permitted"):
+        load_config(path, ["train.optimizer.betaz=[0.9, 0.99]"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size: Input should be a valid integer"):
+        load_config(path, ["data.batch_size=many"])
+    with pytest.raises(ConfigError, match=r"val\[0\]\.hr: no such folder"):
+        load_config(path, [f"val=[{{name: v, hr: {tmp_path / 'nowhere'}}}]"])
+    with pytest.raises(ConfigError, match=r"model: .*unknown arch 'FSRCNNN'"):
+        load_config(path, ["model.arch=FSRCNNN"])
+    with pytest.raises(ConfigError, match=r"train\.scheduler\.periods: Field required"):
+        load_config(path, ["train.scheduler={type: CosineAnnealingRestart}"])
+
+
+def test_config_inherits_from_a_base_and_takes_overrides(tmp_path, tiny_data):
+    base = write_config(tmp_path, tiny_data)
+    child = tmp_path / "sub" / "child.yaml"
+    child.parent.mkdir()
+    child.write_text("base: ../tiny.yaml\nname: child\ntrain: {iterations: 9}\n")
+    config = load_config(child, ["train.optimizer.lr=0.01"])
+    assert (config.name, config.train.iterations, config.train.optimizer.lr) == ("child", 9, 0.01)
+    assert config.train.ema_decay == 0.9 and config.scale == load_config(base).scale
+
+
+def test_cli_check_and_missing_data_fail_before_training(tmp_path, tiny_data):
+    path = write_config(tmp_path, tiny_data, **{"data.hr": str(tmp_path / "missing")})
+    result = subprocess.run([sys.executable, "-m", "superres", "train", str(path)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "data.hr[0]: no such folder" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipes_are_valid():
+    recipes = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("_"))
+    assert len(recipes) >= 12
+    for path in recipes:
+        config = load_config(path, check_paths=False)
+        assert config.source, f"{path.name} does not cite its source"
+
+
+def test_schema_command_prints_json_schema():
+    result = subprocess.run([sys.executable, "-m", "superres", "schema"], capture_output=True, text=True)
+    schema = json.loads(result.stdout)
+    assert {"model", "data", "train"} <= set(schema["properties"]) and schema["additionalProperties"] is False
+
+
+# --- training -----------------------------------------------------------------------------------
+
+def test_resume_continues_bit_exactly(tmp_path, tiny_data):
+    full = load_config(write_config(tmp_path / "a", tiny_data))
+    Trainer(full, quiet=True).fit()
+    straight = losses(tmp_path / "a" / "run")
+
+    first = load_config(write_config(tmp_path / "b", tiny_data, **{"train.iterations": 3}))
+    Trainer(first, quiet=True).fit()
+    second = load_config(write_config(tmp_path / "b", tiny_data))
+    Trainer(second, resume="auto", quiet=True).fit()
+    resumed = losses(tmp_path / "b" / "run")
+
+    assert sorted(resumed) == list(range(1, 7))
+    assert [resumed[i] for i in range(4, 7)] == [straight[i] for i in range(4, 7)]
+    a = load_model(tmp_path / "a" / "run" / "model.safetensors").module.state_dict()
+    b = load_model(tmp_path / "b" / "run" / "model.safetensors").module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpts = sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir())
+    assert ckpts == ["iter_000000003.pt", "iter_000000006.pt"]
+
+
+def test_training_lowers_the_loss_and_exports_an_upscaler(tmp_path, tiny_data):
+    path = write_config(tmp_path, tiny_data, **{"train.iterations": 60, "log.every": 10, "log.val_every": 60,
+                                                "train.scheduler": {"type": "Constant"},
+                                                "train.optimizer": {"lr": 3e-3}})
+    scores = Trainer(load_config(path), quiet=True).fit()
+    log = losses(tmp_path / "run")
+    assert log[60] < log[10]
+    desc = load_model(tmp_path / "run" / "model.safetensors")
+    assert desc.arch == "FSRCNN" and desc.scale == 2
+    assert (tmp_path / "run" / "best.safetensors").is_file() and scores["val"]["psnr"] > 15
+
+
+def test_y_channel_training_and_eval(tmp_path, tiny_data):
+    path = write_config(tmp_path, tiny_data, **{
+        "model.args": {"upscale": 2, "num_channels": 1, "d": 8, "s": 4, "m": 1}, "data.y_channel": True,
+        "train.iterations": 2})
+    Trainer(load_config(path), quiet=True).fit()
+    model = tmp_path / "run" / "model.safetensors"
+    report = tmp_path / "eval.json"
+    result = subprocess.run([sys.executable, "-m", "superres", "eval", str(tiny_data / "val"), "-m", str(model),
+                             "--scale", "2", "--json", str(report)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(report.read_text())
+    assert [r["name"] for r in rows] == ["val0", "val1", "mean"]
+    up = subprocess.run([sys.executable, "-m", "superres", "upscale", str(tiny_data / "val" / "val0.png"),
+                         "-o", str(tmp_path / "up.png"), "-m", str(model), "-q"], capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    from superres.io import read_image
+
+    assert read_image(tmp_path / "up.png")[0].shape == (120, 144, 3)
+    bad = subprocess.run([sys.executable, "-m", "superres", "eval", str(tiny_data / "val"), "-m", str(model),
+                          "--scale", "3"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "is a x2 model" in bad.stderr
+
+
+def test_esrgan_gan_training_runs(tmp_path, tiny_data):
+    path = write_config(tmp_path, tiny_data, **{
+        "scale": 4,
+        "model": {"arch": "RRDBNet", "args": {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}},
+        "data.patch_size": 32, "data.batch_size": 2, "train.iterations": 3, "val": [],
+        "train.pixel_loss": {"type": "L1", "weight": 0.01},
+        "train.perceptual_loss": {"layer_weights": {"conv2_2": 1.0}, "vgg_weights": "random"},
+        "train.gan": {"discriminator": {"arch": "UNetDiscriminatorSN", "args": {"num_feat": 8}},
+                      "relativistic": True, "weight": 0.005, "optimizer": {"lr": 1e-4}},
+    })
+    config = load_config(path)
+    trainer = Trainer(config, quiet=True)
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [1, 2, 3]
+    assert all({"l_pix", "l_percep", "l_g_gan", "l_d", "d_real", "d_fake"} <= set(r) for r in records)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "iter_000000003.pt", weights_only=True)
+    assert {"net_d", "opt_d", "ema"} <= set(state)
+
+
+def test_missing_vgg_weights_say_where_to_put_them(tmp_path):
+    from superres.errors import SuperresError
+    from superres.losses import PerceptualLoss
+
+    with pytest.raises(SuperresError, match=r"vgg19-dcbb9e9d\.pth.*download"):
+        PerceptualLoss({"conv5_4": 1.0}, weights=tmp_path / "vgg19-dcbb9e9d.pth")
+
+
+GAN = {"train.gan": {"discriminator": {"arch": "UNetDiscriminatorSN", "args": {"num_feat": 4}},
+                     "relativistic": True, "weight": 0.1}}
+
+
+@pytest.mark.parametrize("changes", [{}, GAN], ids=["plain", "gan"])
+def test_ddp_two_processes_match_one(tmp_path, tiny_data, changes):
+    single = load_config(write_config(tmp_path / "one", tiny_data, **{"train.iterations": 4}, **changes))
+    Trainer(single, quiet=True).fit()
+    path = write_config(tmp_path / "two", tiny_data, **{"train.iterations": 4}, **changes)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "superres", "train", str(path), "-q"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    one, two = losses(tmp_path / "one" / "run"), losses(tmp_path / "two" / "run")
+    assert sorted(two) == [1, 2, 3, 4]
+    assert [two[i] for i in range(1, 5)] == pytest.approx([one[i] for i in range(1, 5)], rel=1e-5)
+    a = load_model(tmp_path / "one" / "run" / "model.safetensors").module.state_dict()
+    b = load_model(tmp_path / "two" / "run" / "model.safetensors").module.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_workers_do_not_change_the_samples_and_amp_runs(tmp_path, tiny_data):
+    runs = {}
+    for name, changes in {"w0": {}, "w2": {"data.workers": 2},
+                          "amp": {"train.amp": "bf16", "train.channels_last": True, "train.grad_clip": 0.5}}.items():
+        config = load_config(write_config(tmp_path / name, tiny_data, **{"train.iterations": 3, "val": [],
+                                                                          **changes}))
+        Trainer(config, quiet=True).fit()
+        runs[name] = losses(tmp_path / name / "run")
+    assert runs["w0"] == runs["w2"]
+    assert runs["amp"][1] == pytest.approx(runs["w0"][1], rel=0.05)  # same batch, bf16 arithmetic
+
+
+def test_shipped_schema_is_up_to_date():
+    from superres.train import json_schema
+
+    assert json.loads((CONFIGS / "schema.json").read_text()) == json_schema(), \
+        "regenerate it: superres schema > configs/schema.json"
