@@ -20,7 +20,7 @@ def hr_folder(tmp_path, photos):
     folder = tmp_path / "hr"
     folder.mkdir()
     for i, (name, img) in enumerate(sorted(photos.items())):
-        write_image(folder / f"{name}.png", img[: 70 + i, : 83 + i])
+        write_image(folder / f"{name}.png", img[: 70 + 10 * i, : 83 + 10 * i])
     return folder
 
 
@@ -54,8 +54,10 @@ def test_augmentation_is_the_same_for_lr_and_hr_and_y_mode(hr_folder):
 
 def test_scale_augmentation_drops_copies_smaller_than_a_patch(hr_folder):
     data = PairedPatches([str(hr_folder)], scale=2, patch_size=48, hr_scales=[1.0, 0.8, 0.6])
-    # 0.6 x 70 = 42 < 48: those copies are left out; the originals and 0.8 copies stay
-    assert sorted(s for _, _, s in data.items) == [0.8, 0.8, 1.0, 1.0]
+    # 0.6 x 70 = 42 < 48: that copy is left out; 0.6 x 80 = 48 stays
+    assert sorted(s for _, _, s in data.items) == [0.6, 0.8, 0.8, 1.0, 1.0]
+    with pytest.warns(UserWarning, match="1 training image.* smaller than the 72-pixel patch left out: astronaut"):
+        assert len(PairedPatches([str(hr_folder)], scale=2, patch_size=72)) == 1  # 70x83 out, 80x93 in
     with pytest.raises(DataError, match="smaller than the 96-pixel patch"):
         PairedPatches([str(hr_folder)], scale=2, patch_size=96)
 

@@ -2,7 +2,8 @@
 
 Importing the package is cheap: submodules (``superres.io``, ``superres.ops``,
 ``superres.metrics``, ``superres.zoo``) and the model API (``create_model``, ``load_model``,
-``save_model``, ``list_models``, ``interpolate``) and ``upscale`` are imported when first used.
+``save_model``, ``list_models``, ``interpolate``), ``upscale`` and ``upscale_video`` are imported when
+first used.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ def __getattr__(name: str):
         return getattr(importlib.import_module("superres.zoo"), name)
     if name in ("upscale", "Upscaler"):
         return getattr(importlib.import_module("superres.infer"), name)
+    if name == "upscale_video":
+        return importlib.import_module("superres.infer.video").upscale_video
     raise AttributeError(f"module 'superres' has no attribute {name!r}")
 
 
-__all__ = ["Upscaler", "__version__", "upscale", *sorted(_SUBMODULES), *sorted(_ZOO_API)]
+__all__ = ["Upscaler", "__version__", "upscale", "upscale_video", *sorted(_SUBMODULES), *sorted(_ZOO_API)]

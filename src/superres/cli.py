@@ -358,9 +358,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
         return 0
     _make_out_dir(args.output.parent if single_file else args.output)
-    upscaler = Upscaler(args.model, tile, args.tile_pad, args.precision, args.device, args.alpha)
+    upscaler = Upscaler(args.model, tile, args.tile_pad, args.precision, args.device, args.alpha, backend=args.backend)
     if not args.quiet:
-        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.precision_used})"
+        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.precision_used}, "
+              f"{upscaler.backend_used})"
               + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
 
     from tqdm import tqdm
@@ -437,6 +438,36 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print("\nAny checkpoint file load_model reads also works as -m PATH (.pth, .safetensors).")
+    return 0
+
+
+# --- video ----------------------------------------------------------------------------------
+
+def _seconds(text: str | None) -> float | None:
+    """Seconds from ``12.5``, ``1:02.5`` or ``0:01:02.5``."""
+    if text is None:
+        return None
+    try:
+        value = 0.0
+        for part in text.split(":"):
+            value = value * 60 + float(part)
+        return value
+    except ValueError:
+        raise SuperresError(f"{text!r} is not a time (seconds, MM:SS or HH:MM:SS)") from None
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from superres.infer.video import upscale_video
+
+    if args.output.exists() and args.output.is_file() and not args.overwrite:
+        raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
+    tile = args.tile if args.tile == "auto" else _non_negative_int(args.tile, "--tile")
+    result = upscale_video(args.input, args.output, args.model, args.outscale, args.codec, args.crf, args.pix_fmt,
+                           _seconds(args.start), _seconds(args.end), args.fps, tile, args.precision, args.device,
+                           args.backend, progress=not args.quiet)
+    if not args.quiet:
+        print(f"{args.output}: {result.frames} frames at {result.size[0]}x{result.size[1]} "
+              f"({result.fps:.2f} frames/s)", file=sys.stderr)
     return 0
 
 
@@ -562,11 +593,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", choices=["model", "bicubic"], default="model", help="how the alpha channel is upscaled")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
+                   help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     p.add_argument("--dry-run", action="store_true", help="list what would be done")
     p.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_upscale)
+
+    p = sub.add_parser("video", help="upscale a video (sound, subtitles and timing kept) or a folder of frames",
+                       description="Stream a video through a network frame by frame: memory does not grow with "
+                       "its length. Frame timestamps (variable frame rates too), rotation and pixel aspect are "
+                       "kept; audio and subtitle streams are copied without re-encoding. The output appears only "
+                       "when complete. IN/OUT may be folders of frames (PNG out).")
+    p.add_argument("input", type=Path, metavar="IN", help="a video file or a folder of frames")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="a video file or a folder")
+    p.add_argument("-m", "--model", default="realesr-animevideov3",
+                   help="a name from `superres models`, a checkpoint path, or bicubic")
+    p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's own)")
+    p.add_argument("--codec", default="libx264", help="video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1")
+    p.add_argument("--crf", type=int, default=18, help="quality for x264/x265/vp9/av1 (lower is better)")
+    p.add_argument("--pix-fmt", default="yuv420p", help="pixel format of the output, e.g. yuv420p, yuv444p")
+    p.add_argument("--start", help="start time (seconds or [HH:]MM:SS)")
+    p.add_argument("--end", help="end time (seconds or [HH:]MM:SS)")
+    p.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")
+    p.add_argument("--tile", default="auto", help="tile size in input pixels: auto, 0 (none) or N")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
+                   help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("train", help="train a model from a YAML config (also under torchrun for DDP)",
                        description="Train as CONFIG says. The config is checked before anything runs. "

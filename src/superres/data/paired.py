@@ -13,6 +13,7 @@ processes, and a resumed run continues the exact stream (see :class:`SampleStrea
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -152,14 +153,15 @@ class PairedPatches(Dataset):
             self._drop_small_copies()
 
     def _drop_small_copies(self) -> None:
-        """Shrunk copies smaller than a patch are left out; a too-small original is an error."""
+        """Images (and shrunk copies) smaller than a patch are left out, originals with a warning."""
         pairs = [self._read(i) for i in range(len(self.items))]
-        keep = []
-        for i, pair in enumerate(pairs):
-            if self.items[i][2] == 1.0:
-                self._check(pair, i)
-            if min(pair.hr.shape[:2]) >= self.patch_size:
-                keep.append(i)
+        keep = [i for i, pair in enumerate(pairs) if min(pair.hr.shape[:2]) >= self.patch_size]
+        if not keep:
+            self._check(pairs[0], 0)
+        small = [self.items[i][0].name for i, p in enumerate(pairs) if i not in keep and self.items[i][2] == 1.0]
+        if small:
+            warnings.warn(f"{len(small)} training image(s) smaller than the {self.patch_size}-pixel patch left out: "
+                          f"{', '.join(small[:5])}{', ...' if len(small) > 5 else ''}", stacklevel=3)
         self.items = [self.items[i] for i in keep]
         cached = [pairs[i] for i in keep]
         self._load = cached.__getitem__

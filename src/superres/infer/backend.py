@@ -2,9 +2,12 @@
 
 CPU: bf16 weights and activations in channels-last layout where the CPU computes bf16 natively
 (``avx512_bf16`` or AMX, where oneDNN's bf16 convolutions are several times faster than fp32),
-fp32 elsewhere (emulated bf16 is slower than fp32). CUDA: fp16 on GPUs with tensor cores; some
-older cards produce NaNs (black images) in fp16, so a tile whose output is not finite is run
-again in fp32 and fp32 is kept from then on.
+fp32 elsewhere (emulated bf16 is slower than fp32). For fp32 on the CPU, the named models that
+ship as ncnn files run on the ncnn runtime when it is installed: its Winograd 3x3 convolutions
+are 1.3-1.8x faster than PyTorch's on these networks (measured; see benchmarks/), with the same
+weights and outputs within 1e-5. CUDA: fp16 on GPUs with tensor cores; some older cards produce
+NaNs (black images) in fp16, so a tile whose output is not finite is run again in fp32 and fp32
+is kept from then on.
 """
 
 from __future__ import annotations
@@ -111,6 +114,59 @@ class Runner:
                 self.module = self._prepare(self._fp32_module, "fp32")
                 return self._forward(x)
             return out.clamp_(0, 1).to("cpu")
+
+
+BACKENDS = ("auto", "torch", "ncnn")
+
+
+def ncnn_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ncnn") is not None
+
+
+def pick_backend(backend: str, device: torch.device, precision: str, has_ncnn_files: bool) -> str:
+    """``auto``: ncnn for fp32 on the CPU when the model has ncnn files and ncnn is installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "ncnn":
+        if not has_ncnn_files:
+            raise ValueError("--backend ncnn runs the named models that ship as ncnn files only")
+        if device.type != "cpu" or precision != "fp32":
+            raise ValueError("--backend ncnn runs on the CPU in fp32 only")
+        if not ncnn_available():
+            raise ValueError("--backend ncnn needs the ncnn package (pip install ncnn)")
+        return "ncnn"
+    if backend == "auto" and has_ncnn_files and device.type == "cpu" and precision == "fp32" and ncnn_available():
+        return "ncnn"
+    return "torch"
+
+
+class NcnnRunner:
+    """Calls an ncnn param/bin network (CPU, fp32) on HxWx3 float32 arrays in [0, 1], like :class:`Runner`."""
+
+    def __init__(self, param: Path, bin_path: Path, threads: int | None = None):
+        import ncnn
+
+        self.net = ncnn.Net()
+        opt = self.net.opt
+        opt.use_vulkan_compute = False
+        opt.num_threads = threads or torch.get_num_threads()
+        # fp32 throughout, so results match the PyTorch network (fp16/bf16 storage would round)
+        opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
+        if self.net.load_param(str(param)) or self.net.load_model(str(bin_path)):
+            raise ValueError(f"{param}: the ncnn runtime cannot load this model")
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        import ncnn
+
+        data = np.ascontiguousarray(tile.transpose(2, 0, 1), dtype=np.float32)  # must outlive the Mat
+        extractor = self.net.create_extractor()
+        extractor.input("data", ncnn.Mat(data))
+        status, out = extractor.extract("output")
+        if status:
+            raise RuntimeError(f"ncnn failed on a {tile.shape[1]}x{tile.shape[0]} tile (status {status})")
+        return np.clip(np.array(out).transpose(1, 2, 0), 0, 1)
 
 
 def flush_denormals() -> None:

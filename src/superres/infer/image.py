@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from superres.infer.backend import Runner, flush_denormals, pick_device, pick_precision
+from superres.infer.backend import NcnnRunner, Runner, flush_denormals, pick_backend, pick_device, pick_precision
 from superres.infer.tiling import TilePlan, run_tiled
 
 DEFAULT_BUDGET_CPU = 1152 << 20  # working memory of one tile on the CPU (activations and output)
@@ -36,6 +36,7 @@ class Upscaler:
     device: str = "auto"
     alpha: str = "model"
     budget: int | None = None
+    backend: str = "auto"
     scale: int = field(init=False)
     margin: int = field(init=False, default=0)
 
@@ -49,9 +50,10 @@ class Upscaler:
         self.torch_device = pick_device(self.device)
         if str(self.model) == BICUBIC:
             self.scale, self.runner, self.in_channels = 4, None, 3
-            self.precision_used = "fp64"
+            self.precision_used, self.backend_used = "fp64", "numpy"
             return
         from superres.zoo import MODELS, load_model
+        from superres.zoo.pretrained import bundled, source_files
 
         desc = load_model(self.model)
         if desc.purpose != "sr":
@@ -61,8 +63,13 @@ class Upscaler:
         if self.torch_device.type == "cpu":
             flush_denormals()
         multiple = {4: 1, 2: 2, 1: 4}[desc.scale] if desc.arch == "RRDBNet" else 1
-        self.runner = Runner(desc.module, self.torch_device, self.precision_used, multiple)
         spec = MODELS.get(str(self.model))
+        files = source_files(spec) if spec and not bundled(spec) else None
+        self.backend_used = pick_backend(self.backend, self.torch_device, self.precision_used, files is not None)
+        if self.backend_used == "ncnn":
+            self.runner = NcnnRunner(*files)
+        else:
+            self.runner = Runner(desc.module, self.torch_device, self.precision_used, multiple)
         known_margin = spec.margin if spec else None
         self.margin = self.tile_pad if self.tile_pad is not None else known_margin or self._measured_margin()
         known_bpp = spec.bytes_per_pixel if spec else None
@@ -279,17 +286,17 @@ _CACHE: dict[tuple, Upscaler] = {}
 
 def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike = "realesrgan-x4plus",
             outscale: float | None = None, tile: int | str = "auto", tile_pad: int | None = None,
-            precision: str = "auto", device: str = "auto", alpha: str = "model") -> np.ndarray:
+            precision: str = "auto", device: str = "auto", alpha: str = "model", backend: str = "auto") -> np.ndarray:
     """Upscale an image (a path or an HxW[xC] array) with a pretrained or user model.
 
     Arrays may be uint8, uint16 or float in [0, 1], gray, RGB or RGBA; the result has the same
     dtype and channel layout (a path gives the file's own bit depth and layout). The model
     runs at its native scale; ``outscale`` resizes the result to that factor of the input.
     """
-    key = (str(model), tile, tile_pad, precision, device, alpha)
+    key = (str(model), tile, tile_pad, precision, device, alpha, backend)
     if key not in _CACHE:
         _CACHE.clear()  # keep one loaded model, not one per call
-        _CACHE[key] = Upscaler(model, tile, tile_pad, precision, device, alpha)
+        _CACHE[key] = Upscaler(model, tile, tile_pad, precision, device, alpha, backend=backend)
     up = _CACHE[key]
     if isinstance(image, str | os.PathLike):
         from superres.io import read_image, to_integer

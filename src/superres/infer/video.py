@@ -1,0 +1,212 @@
+"""Video upscaling as a stream: decode a frame, upscale it, encode it; memory does not grow with length.
+
+Input: a video file (anything PyAV/FFmpeg reads) or a folder of frames; output: a video file or a
+folder of PNG frames. From a file, timestamps are kept frame by frame (constant and variable
+frame rates), audio and subtitles are copied without re-encoding, and rotation and pixel aspect
+are kept (:mod:`superres.io.video`). Decoding and encoding run in background threads beside the
+network, so they overlap its work instead of adding to it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from superres.infer.image import Upscaler
+from superres.io.video import Segment, VideoError, VideoReader, VideoWriter, is_video_path
+
+DEFAULT_VIDEO_MODEL = "realesr-animevideov3"  # the model Real-ESRGAN uses for video
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    frames: int
+    size: tuple[int, int]
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def prefetch(items: Iterator, depth: int = 3) -> Iterator:
+    """Produce ``items`` in a thread, up to ``depth`` ahead; its exceptions reach the consumer."""
+    q: queue.Queue = queue.Queue(depth)
+    stop, end = threading.Event(), object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as e:
+            put(e)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class BackgroundWriter:
+    """Call ``write`` on items in a thread (bounded queue); its errors surface on the next put/close."""
+
+    def __init__(self, write: Callable[..., None], depth: int = 3):
+        self.q: queue.Queue = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, args=(write,), daemon=True)
+        self.thread.start()
+
+    def _run(self, write: Callable[..., None]) -> None:
+        while (item := self.q.get()) is not None:
+            if self.error is None:
+                try:
+                    write(*item)
+                except BaseException as e:
+                    self.error = e
+
+    def put(self, *item) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+    def close(self) -> None:
+        if not self.closed:  # the thread keeps taking items until None, even after an error
+            self.closed = True
+            self.q.put(None)
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _read_frame(path: Path) -> np.ndarray:
+    from superres.io import read_image, to_integer
+
+    img, _ = read_image(path)
+    return to_integer(img[..., :3], 8)
+
+
+def _folder_frames(files: list[Path], rate: Fraction, segment: Segment) -> Iterator[tuple[np.ndarray, int, Fraction]]:
+    for i, f in enumerate(files):
+        if segment.contains(float(i / rate)):
+            yield _read_frame(f), i, 1 / rate
+
+
+def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | os.PathLike = DEFAULT_VIDEO_MODEL,
+                  outscale: float | None = None, codec: str = "libx264", crf: int | None = 18,
+                  pix_fmt: str = "yuv420p", start: float | None = None, end: float | None = None,
+                  fps: float | None = None, tile: int | str = "auto", precision: str = "auto", device: str = "auto",
+                  backend: str = "auto", progress: bool = False) -> VideoResult:
+    """Upscale a video file or a folder of frames into a video file or a folder of PNG frames.
+
+    ``fps`` is the frame rate of a folder of frames (default 25); files keep their own timing.
+    """
+    src, dst = Path(src), Path(dst)
+    if dst.suffix and not is_video_path(dst) and not dst.is_dir():
+        from superres.io.video import VIDEO_EXTENSIONS
+
+        raise VideoError(f"{dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))}, "
+                         "or a folder name for PNG frames)")
+    segment = Segment(start, end)
+    upscaler = Upscaler(model, tile=tile, precision=precision, device=device, backend=backend)
+    reader = None
+    if src.is_dir():
+        from superres.io import list_images
+
+        files = list_images(src)
+        if not files:
+            raise VideoError(f"{src}: no frames found (looked for image files)")
+        height, width = _read_frame(files[0]).shape[:2]
+        rate = Fraction(fps or 25).limit_denominator(1001)
+        total, rotation, aspect, time_base = len(files), 0, None, 1 / rate
+        names = [f.stem for f in files]
+    else:
+        if fps is not None:
+            raise ValueError("fps is for folders of frames: a video file keeps its own timestamps")
+        reader = VideoReader(src, segment)
+        info = reader.info
+        width, height, rate, total = info.width, info.height, info.frame_rate, info.frames
+        rotation, aspect, time_base, names = info.rotation, info.sample_aspect_ratio, info.time_base, None
+    scale = outscale or upscaler.scale
+    size = (round(width * scale), round(height * scale))
+
+    if segment.start is not None or segment.end is not None:
+        duration = float(total / rate) if total else (reader.info.duration if reader else None)
+        if duration:
+            total = round((min(segment.end or duration, duration) - (segment.start or 0)) * rate)
+    from tqdm import tqdm
+
+    bar = None
+    tic, count = time.perf_counter(), 0
+    try:
+        if is_video_path(dst):
+            writer = VideoWriter(dst, size, rate, time_base, codec, crf, pix_fmt, rotation, aspect,
+                                 copy_from=reader, segment=segment)
+            bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True)
+            frames = reader.frames(writer.copy) if reader else _folder_frames(files, rate, segment)
+            encoder = BackgroundWriter(writer.write)
+            try:
+                for rgb, pts, tb in prefetch(frames):
+                    encoder.put(upscaler.upscale_array(rgb, outscale), pts, tb)
+                    count += 1
+                    bar.update(1)
+                encoder.close()
+            except BaseException:
+                _drain(encoder)
+                writer.discard()
+                raise
+            writer.close()
+        else:
+            from superres.io import write_image
+
+            dst.mkdir(parents=True, exist_ok=True)
+            bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True)
+            frames = reader.frames() if reader else _folder_frames(files, rate, segment)
+            encoder = BackgroundWriter(lambda name, img: write_image(dst / f"{name}.png", img))
+            try:
+                for i, (rgb, pts, _) in enumerate(prefetch(frames)):
+                    name = names[pts] if names else f"frame_{i:06d}"
+                    encoder.put(name, upscaler.upscale_array(rgb, outscale))
+                    count += 1
+                    bar.update(1)
+            finally:
+                encoder.close()
+    finally:
+        if bar is not None:
+            bar.close()
+        if reader is not None:
+            reader.close()
+    return VideoResult(count, size, time.perf_counter() - tic)
+
+
+def _drain(encoder: BackgroundWriter) -> None:
+    """Stop the encoder thread after an error elsewhere, ignoring its own errors."""
+    try:
+        encoder.close()
+    except BaseException:  # the first error is the one to report
+        pass

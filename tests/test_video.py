@@ -1,0 +1,183 @@
+"""`superres video`: real files made with PyAV, streamed through a network and checked back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from superres.infer.video import upscale_video  # noqa: E402 - after the PyAV check
+from superres.io.video import VideoError, probe  # noqa: E402
+
+
+def make_video(path: Path, photo: np.ndarray, frames: int = 20, fps: int = 25, size: tuple[int, int] = (48, 32),
+               audio: bool = True, vfr: bool = False, rotation: int = 0) -> Path:
+    """A real H.264 file panning over a photo, with a 440 Hz AAC track as long as the video."""
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=fps)
+    video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+    if vfr:
+        video.codec_context.time_base = Fraction(1, 1000)
+    if rotation:
+        video.set_display_rotation(rotation)
+    sound = out.add_stream("aac", rate=48000) if audio else None
+    wave = (0.2 * np.sin(np.arange(round(48000 * frames / fps)) * 2 * np.pi * 440 / 48000)).astype(np.float32)
+    sent = 0
+    t = 0
+    for i in range(frames):
+        j = i % 50
+        crop = np.ascontiguousarray((photo[j:j + size[1], 2 * j:2 * j + size[0], :3] * 255).astype(np.uint8))
+        frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
+        if vfr:  # alternating 20 ms and 40 ms frames
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            t += 40 if i % 2 else 20
+        out.mux(video.encode(frame))
+        while sound is not None and sent < min(len(wave), round(48000 * (i + 1) / fps)):  # interleaved, as real files
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, sent:sent + 1024]), format="flt",
+                                               layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, sent
+            out.mux(sound.encode(chunk))
+            sent += 1024
+    out.mux(video.encode(None))
+    if sound is not None:
+        out.mux(sound.encode(None))
+    out.close()
+    return path
+
+
+def streams(path: Path) -> dict[str, float]:
+    """Duration in seconds of each stream, from the packets' timestamps."""
+    with av.open(str(path)) as c:
+        ends: dict[str, float] = {}
+        for packet in c.demux():
+            if packet.pts is not None:
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                ends[packet.stream.type] = max(ends.get(packet.stream.type, 0.0), end)
+        return ends
+
+
+def decoded(path: Path) -> list:
+    with av.open(str(path)) as c:
+        return [(f.pts, f.time_base, f.to_ndarray(format="rgb24")) for f in c.decode(c.streams.video[0])]
+
+
+def test_round_trip_keeps_size_frames_duration_and_audio(tmp_path, photos):
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"])
+    dst = tmp_path / "out.mp4"
+    result = upscale_video(src, dst, crf=0, pix_fmt="yuv444p")
+    info, original = probe(dst), probe(src)
+    assert (info.width, info.height) == (192, 128) and result.frames == 20
+    assert info.frame_rate == original.frame_rate == 25
+    a, b = streams(src), streams(dst)
+    assert abs(b["video"] - a["video"]) <= 1 / 25 and abs(b["audio"] - a["audio"]) < 1e-3
+    assert abs(b["audio"] - b["video"]) <= 1 / 25
+    # the frames are the network's output on the decoded frames (up to the codec's rounding)
+    from superres.infer import Upscaler
+
+    upscaler = Upscaler("realesr-animevideov3")
+    for (_, _, lr), (_, _, sr) in list(zip(decoded(src), decoded(dst), strict=True))[::7]:
+        expected = upscaler.upscale_array(lr).astype(np.float64)
+        mse = np.mean((sr.astype(np.float64) - expected) ** 2)
+        assert 10 * np.log10(255**2 / mse) > 38
+
+
+def test_variable_frame_rate_keeps_timestamps(tmp_path, photos):
+    src = make_video(tmp_path / "vfr.mkv", photos["astronaut"], frames=12, audio=False, vfr=True)
+    dst = tmp_path / "vfr_x2.mkv"
+    upscale_video(src, dst, model="bicubic", outscale=2)
+    times = [float(p * tb) for p, tb, _ in decoded(dst)]
+    assert times == [float(p * tb) for p, tb, _ in decoded(src)]
+    assert np.diff(times).round(3).tolist() == [0.02, 0.04] * 5 + [0.02]
+
+
+def test_start_end_cut_video_and_audio_together(tmp_path, photos):
+    src = make_video(tmp_path / "in.mkv", photos["chelsea"], frames=25)
+    dst = tmp_path / "cut.mkv"
+    result = subprocess.run([sys.executable, "-m", "superres", "video", str(src), "-o", str(dst), "-m", "bicubic",
+                             "--start", "0.2", "--end", "0:00.6", "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    frames = decoded(dst)
+    assert len(frames) == 10 and float(frames[0][0] * frames[0][1]) == 0.0
+    lengths = streams(dst)
+    assert abs(lengths["video"] - 0.4) <= 0.04 and abs(lengths["audio"] - 0.4) <= 0.03
+
+
+def test_rotation_and_folders_of_frames(tmp_path, photos):
+    src = make_video(tmp_path / "rot.mp4", photos["chelsea"], frames=5, audio=False, rotation=90)
+    dst = tmp_path / "rot_x2.mp4"
+    upscale_video(src, dst, model="bicubic", outscale=2)
+    assert probe(dst).rotation == probe(src).rotation != 0
+    frames_dir = tmp_path / "frames"
+    assert upscale_video(src, frames_dir, model="bicubic", outscale=2).frames == 5
+    pngs = sorted(p.name for p in frames_dir.iterdir())
+    assert pngs == [f"frame_{i:06d}.png" for i in range(5)]
+    back = tmp_path / "back.mkv"
+    assert upscale_video(frames_dir, back, model="bicubic", outscale=0.5, fps=10).frames == 5
+    info = probe(back)
+    assert info.frame_rate == 10 and (info.width, info.height) == (48, 32)
+
+
+def test_errors_are_one_line_and_leave_nothing(tmp_path, photos, monkeypatch):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "superres", "video", *map(str, args), "-q"],
+                              capture_output=True, text=True)
+
+    (tmp_path / "notes.mp4").write_text("not a video")
+    sound = tmp_path / "sound.m4a"
+    with av.open(str(sound), "w", format="mp4") as out:
+        s = out.add_stream("aac", rate=48000)
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+        chunk.sample_rate, chunk.pts = 48000, 0
+        out.mux(s.encode(chunk))
+        out.mux(s.encode(None))
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=6)
+    for args, message in [((tmp_path / "notes.mp4",), "not a readable video"),
+                          ((sound,), "has no video stream"),
+                          ((tmp_path / "missing.mp4",), "no such file"),
+                          ((src, "--codec", "nope"), "unknown or unavailable codec 'nope'"),
+                          ((src, "--start", "soon"), "is not a time")]:
+        result = run(args[0], "-o", tmp_path / "out.mp4", *args[1:])
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    # an interruption in the middle leaves neither the output nor a temporary file
+    from superres.infer import Upscaler
+
+    calls = []
+
+    def failing(self, image, outscale=None, progress=None):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return np.zeros((image.shape[0] * 4, image.shape[1] * 4, 3), np.uint8)
+
+    monkeypatch.setattr(Upscaler, "upscale_array", failing)
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(src, tmp_path / "out.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "notes.mp4", "sound.m4a"]
+    with pytest.raises(VideoError, match="unknown video container"):
+        upscale_video(src, tmp_path / "out.xyz")
+
+
+def test_memory_stays_flat_with_length(tmp_path, photos):
+    """Peak RSS for a 2000-frame video within 10% of a 200-frame one (streamed, never held)."""
+    script = (
+        "import resource, sys\n"
+        "from superres.infer.video import upscale_video\n"
+        "upscale_video(sys.argv[1], sys.argv[2], model='bicubic', outscale=2)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    peaks = {}
+    for n in (200, 2000):
+        src = make_video(tmp_path / f"{n}.mp4", photos["astronaut"], frames=n, size=(64, 48))
+        out = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / f"{n}_x2.mp4")],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-1500:]
+        peaks[n] = int(out.stdout.split()[-1])
+        assert len(decoded(tmp_path / f"{n}_x2.mp4")) == n
+    assert peaks[2000] <= 1.1 * peaks[200], peaks
