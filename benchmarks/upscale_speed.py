@@ -2,8 +2,9 @@
 
 For realesrgan-x4plus on real 128x128 and 256x256 photo crops, prints seconds and ratios:
 - reference: the plain fp32 NCHW PyTorch forward (what Real-ESRGAN's inference script runs on a CPU);
-- ours at --precision fp32, and ours at the default (auto: bf16 on CPUs with native bf16),
-  plus ours at bf16 where that is not the default (emulated bf16: slow, shown for accuracy);
+- ours in fp32 on PyTorch (channels-last), and ours at the default (auto: bf16 on CPUs with
+  native bf16, else fp32 on the ncnn backend), plus ours at bf16 where that is not the default
+  (emulated bf16: slow, shown for accuracy);
 - the ncnn CPU runtime (PyPI ncnn, fp32, same thread count) on the same ncnn model files.
 with the agreement of each output with the reference (max abs difference, PSNR).
 
@@ -89,7 +90,7 @@ def main() -> None:
           f", native bf16: {', '.join(bf16) or 'no'}")
     module = load_model(args.model).module.eval()
     photo = read_image(SAMPLE)[0][..., :3]
-    ours32 = Upscaler(args.model, tile=0, precision="fp32", device="cpu")
+    ours32 = Upscaler(args.model, tile=0, precision="fp32", device="cpu", backend="torch")
     ours = Upscaler(args.model, tile=0, device="cpu")
     ours16 = None if ours.precision_used == "bf16" else Upscaler(args.model, tile=0, precision="bf16", device="cpu")
     ncnn_run = ncnn_runner(args.model, args.threads)
@@ -100,8 +101,8 @@ def main() -> None:
             t_ref, ref = best_time(lambda x=x: plain_forward(module, x), args.repeat)
         ref = ref[0].clamp(0, 1).permute(1, 2, 0).numpy()
         rows = [("reference fp32 NCHW", t_ref, ref)]
-        rows.append(("ours --precision fp32", *best_time(lambda img=img: ours32.upscale_array(img), args.repeat)))
-        rows.append((f"ours default ({ours.precision_used})",
+        rows.append(("ours fp32 --backend torch", *best_time(lambda img=img: ours32.upscale_array(img), args.repeat)))
+        rows.append((f"ours default ({ours.precision_used}, {ours.backend_used})",
                      *best_time(lambda img=img: ours.upscale_array(img), args.repeat)))
         if ours16:  # not the default here (no native bf16): shown for its accuracy
             rows.append(("ours --precision bf16", *best_time(lambda img=img: ours16.upscale_array(img), args.repeat)))

@@ -161,6 +161,26 @@ def test_precision_choice(monkeypatch):
         pick_precision("fp16", cpu)
 
 
+def test_backend_choice_and_ncnn_matches_torch(photos, tmp_path):
+    from superres.infer.backend import pick_backend
+    from superres.zoo import save_model
+
+    cpu = torch.device("cpu")
+    assert pick_backend("auto", cpu, "fp32", has_ncnn_files=True) == "ncnn"
+    assert pick_backend("auto", cpu, "bf16", has_ncnn_files=True) == "torch"  # native bf16 CPUs keep PyTorch
+    assert pick_backend("auto", cpu, "fp32", has_ncnn_files=False) == "torch"
+    with pytest.raises(ValueError, match="named models that ship as ncnn files"):
+        pick_backend("ncnn", cpu, "fp32", has_ncnn_files=False)
+    crop = photos["chelsea"][40:100, 60:130, :3]
+    fast = Upscaler("realesr-animevideov3", precision="fp32", tile=48)
+    ref = Upscaler("realesr-animevideov3", precision="fp32", tile=48, backend="torch")
+    assert (fast.backend_used, ref.backend_used) == ("ncnn", "torch")
+    assert np.abs(fast.upscale_array(crop) - ref.upscale_array(crop)).max() <= 1e-4
+    path = tmp_path / "av3.safetensors"
+    save_model(load_model("realesr-animevideov3"), path)
+    assert Upscaler(str(path)).backend_used == "torch"  # a file: no ncnn graph to run
+
+
 def test_realesrgan_beats_bicubic_on_niqe(photos):
     """A no-reference check on real photos: sharper, more natural output than bicubic (lower NIQE)."""
     from superres.metrics import niqe

@@ -529,6 +529,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --- entry point ----------------------------------------------------------------------------
 
+def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
+                   help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superres", description="Image and video super-resolution.")
     parser.add_argument("--version", action="version", version=f"superres {__version__}")
@@ -591,10 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     p.add_argument("--suffix", default="", help="appended to output file stems, e.g. _x4")
     p.add_argument("--alpha", choices=["model", "bicubic"], default="model", help="how the alpha channel is upscaled")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
-                   help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")
+    _add_runtime_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     p.add_argument("--dry-run", action="store_true", help="list what would be done")
     p.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders")
@@ -618,10 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="end time (seconds or [HH:]MM:SS)")
     p.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")
     p.add_argument("--tile", default="auto", help="tile size in input pixels: auto, 0 (none) or N")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
-                   help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")
+    _add_runtime_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_video)
