@@ -98,7 +98,8 @@ def test_clear_errors_for_impossible_inputs():
     with pytest.raises(ValueError, match="unknown architecture"):
         superres.create_model("NoSuchNet")
     assert set(ARCHITECTURES) == {"SRCNN", "FSRCNN", "ESPCN", "SRResNet", "MSRResNet", "EDSR", "RRDBNet",
-                                  "SRVGGNetCompact", "VGGStyleDiscriminator", "UNetDiscriminatorSN"}
+                                  "SRVGGNetCompact", "VGGStyleDiscriminator", "UNetDiscriminatorSN", "SpyNet",
+                                  "BasicVSR"}
 
 
 def test_srcnn_matlab_upsampling_matches_imresize():

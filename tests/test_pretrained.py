@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from superres.infer.backend import NcnnRunner
 from superres.zoo import MODELS, CheckpointError, load_model
 from superres.zoo import pretrained as pretrained_mod
 from superres.zoo.ncnn import read_ncnn, read_param
-from superres.infer.backend import NcnnRunner
 from superres.zoo.pretrained import bundled, cached_path, source_files
-
 
 NCNN_MODELS = [name for name, spec in MODELS.items() if not bundled(spec)]
 

@@ -17,7 +17,7 @@ from superres.io.video import VideoError, probe  # noqa: E402
 
 
 def make_video(path: Path, photo: np.ndarray, frames: int = 20, fps: int = 25, size: tuple[int, int] = (48, 32),
-               audio: bool = True, vfr: bool = False, rotation: int = 0) -> Path:
+               audio: bool = True, vfr: bool = False, rotation: int = 0, sar: Fraction | None = None) -> Path:
     """A real H.264 file panning over a photo, with a 440 Hz AAC track as long as the video."""
     out = av.open(str(path), "w")
     video = out.add_stream("libx264", rate=fps)
@@ -26,6 +26,8 @@ def make_video(path: Path, photo: np.ndarray, frames: int = 20, fps: int = 25, s
         video.codec_context.time_base = Fraction(1, 1000)
     if rotation:
         video.set_display_rotation(rotation)
+    if sar:
+        video.codec_context.sample_aspect_ratio = sar
     sound = out.add_stream("aac", rate=48000) if audio else None
     wave = (0.2 * np.sin(np.arange(round(48000 * frames / fps)) * 2 * np.pi * 440 / 48000)).astype(np.float32)
     sent = 0
@@ -108,11 +110,12 @@ def test_start_end_cut_video_and_audio_together(tmp_path, photos):
     assert abs(lengths["video"] - 0.4) <= 0.04 and abs(lengths["audio"] - 0.4) <= 0.03
 
 
-def test_rotation_and_folders_of_frames(tmp_path, photos):
-    src = make_video(tmp_path / "rot.mp4", photos["chelsea"], frames=5, audio=False, rotation=90)
+def test_rotation_aspect_and_folders_of_frames(tmp_path, photos):
+    src = make_video(tmp_path / "rot.mp4", photos["chelsea"], frames=5, audio=False, rotation=90, sar=Fraction(4, 3))
     dst = tmp_path / "rot_x2.mp4"
     upscale_video(src, dst, model="bicubic", outscale=2)
     assert probe(dst).rotation == probe(src).rotation != 0
+    assert probe(dst).sample_aspect_ratio == probe(src).sample_aspect_ratio == Fraction(4, 3)
     frames_dir = tmp_path / "frames"
     assert upscale_video(src, frames_dir, model="bicubic", outscale=2).frames == 5
     pngs = sorted(p.name for p in frames_dir.iterdir())

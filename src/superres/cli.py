@@ -513,7 +513,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         desc = load_model(args.model, scale=args.scale)
         if desc.purpose != "sr":
-            raise SuperresError(f"{args.model}: a {desc.arch} is a discriminator, not an upscaling network")
+            raise SuperresError(f"{args.model}: a {desc.arch} is a {desc.purpose} network, not an image upscaler")
         if desc.scale != args.scale:
             raise SuperresError(f"{args.model}: is a x{desc.scale} model, --scale says x{args.scale}")
         forward, in_channels = desc.module.eval(), desc.in_channels

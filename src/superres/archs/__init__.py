@@ -1,17 +1,19 @@
 """Network architectures, one paper per file; names and arguments follow the official code."""
 
+from superres.archs.basicvsr import BasicVSR
 from superres.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from superres.archs.edsr import EDSR
 from superres.archs.espcn import ESPCN
 from superres.archs.fsrcnn import FSRCNN
 from superres.archs.rrdbnet import RRDBNet
+from superres.archs.spynet import SpyNet
 from superres.archs.srcnn import SRCNN
 from superres.archs.srresnet import MSRResNet, SRResNet
 from superres.archs.srvgg import SRVGGNetCompact
 
 ARCHITECTURES = {cls.__name__: cls for cls in (
     SRCNN, FSRCNN, ESPCN, SRResNet, MSRResNet, EDSR, RRDBNet, SRVGGNetCompact,
-    VGGStyleDiscriminator, UNetDiscriminatorSN,
+    VGGStyleDiscriminator, UNetDiscriminatorSN, SpyNet, BasicVSR,
 )}
 
 __all__ = ["ARCHITECTURES", *ARCHITECTURES]

@@ -57,7 +57,7 @@ class Upscaler:
 
         desc = load_model(self.model)
         if desc.purpose != "sr":
-            raise ValueError(f"{self.model}: a {desc.arch} is a discriminator, not an upscaling network")
+            raise ValueError(f"{self.model}: a {desc.arch} is a {desc.purpose} network, not an image upscaler")
         self.desc, self.scale, self.in_channels = desc, desc.scale, desc.in_channels
         self.precision_used = pick_precision(self.precision, self.torch_device, desc.supports_half)
         if self.torch_device.type == "cpu":

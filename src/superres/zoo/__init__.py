@@ -17,6 +17,9 @@ from superres.zoo.detect import DETECTORS, detect, normalize_layout
 from superres.zoo.pretrained import DEFAULT_MODEL, MODELS, ModelSpec
 
 _DISCRIMINATORS = {"VGGStyleDiscriminator", "UNetDiscriminatorSN"}
+_PURPOSES = {"VGGStyleDiscriminator": "discriminator", "UNetDiscriminatorSN": "discriminator",
+             "SpyNet": "optical flow", "BasicVSR": "video"}
+_FIXED_SCALES = {"BasicVSR": 4}
 _SCALE_ARGS = ("upscale", "scale", "upscale_factor")
 
 
@@ -55,7 +58,7 @@ class ModelDescriptor:
     scale: int
     in_channels: int
     out_channels: int
-    purpose: str  # "sr" (image to larger image) or "discriminator"
+    purpose: str  # "sr" (image to larger image), "video" (N x T x C x H x W), "discriminator", "optical flow"
     supports_half: bool = True
     source: str | None = None
     metadata: dict = field(default_factory=dict)
@@ -66,7 +69,7 @@ class ModelDescriptor:
 
 
 def _describe(module: nn.Module, arch: str, kwargs: dict, source: str | None, metadata: dict) -> ModelDescriptor:
-    scale = next((int(kwargs[k]) for k in _SCALE_ARGS if k in kwargs), None)
+    scale = next((int(kwargs[k]) for k in _SCALE_ARGS if k in kwargs), _FIXED_SCALES.get(arch))
     if arch == "SRCNN":
         channels = kwargs.get("channels", (3, 64, 32, 3))
         in_ch, out_ch = channels[0], channels[-1]
@@ -77,7 +80,7 @@ def _describe(module: nn.Module, arch: str, kwargs: dict, source: str | None, me
         out_ch = 1 if arch in _DISCRIMINATORS else kwargs.get("num_out_ch", in_ch)
     return ModelDescriptor(module=module.eval(), arch=arch, kwargs=kwargs, scale=scale or 1,
                            in_channels=in_ch, out_channels=out_ch,
-                           purpose="discriminator" if arch in _DISCRIMINATORS else "sr",
+                           purpose=_PURPOSES.get(arch, "sr"),
                            source=source, metadata=metadata)
 
 

@@ -133,11 +133,25 @@ def _unet_discriminator(s: StateDict) -> dict | None:
     return {"num_in_ch": s["conv0.weight"].shape[1], "num_feat": s["conv0.weight"].shape[0]}
 
 
+def _basicvsr(s: StateDict) -> dict | None:
+    if not {"backward_trunk.main.0.weight", "fusion.weight", "spynet.basic_module.0.basic_module.0.weight"} <= s.keys():
+        return None
+    return {"num_feat": s["fusion.weight"].shape[0],
+            "num_block": _count(s, r"backward_trunk\.main\.2\.(\d+)\.conv1\.weight")}
+
+
+def _spynet(s: StateDict) -> dict | None:
+    if "basic_module.0.basic_module.0.weight" not in s or any(k.startswith("spynet.") for k in s):
+        return None
+    return {"levels": _count(s, r"basic_module\.(\d+)\.basic_module\.0\.weight")}
+
+
 # Order matters where layouts overlap: SRVGG's bare ``body.N`` keys are checked after the others.
 DETECTORS: dict[str, Callable[[StateDict], dict | None]] = {
     "RRDBNet": _rrdbnet, "SRResNet": _srresnet, "EDSR": _edsr, "MSRResNet": _msrresnet,
     "FSRCNN": _fsrcnn, "SRCNN": _srcnn, "ESPCN": _espcn, "VGGStyleDiscriminator": _vgg_discriminator,
-    "UNetDiscriminatorSN": _unet_discriminator, "SRVGGNetCompact": _srvgg,
+    "UNetDiscriminatorSN": _unet_discriminator, "BasicVSR": _basicvsr, "SpyNet": _spynet,
+    "SRVGGNetCompact": _srvgg,
 }
 
 

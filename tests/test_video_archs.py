@@ -1,0 +1,81 @@
+"""Video SR networks against BasicSR 1.4.2: the same state dict (strict keys) computes the same function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from superres.archs.basicvsr import BasicVSR
+from superres.archs.spynet import SpyNet, flow_warp
+
+
+def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.05 if "weight" in name else 0.01))
+    return module.eval()
+
+
+def frames(photos, n=1, t=3, h=40, w=52) -> torch.Tensor:
+    """Real frames: a crop of a photo moving 2 pixels right and 1 down per frame."""
+    clip = [photos["chelsea"][10 + i:10 + i + h, 20 + 2 * i:20 + 2 * i + w, :3] for i in range(t)]
+    x = torch.stack([torch.from_numpy(f.copy()).permute(2, 0, 1) for f in clip])[None]
+    return x.repeat(n, 1, 1, 1, 1).float()
+
+
+def test_flow_warp_matches_basicsr(basicsr):
+    from basicsr.archs.arch_util import flow_warp as reference
+
+    x, flow = torch.rand(2, 3, 9, 11), torch.randn(2, 9, 11, 2) * 3
+    for padding in ("zeros", "border"):
+        torch.testing.assert_close(flow_warp(x, flow, padding_mode=padding), reference(x, flow, padding_mode=padding))
+
+
+def test_spynet_matches_basicsr(basicsr, photos):
+    from basicsr.archs.spynet_arch import SpyNet as Reference
+
+    ours = randomize(SpyNet())
+    ref = Reference().eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x = frames(photos, t=2, h=45, w=70)  # not multiples of 32
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x[:, 0], x[:, 1]), ref(x[:, 0], x[:, 1]), rtol=1e-4, atol=1e-5)
+
+
+def test_basicvsr_matches_basicsr(basicsr, photos):
+    from basicsr.archs.basicvsr_arch import BasicVSR as Reference
+
+    ours = randomize(BasicVSR(num_feat=16, num_block=2))
+    ref = Reference(num_feat=16, num_block=2).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x = frames(photos, t=3)
+    with torch.no_grad():
+        out = ours(x)
+        torch.testing.assert_close(out, ref(x), rtol=1e-4, atol=1e-5)
+    assert out.shape == (1, 3, 3, 160, 208)
+
+
+def test_basicvsr_parameter_count():
+    assert sum(p.numel() for p in BasicVSR().parameters()) == 6_291_311  # the paper's 30 blocks
+
+
+@pytest.mark.parametrize("t", [1, 2])
+def test_basicvsr_short_clips(t, photos):
+    with torch.no_grad():
+        assert BasicVSR(num_feat=8, num_block=1)(frames(photos, t=t)).shape[1] == t
+
+
+def test_basicsr_layouts_are_detected_and_refused_as_image_upscalers(tmp_path):
+    from superres.infer import Upscaler
+    from superres.zoo import load_model
+
+    state = {"params": BasicVSR(num_feat=8, num_block=3).state_dict()}  # BasicSR's checkpoint layout
+    torch.save(state, tmp_path / "basicvsr.pth")
+    desc = load_model(tmp_path / "basicvsr.pth")
+    assert (desc.arch, desc.kwargs["num_feat"], desc.kwargs["num_block"], desc.scale) == ("BasicVSR", 8, 3, 4)
+    assert desc.purpose == "video"
+    torch.save({"params": SpyNet().state_dict()}, tmp_path / "spynet.pth")
+    assert load_model(tmp_path / "spynet.pth").purpose == "optical flow"
+    with pytest.raises(ValueError, match="is a video network, not an image upscaler"):
+        Upscaler(str(tmp_path / "basicvsr.pth"))
