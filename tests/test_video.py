@@ -184,3 +184,39 @@ def test_memory_stays_flat_with_length(tmp_path, photos):
         peaks[n] = int(out.stdout.split()[-1])
         assert len(decoded(tmp_path / f"{n}_x2.mp4")) == n
     assert peaks[2000] <= 1.1 * peaks[200], peaks
+
+
+def test_video_networks_run_on_overlapping_clips(tmp_path, photos):
+    import torch
+
+    from superres.archs.basicvsr import BasicVSR
+    from superres.infer.video import ClipUpscaler
+    from superres.zoo import save_model
+
+    class Recorder(torch.nn.Module):  # a per-frame x2 "video network" that records its clip lengths
+        def __init__(self):
+            super().__init__()
+            self.lengths = []
+
+        def forward(self, x):
+            self.lengths.append(x.shape[1])
+            return x.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
+
+    class Desc:
+        module, scale = Recorder(), 2
+
+    rng = np.random.default_rng(0)
+    clip = [(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), i * 10, Fraction(1, 100)) for i in range(11)]
+    runner = ClipUpscaler(Desc, None, device="cpu", clip=5, overlap=1)
+    out = list(runner(iter(clip)))
+    assert [pts for _, pts, _ in out] == [i * 10 for i in range(11)]
+    for (sr, _, _), (lr, _, _) in zip(out, clip, strict=True):
+        np.testing.assert_array_equal(sr, lr.repeat(2, 0).repeat(2, 1))
+    assert max(Desc.module.lengths) <= 5 and sum(Desc.module.lengths) < 2 * 11  # held frames stay bounded
+
+    model = tmp_path / "basicvsr.safetensors"
+    save_model(BasicVSR(num_feat=8, num_block=1), model)
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=7, size=(72, 64))  # SPyNet needs >= 64
+    result = upscale_video(src, tmp_path / "out.mp4", model=str(model))
+    assert result.frames == 7 and probe(tmp_path / "out.mp4").width == 288
+    assert abs(streams(tmp_path / "out.mp4")["audio"] - streams(src)["audio"]) < 1e-3

@@ -1,7 +1,8 @@
 """Video upscaling as a stream: decode a frame, upscale it, encode it; memory does not grow with length.
 
 Input: a video file (anything PyAV/FFmpeg reads) or a folder of frames; output: a video file or a
-folder of PNG frames. From a file, timestamps are kept frame by frame (constant and variable
+folder of PNG frames. Image networks run frame by frame; video networks (BasicVSR) on
+overlapping clips (:class:`ClipUpscaler`). From a file, timestamps are kept frame by frame (constant and variable
 frame rates), audio and subtitles are copied without re-encoding, and rotation and pixel aspect
 are kept (:mod:`superres.io.video`). Decoding and encoding run in background threads beside the
 network, so they overlap its work instead of adding to it.
@@ -104,6 +105,73 @@ class BackgroundWriter:
             raise self.error
 
 
+Frame = tuple[np.ndarray, int | None, Fraction]  # RGB uint8, pts, time base
+
+
+class FrameUpscaler:
+    """A single-image model applied to each frame."""
+
+    def __init__(self, upscaler: Upscaler, outscale: float | None):
+        self.upscaler, self.outscale, self.scale = upscaler, outscale, upscaler.scale
+
+    def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        for rgb, pts, tb in frames:
+            yield self.upscaler.upscale_array(rgb, self.outscale), pts, tb
+
+
+class ClipUpscaler:
+    """A video network (N x T x C x H x W, e.g. BasicVSR) on a stream, clip by clip.
+
+    Each clip gives ``clip - 2 * overlap`` output frames and sees ``overlap`` frames of context on
+    each side, so recurrent propagation is not cut short at the clip's edges; at most ``clip``
+    frames are held. The whole frame goes through the network (no spatial tiles).
+    """
+
+    def __init__(self, desc, outscale: float | None, device: str = "auto", clip: int = 15, overlap: int = 3):
+        import torch
+
+        from superres.infer.backend import pick_device
+
+        if clip <= 2 * overlap:
+            raise ValueError(f"clip ({clip} frames) must be longer than twice the overlap ({overlap})")
+        self.device = pick_device(device)
+        self.module = desc.module.to(self.device).eval()
+        self.scale, self.outscale, self.clip, self.overlap = desc.scale, outscale, clip, overlap
+        self.torch = torch
+
+    def _run(self, frames: list[Frame], first: int, last: int) -> Iterator[Frame]:
+        """Upscale ``frames`` together; yield outputs ``first``..``last - 1`` (indices into ``frames``)."""
+        from superres.infer.image import resize_to
+
+        torch = self.torch
+        x = torch.stack([torch.from_numpy(f[0]).permute(2, 0, 1) for f in frames])[None]
+        with torch.inference_mode():
+            out = self.module(x.to(self.device, torch.float32) / 255).clamp_(0, 1)
+        out = (out[0] * 255).round_().byte().permute(0, 2, 3, 1).cpu().numpy()
+        h, w = frames[0][0].shape[:2]
+        for i in range(first, last):
+            yield resize_to(out[i], self.outscale, self.scale, h, w), frames[i][1], frames[i][2]
+
+    def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        core, o = self.clip - 2 * self.overlap, self.overlap
+        held: list[Frame] = []
+        base = 0  # stream index of held[0]
+        start = 0  # stream index of the next frame to output
+        for index, frame in enumerate(frames):
+            held.append(frame)
+            if index + 1 >= start + core + o:  # the core and its right context are here
+                lo = max(start - o, base)
+                yield from self._run(held[lo - base:], start - lo, start - lo + core)
+                start += core
+                drop = start - o - base
+                if drop > 0:
+                    del held[:drop]
+                    base += drop
+        if start < base + len(held):
+            lo = max(start - o, base)
+            yield from self._run(held[lo - base:], start - lo, base + len(held) - lo)
+
+
 def _read_frame(path: Path) -> np.ndarray:
     from superres.io import read_image, to_integer
 
@@ -133,7 +201,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
         raise VideoError(f"{dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))}, "
                          "or a folder name for PNG frames)")
     segment = Segment(start, end)
-    upscaler = Upscaler(model, tile=tile, precision=precision, device=device, backend=backend)
+    enhance = _video_model(model, outscale, tile, precision, device, backend)
     reader = None
     if src.is_dir():
         from superres.io import list_images
@@ -152,7 +220,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
         info = reader.info
         width, height, rate, total = info.width, info.height, info.frame_rate, info.frames
         rotation, aspect, time_base, names = info.rotation, info.sample_aspect_ratio, info.time_base, None
-    scale = outscale or upscaler.scale
+    scale = outscale or enhance.scale
     size = (round(width * scale), round(height * scale))
 
     if segment.start is not None or segment.end is not None:
@@ -171,8 +239,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
             frames = reader.frames(writer.copy) if reader else _folder_frames(files, rate, segment)
             encoder = BackgroundWriter(writer.write)
             try:
-                for rgb, pts, tb in prefetch(frames):
-                    encoder.put(upscaler.upscale_array(rgb, outscale), pts, tb)
+                for sr, pts, tb in enhance(prefetch(frames)):
+                    encoder.put(sr, pts, tb)
                     count += 1
                     bar.update(1)
                 encoder.close()
@@ -189,9 +257,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
             frames = reader.frames() if reader else _folder_frames(files, rate, segment)
             encoder = BackgroundWriter(lambda name, img: write_image(dst / f"{name}.png", img))
             try:
-                for i, (rgb, pts, _) in enumerate(prefetch(frames)):
+                for i, (sr, pts, _) in enumerate(enhance(prefetch(frames))):
                     name = names[pts] if names else f"frame_{i:06d}"
-                    encoder.put(name, upscaler.upscale_array(rgb, outscale))
+                    encoder.put(name, sr)
                     count += 1
                     bar.update(1)
             finally:
@@ -202,6 +270,17 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
         if reader is not None:
             reader.close()
     return VideoResult(count, size, time.perf_counter() - tic)
+
+
+def _video_model(model, outscale, tile, precision, device, backend) -> FrameUpscaler | ClipUpscaler:
+    """Video networks run on clips; image networks (and bicubic) frame by frame."""
+    if str(model) != "bicubic":
+        from superres.zoo import load_model
+
+        desc = load_model(model)
+        if desc.purpose == "video":
+            return ClipUpscaler(desc, outscale, device)
+    return FrameUpscaler(Upscaler(model, tile=tile, precision=precision, device=device, backend=backend), outscale)
 
 
 def _drain(encoder: BackgroundWriter) -> None:
