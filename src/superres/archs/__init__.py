@@ -1,8 +1,9 @@
 """Network architectures, one paper per file; names and arguments follow the official code."""
 
-from superres.archs.basicvsr import BasicVSR
+from superres.archs.basicvsr import BasicVSR, IconVSR
 from superres.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from superres.archs.edsr import EDSR
+from superres.archs.edvr import EDVR
 from superres.archs.espcn import ESPCN
 from superres.archs.fsrcnn import FSRCNN
 from superres.archs.rrdbnet import RRDBNet
@@ -13,7 +14,7 @@ from superres.archs.srvgg import SRVGGNetCompact
 
 ARCHITECTURES = {cls.__name__: cls for cls in (
     SRCNN, FSRCNN, ESPCN, SRResNet, MSRResNet, EDSR, RRDBNet, SRVGGNetCompact,
-    VGGStyleDiscriminator, UNetDiscriminatorSN, SpyNet, BasicVSR,
+    VGGStyleDiscriminator, UNetDiscriminatorSN, SpyNet, BasicVSR, IconVSR, EDVR,
 )}
 
 __all__ = ["ARCHITECTURES", *ARCHITECTURES]

@@ -140,6 +140,31 @@ def _basicvsr(s: StateDict) -> dict | None:
             "num_block": _count(s, r"backward_trunk\.main\.2\.(\d+)\.conv1\.weight")}
 
 
+def _iconvsr(s: StateDict) -> dict | None:
+    if not {"forward_fusion.weight", "edvr.fusion.feat_fusion.weight", "backward_trunk.main.0.weight"} <= s.keys():
+        return None
+    num_feat = s["backward_fusion.weight"].shape[0]
+    frames = s["edvr.fusion.feat_fusion.weight"].shape[1] // num_feat
+    return {"num_feat": num_feat, "num_block": _count(s, r"backward_trunk\.main\.2\.(\d+)\.conv1\.weight"),
+            "temporal_padding": (frames - 1) // 2}
+
+
+def _edvr(s: StateDict) -> dict | None:
+    if "pcd_align.cas_dcnpack.weight" not in s or "conv_last.weight" not in s:
+        return None
+    num_feat = s["conv_l2_1.weight"].shape[0]
+    with_tsa = "fusion.temporal_attn1.weight" in s
+    fused = s["fusion.feat_fusion.weight" if with_tsa else "fusion.weight"].shape[1]
+    first = s["predeblur.conv_first.weight" if "predeblur.conv_first.weight" in s else "conv_first.weight"]
+    return {"num_in_ch": first.shape[1], "num_out_ch": s["conv_last.weight"].shape[0], "num_feat": num_feat,
+            "num_frame": fused // num_feat,
+            "deformable_groups": s["pcd_align.dcn_pack.l1.conv_offset.weight"].shape[0] // 27,
+            "num_extract_block": _count(s, r"feature_extraction\.(\d+)\.conv1\.weight"),
+            "num_reconstruct_block": _count(s, r"reconstruction\.(\d+)\.conv1\.weight"),
+            "hr_in": "predeblur.stride_conv_hr1.weight" in s, "with_predeblur": "predeblur.conv_first.weight" in s,
+            "with_tsa": with_tsa}
+
+
 def _spynet(s: StateDict) -> dict | None:
     if "basic_module.0.basic_module.0.weight" not in s or any(k.startswith("spynet.") for k in s):
         return None
@@ -150,7 +175,8 @@ def _spynet(s: StateDict) -> dict | None:
 DETECTORS: dict[str, Callable[[StateDict], dict | None]] = {
     "RRDBNet": _rrdbnet, "SRResNet": _srresnet, "EDSR": _edsr, "MSRResNet": _msrresnet,
     "FSRCNN": _fsrcnn, "SRCNN": _srcnn, "ESPCN": _espcn, "VGGStyleDiscriminator": _vgg_discriminator,
-    "UNetDiscriminatorSN": _unet_discriminator, "BasicVSR": _basicvsr, "SpyNet": _spynet,
+    "UNetDiscriminatorSN": _unet_discriminator, "BasicVSR": _basicvsr, "IconVSR": _iconvsr, "EDVR": _edvr,
+    "SpyNet": _spynet,
     "SRVGGNetCompact": _srvgg,
 }
 
