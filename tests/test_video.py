@@ -220,3 +220,32 @@ def test_video_networks_run_on_overlapping_clips(tmp_path, photos):
     result = upscale_video(src, tmp_path / "out.mp4", model=str(model))
     assert result.frames == 7 and probe(tmp_path / "out.mp4").width == 288
     assert abs(streams(tmp_path / "out.mp4")["audio"] - streams(src)["audio"]) < 1e-3
+
+
+def test_sliding_window_networks_see_their_neighbours(tmp_path, photos):
+    import torch
+
+    from superres.archs.edvr import EDVR
+    from superres.infer.video import WindowUpscaler
+    from superres.zoo import save_model
+
+    class MeanOfWindow(torch.nn.Module):  # x2 of the window's mean: shows which frames were used
+        def forward(self, x):
+            return x.mean(1).repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
+
+    class Desc:
+        module, scale, kwargs = MeanOfWindow(), 2, {"num_frame": 3}
+
+    clip = [(np.full((4, 8, 3), 10 * i, np.uint8), i, Fraction(1, 25)) for i in range(6)]
+    out = list(WindowUpscaler(Desc, None, device="cpu")(iter(clip)))
+    # frame i sees frames i-1, i, i+1, with the first and last repeated beyond the ends
+    expected = [(0 + 0 + 10) / 3, 10, 20, 30, 40, (40 + 50 + 50) / 3]
+    assert [pts for _, pts, _ in out] == list(range(6))
+    assert [float(sr[0, 0, 0]) for sr, _, _ in out] == [round(v) for v in expected]
+
+    model = tmp_path / "edvr.safetensors"
+    save_model(EDVR(num_feat=16, num_frame=3, deformable_groups=4, num_extract_block=1, num_reconstruct_block=1),
+               model)
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=4, size=(50, 30))  # not multiples of 4
+    assert upscale_video(src, tmp_path / "out.mp4", model=str(model)).frames == 4
+    assert (probe(tmp_path / "out.mp4").width, probe(tmp_path / "out.mp4").height) == (200, 120)

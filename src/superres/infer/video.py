@@ -1,8 +1,9 @@
 """Video upscaling as a stream: decode a frame, upscale it, encode it; memory does not grow with length.
 
 Input: a video file (anything PyAV/FFmpeg reads) or a folder of frames; output: a video file or a
-folder of PNG frames. Image networks run frame by frame; video networks (BasicVSR) on
-overlapping clips (:class:`ClipUpscaler`). From a file, timestamps are kept frame by frame (constant and variable
+folder of PNG frames. Image networks run frame by frame; recurrent video networks (BasicVSR,
+IconVSR) on overlapping clips (:class:`ClipUpscaler`), EDVR on a sliding window
+(:class:`WindowUpscaler`). From a file, timestamps are kept frame by frame (constant and variable
 frame rates), audio and subtitles are copied without re-encoding, and rotation and pixel aspect
 are kept (:mod:`superres.io.video`). Decoding and encoding run in background threads beside the
 network, so they overlap its work instead of adding to it.
@@ -172,6 +173,51 @@ class ClipUpscaler:
             yield from self._run(held[lo - base:], start - lo, base + len(held) - lo)
 
 
+class WindowUpscaler(ClipUpscaler):
+    """A sliding-window video network (EDVR: ``num_frame`` frames in, the centre frame out).
+
+    Frames beyond the ends are the first or last frame repeated; at most ``num_frame`` are held.
+    Frame sizes are padded (reflect) to the network's multiple and the output cropped back.
+    """
+
+    def __init__(self, desc, outscale: float | None, device: str = "auto"):
+        super().__init__(desc, outscale, device, clip=desc.kwargs["num_frame"], overlap=0)
+        self.half = desc.kwargs["num_frame"] // 2
+        self.multiple = 16 if desc.kwargs.get("hr_in") else 4
+
+    def _window(self, window: list[Frame], center: Frame) -> Frame:
+        from superres.infer.image import resize_to
+
+        torch = self.torch
+        h, w = center[0].shape[:2]
+        x = torch.stack([torch.from_numpy(f[0]).permute(2, 0, 1) for f in window]).float() / 255
+        x = torch.nn.functional.pad(x, [0, -w % self.multiple, 0, -h % self.multiple], mode="reflect")
+        with torch.inference_mode():
+            out = self.module(x[None].to(self.device)).clamp_(0, 1)[0, :, : h * self.scale, : w * self.scale]
+        out = (out * 255).round_().byte().permute(1, 2, 0).cpu().numpy()
+        return resize_to(out, self.outscale, self.scale, h, w), center[1], center[2]
+
+    def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
+        held: list[Frame] = []
+        base, nxt = 0, 0  # stream index of held[0]; the next frame to output
+
+        def window(last: int) -> Frame:
+            picks = [min(max(j, 0), last) - base for j in range(nxt - self.half, nxt + self.half + 1)]
+            return self._window([held[max(p, 0)] for p in picks], held[nxt - base])
+
+        for index, frame in enumerate(frames):
+            held.append(frame)
+            while nxt + self.half <= index:
+                yield window(index)
+                nxt += 1
+                while base < nxt - self.half:
+                    held.pop(0)
+                    base += 1
+        while nxt < base + len(held):
+            yield window(base + len(held) - 1)
+            nxt += 1
+
+
 def _read_frame(path: Path) -> np.ndarray:
     from superres.io import read_image, to_integer
 
@@ -279,7 +325,7 @@ def _video_model(model, outscale, tile, precision, device, backend) -> FrameUpsc
 
         desc = load_model(model)
         if desc.purpose == "video":
-            return ClipUpscaler(desc, outscale, device)
+            return (WindowUpscaler if desc.arch == "EDVR" else ClipUpscaler)(desc, outscale, device)
     return FrameUpscaler(Upscaler(model, tile=tile, precision=precision, device=device, backend=backend), outscale)
 
 
