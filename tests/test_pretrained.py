@@ -72,3 +72,42 @@ def test_missing_package_and_unknown_name(monkeypatch):
         load_model("realesrgan-x4plus")
     with pytest.raises(CheckpointError, match="realesrgan-x4plus, realesrgan-x4plus-anime"):
         load_model("realesrgan-x8")
+
+
+# Set5 x3, Y channel, crop 3 (superres eval), as recorded in docs/model-card.md
+SHIPPED = {"srcnn-x3": SRCNN_SET5, "fsrcnn-x3": FSRCNN_SET5, "espcn-x3": ESPCN_SET5}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_classic_models(name, photos):
+    """The bundled weights load offline and beat bicubic on the Y of a real photo."""
+    from superres.data import to_y
+    from superres.metrics import psnr
+    from superres.ops import imresize
+
+    desc = load_model(name)
+    spec = MODELS[name]
+    assert (desc.arch, desc.scale, desc.in_channels) == (spec.arch, 3, 1)
+    assert sum(p.numel() for p in desc.module.parameters()) == spec.params
+    hr = (photos["chelsea"][:240, :300, :3] * 255).round().astype(np.uint8)
+    lr = imresize(hr, 1 / 3)
+    with torch.no_grad():
+        sr = desc(torch.from_numpy(to_y(lr).transpose(2, 0, 1))[None])[0, 0].numpy()
+    bicubic = imresize(to_y(lr)[..., 0].astype(np.float64), 3)
+    gt = to_y(hr)[..., 0] * 255
+    assert psnr(np.clip(sr, 0, 1) * 255, gt, 3) > psnr(np.clip(bicubic, 0, 1) * 255, gt, 3) + 0.5
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_models_reproduce_their_model_card(name, shared_data, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    report = tmp_path / "eval.json"
+    result = subprocess.run([sys.executable, "-m", "superres", "eval", "-m", name, str(shared_data / "Set5" / "HR"),
+                             "--scale", "3", "--json", str(report)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    mean = json.loads(report.read_text())[-1]
+    assert mean["psnr"] == pytest.approx(SHIPPED[name][0], abs=0.005)
+    assert mean["ssim"] == pytest.approx(SHIPPED[name][1], abs=0.0005)

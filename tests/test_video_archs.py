@@ -130,3 +130,33 @@ def test_iconvsr_matches_basicsr(basicsr, photos, t):
         torch.testing.assert_close(out, ref(x), rtol=1e-4, atol=1e-5)
     assert out.shape == (1, t, 3, 136, 180)
     assert sum(p.numel() for p in IconVSR().parameters()) == 8_694_991
+
+
+@pytest.mark.parametrize("alignment", ["learned", "rectified", "none"])
+def test_temporal_adaptive_net_runs_forward_and_backward(alignment, photos):
+    from superres.archs.tan import TemporalAdaptiveNet
+
+    net = TemporalAdaptiveNet(scale=3, num_in_ch=3, windows=(1, 3, 5), num_feat=(8, 8), alignment=alignment)
+    x = frames(photos, t=5, h=33, w=37)  # odd sizes
+    out = net(x)
+    assert out.shape == (1, 3, 99, 111)
+    out.mean().backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if not n.startswith("flow_net"))
+
+
+def test_temporal_adaptive_net_parts():
+    from superres.archs.tan import SpatialAlignment, TemporalAdaptiveNet, rectified_flow_align
+
+    ref = torch.rand(2, 1, 20, 24)
+    torch.testing.assert_close(SpatialAlignment()(ref, ref), ref)  # identity warp at initialisation
+    moved = torch.roll(ref, shifts=(-2, 3), dims=(2, 3))  # moved(p) = ref(p + (2, -3))
+    flow = torch.zeros(2, 2, 20, 24)
+    flow[:, 0], flow[:, 1] = 3.4, -2.2  # rounds to an exact (3, -2) pixel translation
+    torch.testing.assert_close(rectified_flow_align(moved, flow, patch=8)[..., 2:, :-3], ref[..., 2:, :-3])
+    net = TemporalAdaptiveNet(scale=2, windows=(1, 3), num_feat=(4, 4), alignment="none")
+    for branch in net.branches:  # every branch says 0.25 everywhere: any mixture must too
+        torch.nn.init.zeros_(branch.conv3.weight)
+        torch.nn.init.constant_(branch.conv3.bias, 0.25)
+    torch.testing.assert_close(net(torch.rand(1, 3, 1, 8, 8)), torch.full((1, 1, 16, 16), 0.25))
+    with pytest.raises(ValueError, match="expected 3 frames"):
+        net(torch.rand(1, 5, 1, 8, 8))

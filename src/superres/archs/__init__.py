@@ -11,10 +11,12 @@ from superres.archs.spynet import SpyNet
 from superres.archs.srcnn import SRCNN
 from superres.archs.srresnet import MSRResNet, SRResNet
 from superres.archs.srvgg import SRVGGNetCompact
+from superres.archs.tan import TemporalAdaptiveNet
 
 ARCHITECTURES = {cls.__name__: cls for cls in (
     SRCNN, FSRCNN, ESPCN, SRResNet, MSRResNet, EDSR, RRDBNet, SRVGGNetCompact,
     VGGStyleDiscriminator, UNetDiscriminatorSN, SpyNet, BasicVSR, IconVSR, EDVR,
+    TemporalAdaptiveNet,
 )}
 
 __all__ = ["ARCHITECTURES", *ARCHITECTURES]

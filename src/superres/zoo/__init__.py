@@ -18,7 +18,8 @@ from superres.zoo.pretrained import DEFAULT_MODEL, MODELS, ModelSpec
 
 _DISCRIMINATORS = {"VGGStyleDiscriminator", "UNetDiscriminatorSN"}
 _PURPOSES = {"VGGStyleDiscriminator": "discriminator", "UNetDiscriminatorSN": "discriminator",
-             "SpyNet": "optical flow", "BasicVSR": "video", "IconVSR": "video", "EDVR": "video"}
+             "SpyNet": "optical flow", "BasicVSR": "video", "IconVSR": "video", "EDVR": "video",
+             "TemporalAdaptiveNet": "video"}
 _FIXED_SCALES = {"BasicVSR": 4, "IconVSR": 4, "EDVR": 4}
 _SCALE_ARGS = ("upscale", "scale", "upscale_factor")
 
