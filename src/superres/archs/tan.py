@@ -98,7 +98,7 @@ class TemporalAdaptiveNet(nn.Module):
         """Warp every frame onto the centre one (N x T x C x H x W)."""
         if self.alignment == "none":
             return x
-        n, t, c, h, w = x.shape
+        t, c = x.shape[1:3]
         center = t // 2
         ref = x[:, center]
         out = []
@@ -113,7 +113,7 @@ class TemporalAdaptiveNet(nn.Module):
         return torch.stack(out, dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        n, t, c, h, w = x.shape
+        t = x.shape[1]
         if t != self.windows[-1]:
             raise ValueError(f"expected {self.windows[-1]} frames (the widest window), got {t}")
         x = self.align(x)
