@@ -3,7 +3,8 @@
 - ``superres video`` (streaming: decode, upscale, encode, in one process with overlapping threads);
 - per-frame ``superres upscale`` on the same frames extracted to PNG (the usual "extract frames,
   upscale the folder" workflow; extraction and re-assembly are not timed, only the upscale);
-- the ncnn CPU runtime (fp32, same threads) on the same decoded frames (network only).
+- the ncnn CPU runtime (fp32, same threads) on the same frames: the network alone, and with
+  PNG frames read and written as realesrgan-ncnn-vulkan does.
 
 All with realesr-animevideov3 on a 480p (854x480) H.264 clip panning over a bundled photo.
 
@@ -76,6 +77,12 @@ def main() -> None:
             for f in frames:
                 ncnn_run(f.astype(np.float32) / 255)
             rows.append(("ncnn runtime (network only)", time.perf_counter() - t))
+            (root / "ncnn").mkdir()
+            t = time.perf_counter()  # as realesrgan-ncnn-vulkan runs: PNG frames in, PNG frames out
+            for f in sorted((root / "frames").iterdir()):
+                sr = ncnn_run(read_image(f)[0][..., :3])
+                write_image(root / "ncnn" / f.name, (sr * 255).round().astype(np.uint8))
+            rows.append(("ncnn runtime, PNG in and out", time.perf_counter() - t))
     print(f"{MODEL}, {args.frames} frames 854x480 -> 3416x1920, {args.threads} threads")
     stream_fps = args.frames / rows[0][1]
     for label, seconds in rows:

@@ -464,7 +464,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     tile = args.tile if args.tile == "auto" else _non_negative_int(args.tile, "--tile")
     result = upscale_video(args.input, args.output, args.model, args.outscale, args.codec, args.crf, args.pix_fmt,
                            _seconds(args.start), _seconds(args.end), args.fps, tile, args.precision, args.device,
-                           args.backend, progress=not args.quiet)
+                           args.backend, progress=not args.quiet, preset=args.preset)
     if not args.quiet:
         print(f"{args.output}: {result.frames} frames at {result.size[0]}x{result.size[1]} "
               f"({result.fps:.2f} frames/s)", file=sys.stderr)
@@ -618,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default="libx264", help="video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1")
     p.add_argument("--crf", type=int, default=18, help="quality for x264/x265/vp9/av1 (lower is better)")
     p.add_argument("--pix-fmt", default="yuv420p", help="pixel format of the output, e.g. yuv420p, yuv444p")
+    p.add_argument("--preset", default="veryfast",
+                   help="x264/x265 speed preset (ultrafast ... veryslow); slower ones make smaller files")
     p.add_argument("--start", help="start time (seconds or [HH:]MM:SS)")
     p.add_argument("--end", help="end time (seconds or [HH:]MM:SS)")
     p.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")

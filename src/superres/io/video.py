@@ -161,6 +161,7 @@ class VideoWriter:
 
     def __init__(self, dst: str | os.PathLike, size: tuple[int, int], rate: Fraction, time_base: Fraction | None = None,
                  codec: str = "libx264", crf: int | None = 18, pix_fmt: str = "yuv420p", rotation: int = 0,
+                 preset: str | None = None,
                  sample_aspect_ratio: Fraction | None = None, copy_from: VideoReader | None = None,
                  segment: Segment = Segment()):
         import av
@@ -175,7 +176,7 @@ class VideoWriter:
         try:
             self.output = av.open(str(self.tmp), "w", format=_MUXERS.get(self.dst.suffix.lower(),
                                                                           self.dst.suffix.lower().lstrip(".")))
-            self.stream = self._video_stream(size, rate, time_base, codec, crf, pix_fmt)
+            self.stream = self._video_stream(size, rate, time_base, codec, crf, pix_fmt, preset)
             if sample_aspect_ratio:
                 self.stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
             if rotation:
@@ -185,7 +186,7 @@ class VideoWriter:
             self.discard()
             raise
 
-    def _video_stream(self, size, rate, time_base, codec, crf, pix_fmt):
+    def _video_stream(self, size, rate, time_base, codec, crf, pix_fmt, preset):
         import av
 
         try:
@@ -202,8 +203,12 @@ class VideoWriter:
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if time_base:
             stream.time_base = stream.codec_context.time_base = time_base
+        options = {}
         if crf is not None and codec in _CRF_CODECS:
-            stream.options = {"crf": str(crf), **({"b": "0"} if codec == "libvpx-vp9" else {})}
+            options = {"crf": str(crf), **({"b": "0"} if codec == "libvpx-vp9" else {})}
+        if preset and codec in ("libx264", "libx265"):
+            options["preset"] = preset
+        stream.options = options
         return stream
 
     def _copy_stream(self, template):
