@@ -4,7 +4,7 @@ CPU: bf16 weights and activations in channels-last layout where the CPU computes
 (``avx512_bf16`` or AMX, where oneDNN's bf16 convolutions are several times faster than fp32),
 fp32 elsewhere (emulated bf16 is slower than fp32). For fp32 on the CPU, the named models that
 ship as ncnn files run on the ncnn runtime when it is installed: its Winograd 3x3 convolutions
-are 1.3-1.8x faster than PyTorch's on these networks (measured; see benchmarks/), with the same
+are 1.2-1.8x faster than PyTorch's on these networks (measured; see benchmarks/), with the same
 weights and outputs within 1e-5. CUDA: fp16 on GPUs with tensor cores; some older cards produce
 NaNs (black images) in fp16, so a tile whose output is not finite is run again in fp32 and fp32
 is kept from then on.
