@@ -223,7 +223,7 @@ class VideoWriter:
         import av
 
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        if (frame.width, frame.height) != (self.stream.width, self.stream.height):  # odd size padded for 4:2:0
+        if (frame.width, frame.height) != (self.stream.width, self.stream.height):  # 4:2:0: odd sizes -> even
             frame = frame.reformat(width=self.stream.width, height=self.stream.height)
         frame.pts, frame.time_base = pts, time_base
         self._mux(lambda: self.stream.encode(frame))
