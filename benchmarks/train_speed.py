@@ -23,8 +23,8 @@ import yaml
 
 
 def make_pairs(src: Path, root: Path, limit: int) -> tuple[Path, Path]:
-    from superres.data.paired import degrade, read_rgb8
-    from superres.io import list_images, write_image
+    from superres.data.paired import degrade
+    from superres.io import list_images, read_rgb8, write_image
     from superres.ops import modcrop
 
     gt, lq = root / "gt", root / "lq"

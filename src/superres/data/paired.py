@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from superres.errors import SuperresError
-from superres.io import list_images, read_image, to_integer
+from superres.io import list_images, read_rgb8
 from superres.ops import blur_downsample, imresize, modcrop, rgb2ycbcr
 
 
@@ -37,12 +37,6 @@ class Pair:
     name: str
     hr: np.ndarray  # uint8 HxWx3 RGB, mod-cropped
     lr: np.ndarray  # uint8 (H/scale)x(W/scale)x3 RGB
-
-
-def read_rgb8(path: Path) -> np.ndarray:
-    """An image as uint8 RGB (alpha dropped, gray repeated, 16-bit rounded to 8)."""
-    img, _ = read_image(path)
-    return to_integer(img[..., :3], 8)
 
 
 def degrade(hr: np.ndarray, scale: int, degradation: str) -> np.ndarray:

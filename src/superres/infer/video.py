@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from superres.infer.image import Upscaler
+from superres.io import read_rgb8
 from superres.io.video import Segment, VideoError, VideoReader, VideoWriter, is_video_path
 
 DEFAULT_VIDEO_MODEL = "realesr-animevideov3"  # the model Real-ESRGAN uses for video
@@ -218,17 +219,10 @@ class WindowUpscaler(ClipUpscaler):
             nxt += 1
 
 
-def _read_frame(path: Path) -> np.ndarray:
-    from superres.io import read_image, to_integer
-
-    img, _ = read_image(path)
-    return to_integer(img[..., :3], 8)
-
-
 def _folder_frames(files: list[Path], rate: Fraction, segment: Segment) -> Iterator[tuple[np.ndarray, int, Fraction]]:
     for i, f in enumerate(files):
         if segment.contains(float(i / rate)):
-            yield _read_frame(f), i, 1 / rate
+            yield read_rgb8(f), i, 1 / rate
 
 
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | os.PathLike = DEFAULT_VIDEO_MODEL,
@@ -257,7 +251,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
         files = list_images(src)
         if not files:
             raise VideoError(f"{src}: no frames found (looked for image files)")
-        height, width = _read_frame(files[0]).shape[:2]
+        height, width = read_rgb8(files[0]).shape[:2]
         rate = Fraction(fps or 25).limit_denominator(1001)
         total, rotation, aspect, time_base = len(files), 0, None, 1 / rate
         names = [f.stem for f in files]

@@ -216,6 +216,13 @@ def to_integer(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return np.rint(np.clip(image, 0.0, 1.0) * peak).astype(dtype)
 
 
+def read_rgb8(path: str | os.PathLike) -> np.ndarray:
+    """An image as uint8 RGB (alpha dropped, gray repeated, 16-bit rounded to 8): what 8-bit
+    pipelines (training data, video frames) work on."""
+    img, _ = read_image(path)
+    return to_integer(img[..., :3], 8)
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray, info: ImageInfo | None = None,
                 quality: int = 95) -> None:
     """Write an image atomically (temp file + rename); the format comes from the extension.
