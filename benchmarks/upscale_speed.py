@@ -49,27 +49,10 @@ def best_time(fn, repeat: int):
 
 
 def ncnn_runner(name: str, threads: int):
-    try:
-        import ncnn
-    except ImportError:
-        return None
-    param, bin_ = source_files(MODELS[name])
-    net = ncnn.Net()
-    opt = net.opt
-    opt.use_vulkan_compute, opt.num_threads = False, threads
-    opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
-    net.load_param(str(param))
-    net.load_model(str(bin_))
+    """The ncnn runtime on the model's own .param/.bin files, or None without the ncnn package."""
+    from superres.infer.backend import NcnnRunner, ncnn_available
 
-    def run(img: np.ndarray) -> np.ndarray:
-        data = np.ascontiguousarray(img.transpose(2, 0, 1))
-        ex = net.create_extractor()
-        mat = ncnn.Mat(data)
-        ex.input("data", mat)
-        _, out = ex.extract("output")
-        return np.clip(np.array(out).transpose(1, 2, 0), 0, 1)
-
-    return run
+    return NcnnRunner(*source_files(MODELS[name]), threads) if ncnn_available() else None
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
