@@ -325,7 +325,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from superres.infer import Upscaler
     from superres.io import IMAGE_EXTENSIONS
 
-    tile = args.tile if args.tile == "auto" else _non_negative_int(args.tile, "--tile")
+    tile = _tile_argument(args.tile)
     items = _collect_inputs(args.inputs, args.recursive)
     single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and args.output.suffix.lower() in IMAGE_EXTENSIONS
     claimed: dict[Path, Path] = {}
@@ -420,6 +420,10 @@ def _non_negative_int(value: str, name: str) -> int:
     return n
 
 
+def _tile_argument(value: str) -> int | str:
+    return value if value == "auto" else _non_negative_int(value, "--tile")
+
+
 def _count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
@@ -461,7 +465,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     if args.output.exists() and args.output.is_file() and not args.overwrite:
         raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
-    tile = args.tile if args.tile == "auto" else _non_negative_int(args.tile, "--tile")
+    tile = _tile_argument(args.tile)
     result = upscale_video(args.input, args.output, args.model, args.outscale, args.codec, args.crf, args.pix_fmt,
                            _seconds(args.start), _seconds(args.end), args.fps, tile, args.precision, args.device,
                            args.backend, progress=not args.quiet, preset=args.preset)

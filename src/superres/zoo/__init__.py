@@ -16,10 +16,10 @@ from superres.zoo.checkpoint import CheckpointError, read_checkpoint, save_state
 from superres.zoo.detect import DETECTORS, detect, normalize_layout
 from superres.zoo.pretrained import DEFAULT_MODEL, MODELS, ModelSpec
 
-_DISCRIMINATORS = {"VGGStyleDiscriminator", "UNetDiscriminatorSN"}
 _PURPOSES = {"VGGStyleDiscriminator": "discriminator", "UNetDiscriminatorSN": "discriminator",
              "SpyNet": "optical flow", "BasicVSR": "video", "IconVSR": "video", "EDVR": "video",
              "TemporalAdaptiveNet": "video"}
+_DISCRIMINATORS = {arch for arch, purpose in _PURPOSES.items() if purpose == "discriminator"}
 _FIXED_SCALES = {"BasicVSR": 4, "IconVSR": 4, "EDVR": 4}
 _SCALE_ARGS = ("upscale", "scale", "upscale_factor")
 
