@@ -142,17 +142,19 @@ class PairedPatches(Dataset):
         self.scale, self.patch_size, self.degradation = scale, patch_size, degradation
         self.y_channel, self.flip, self.rot90 = y_channel, flip, rot90
         self.items = [(hr, lr, s) for hr, lr in pair_sources(hr_dirs, scale, lr_dirs) for s in hr_scales]
-        self._load = lru_cache(maxsize=None)(self._read) if cache else self._read
+        self._load = self._read
         if cache:
-            self._drop_small_copies()
+            self._cache_pairs()
 
-    def _drop_small_copies(self) -> None:
-        """Images (and shrunk copies) smaller than a patch are left out, originals with a warning."""
+    def _cache_pairs(self) -> None:
+        """Read every pair once and keep it; images (and shrunk copies) smaller than a patch are left
+        out, originals with a warning."""
         pairs = [self._read(i) for i in range(len(self.items))]
         keep = [i for i, pair in enumerate(pairs) if min(pair.hr.shape[:2]) >= self.patch_size]
         if not keep:
             self._check(pairs[0], 0)
-        small = [self.items[i][0].name for i, p in enumerate(pairs) if i not in keep and self.items[i][2] == 1.0]
+        kept = set(keep)
+        small = [self.items[i][0].name for i in range(len(pairs)) if i not in kept and self.items[i][2] == 1.0]
         if small:
             warnings.warn(f"{len(small)} training image(s) smaller than the {self.patch_size}-pixel patch left out: "
                           f"{', '.join(small[:5])}{', ...' if len(small) > 5 else ''}", stacklevel=3)
