@@ -27,6 +27,7 @@ from torch import nn
 
 from superres.data.paired import PairedPatches, SampleStream, eval_pairs
 from superres.errors import SuperresError
+from superres.infer.backend import pick_device
 from superres.losses import GANLoss, PerceptualLoss, pixel_loss
 from superres.metrics.evaluate import evaluate, mean_scores
 from superres.train.checkpoint import find_resume, list_checkpoints, load_checkpoint, save_checkpoint
@@ -40,11 +41,11 @@ def _rank_world() -> tuple[int, int]:
 
 
 def _pick_device(name: str, rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
+    """``pick_device``'s choice; under DDP each process on a machine takes its own GPU."""
+    device = pick_device(name)
+    if device.type == "cuda" and device.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % max(1, torch.cuda.device_count()))
-    return torch.device(name)
+    return device
 
 
 def build_optimizer(params: list[tuple[str, nn.Parameter]], cfg: Optimizer) -> torch.optim.Optimizer:
