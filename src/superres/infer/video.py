@@ -121,8 +121,40 @@ class FrameUpscaler:
             yield self.upscaler.upscale_array(rgb, self.outscale), pts, tb
 
 
-class ClipUpscaler:
-    """A video network (N x T x C x H x W, e.g. BasicVSR) on a stream, clip by clip.
+class _VideoNetwork:
+    """A video network (N x T x C x H x W in) on the frames of a stream."""
+
+    def __init__(self, desc, outscale: float | None, device: str = "auto"):
+        import torch
+
+        from superres.infer.backend import pick_device
+
+        self.device = pick_device(device)
+        self.module = desc.module.to(self.device).eval()
+        self.scale, self.outscale, self.torch = desc.scale, outscale, torch
+
+    def _infer(self, frames: list[Frame], multiple: int = 1) -> np.ndarray:
+        """The network on ``frames`` together -> its uint8 output frames (T' x sH x sW x 3); sizes are
+        padded (reflect) to ``multiple`` and the output cropped back."""
+        torch = self.torch
+        h, w = frames[0][0].shape[:2]
+        x = torch.stack([torch.from_numpy(f[0]).permute(2, 0, 1) for f in frames]).float() / 255
+        if h % multiple or w % multiple:
+            x = torch.nn.functional.pad(x, [0, -w % multiple, 0, -h % multiple], mode="reflect")
+        with torch.inference_mode():
+            out = self.module(x[None].to(self.device)).clamp_(0, 1)[0]
+        out = out.reshape(-1, *out.shape[-3:])[..., : h * self.scale, : w * self.scale]  # EDVR gives one frame
+        return (out * 255).round_().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def _output(self, sr: np.ndarray, frame: Frame) -> Frame:
+        from superres.infer.image import resize_to
+
+        h, w = frame[0].shape[:2]
+        return resize_to(sr, self.outscale, self.scale, h, w), frame[1], frame[2]
+
+
+class ClipUpscaler(_VideoNetwork):
+    """A recurrent video network (BasicVSR, IconVSR) on a stream, clip by clip.
 
     Each clip gives ``clip - 2 * overlap`` output frames and sees ``overlap`` frames of context on
     each side, so recurrent propagation is not cut short at the clip's edges; at most ``clip``
@@ -130,29 +162,16 @@ class ClipUpscaler:
     """
 
     def __init__(self, desc, outscale: float | None, device: str = "auto", clip: int = 15, overlap: int = 3):
-        import torch
-
-        from superres.infer.backend import pick_device
-
         if clip <= 2 * overlap:
             raise ValueError(f"clip ({clip} frames) must be longer than twice the overlap ({overlap})")
-        self.device = pick_device(device)
-        self.module = desc.module.to(self.device).eval()
-        self.scale, self.outscale, self.clip, self.overlap = desc.scale, outscale, clip, overlap
-        self.torch = torch
+        super().__init__(desc, outscale, device)
+        self.clip, self.overlap = clip, overlap
 
     def _run(self, frames: list[Frame], first: int, last: int) -> Iterator[Frame]:
         """Upscale ``frames`` together; yield outputs ``first``..``last - 1`` (indices into ``frames``)."""
-        from superres.infer.image import resize_to
-
-        torch = self.torch
-        x = torch.stack([torch.from_numpy(f[0]).permute(2, 0, 1) for f in frames])[None]
-        with torch.inference_mode():
-            out = self.module(x.to(self.device, torch.float32) / 255).clamp_(0, 1)
-        out = (out[0] * 255).round_().byte().permute(0, 2, 3, 1).cpu().numpy()
-        h, w = frames[0][0].shape[:2]
+        out = self._infer(frames)
         for i in range(first, last):
-            yield resize_to(out[i], self.outscale, self.scale, h, w), frames[i][1], frames[i][2]
+            yield self._output(out[i], frames[i])
 
     def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         core, o = self.clip - 2 * self.overlap, self.overlap
@@ -174,7 +193,7 @@ class ClipUpscaler:
             yield from self._run(held[lo - base:], start - lo, base + len(held) - lo)
 
 
-class WindowUpscaler(ClipUpscaler):
+class WindowUpscaler(_VideoNetwork):
     """A sliding-window video network (EDVR: ``num_frame`` frames in, the centre frame out).
 
     Frames beyond the ends are the first or last frame repeated; at most ``num_frame`` are held.
@@ -182,21 +201,9 @@ class WindowUpscaler(ClipUpscaler):
     """
 
     def __init__(self, desc, outscale: float | None, device: str = "auto"):
-        super().__init__(desc, outscale, device, clip=desc.kwargs["num_frame"], overlap=0)
+        super().__init__(desc, outscale, device)
         self.half = desc.kwargs["num_frame"] // 2
         self.multiple = 16 if desc.kwargs.get("hr_in") else 4
-
-    def _window(self, window: list[Frame], center: Frame) -> Frame:
-        from superres.infer.image import resize_to
-
-        torch = self.torch
-        h, w = center[0].shape[:2]
-        x = torch.stack([torch.from_numpy(f[0]).permute(2, 0, 1) for f in window]).float() / 255
-        x = torch.nn.functional.pad(x, [0, -w % self.multiple, 0, -h % self.multiple], mode="reflect")
-        with torch.inference_mode():
-            out = self.module(x[None].to(self.device)).clamp_(0, 1)[0, :, : h * self.scale, : w * self.scale]
-        out = (out * 255).round_().byte().permute(1, 2, 0).cpu().numpy()
-        return resize_to(out, self.outscale, self.scale, h, w), center[1], center[2]
 
     def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         held: list[Frame] = []
@@ -204,7 +211,7 @@ class WindowUpscaler(ClipUpscaler):
 
         def window(last: int) -> Frame:
             picks = [min(max(j, 0), last) - base for j in range(nxt - self.half, nxt + self.half + 1)]
-            return self._window([held[max(p, 0)] for p in picks], held[nxt - base])
+            return self._output(self._infer([held[max(p, 0)] for p in picks], self.multiple)[0], held[nxt - base])
 
         for index, frame in enumerate(frames):
             held.append(frame)
@@ -314,7 +321,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
     return VideoResult(count, size, time.perf_counter() - tic)
 
 
-def _video_model(model, outscale, tile, precision, device, backend) -> FrameUpscaler | ClipUpscaler:
+def _video_model(model, outscale, tile, precision, device, backend) -> FrameUpscaler | _VideoNetwork:
     """Video networks run on clips; image networks (and bicubic) frame by frame."""
     if str(model) != "bicubic":
         from superres.zoo import load_model
