@@ -12,6 +12,22 @@ from superres.errors import SuperresError
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
 
 
+def temp_beside(path: Path) -> tuple[int, Path]:
+    """An open temporary file (fd, path) in ``path``'s folder, to be renamed onto ``path`` when complete."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as e:
+        raise SuperresError(f"{path}: cannot write: {e.strerror or e}") from None
+    return fd, Path(tmp)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file onto ``path``, with the permissions a new file would get
+    (mkstemp makes 0600 files)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
@@ -19,26 +35,22 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     one, never a truncated file.
     """
     path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    except OSError as e:
-        raise SuperresError(f"{path}: cannot write: {e.strerror or e}") from None
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
+        publish(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise SuperresError(f"{path}: cannot write: {e.strerror or e}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
-def current_umask() -> int:
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

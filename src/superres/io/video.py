@@ -10,7 +10,6 @@ an interrupted run never leaves a broken file where the result should be.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from superres.errors import SuperresError
-from superres.io.files import current_umask
+from superres.io.files import publish, temp_beside
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mpg", ".mpeg"})
 _MUXERS = {".mkv": "matroska", ".m4v": "mp4", ".ts": "mpegts", ".mpg": "mpeg", ".mpeg": "mpeg"}
@@ -170,9 +169,8 @@ class VideoWriter:
         self.lock = threading.Lock()  # frames and copied packets may come from different threads
         if not is_video_path(self.dst):
             raise VideoError(f"{self.dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))})")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.dst.name}.", suffix=".tmp", dir=self.dst.parent or ".")
-        os.close(fd)
-        self.tmp = Path(tmp)
+        fd, self.tmp = temp_beside(self.dst)
+        os.close(fd)  # PyAV opens it by name
         try:
             self.output = av.open(str(self.tmp), "w", format=_MUXERS.get(self.dst.suffix.lower(),
                                                                           self.dst.suffix.lower().lstrip(".")))
@@ -256,8 +254,7 @@ class VideoWriter:
         except Exception as e:
             self.discard()
             raise VideoError(f"{self.dst}: cannot finish the video ({e})") from None
-        os.chmod(self.tmp, 0o666 & ~current_umask())
-        os.replace(self.tmp, self.dst)
+        publish(self.tmp, self.dst)
 
     def discard(self) -> None:
         """Drop the partial output (after an error or an interruption)."""
