@@ -284,35 +284,35 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
         if is_video_path(dst):
             writer = VideoWriter(dst, size, rate, time_base, codec, crf, pix_fmt, rotation, preset, aspect,
                                  copy_from=reader, segment=segment)
-            bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True)
             frames = reader.frames(writer.copy) if reader else _folder_frames(files, rate, segment)
             encoder = BackgroundWriter(writer.write)
-            try:
-                for sr, pts, tb in enhance(prefetch(frames)):
-                    encoder.put(sr, pts, tb)
-                    count += 1
-                    bar.update(1)
-                encoder.close()
-            except BaseException:
-                _drain(encoder)
-                writer.discard()
-                raise
-            writer.close()
+            finish, abort = writer.close, writer.discard
+
+            def item(i: int, sr: np.ndarray, pts, tb) -> tuple:
+                return sr, pts, tb
         else:
             from superres.io import write_image
 
             dst.mkdir(parents=True, exist_ok=True)
-            bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True)
             frames = reader.frames() if reader else _folder_frames(files, rate, segment)
             encoder = BackgroundWriter(lambda name, img: write_image(dst / f"{name}.png", img))
-            try:
-                for i, (sr, pts, _) in enumerate(enhance(prefetch(frames))):
-                    name = names[pts] if names else f"frame_{i:06d}"
-                    encoder.put(name, sr)
-                    count += 1
-                    bar.update(1)
-            finally:
-                encoder.close()
+            finish = abort = lambda: None  # frames already written stay
+
+            def item(i: int, sr: np.ndarray, pts, tb) -> tuple:
+                return (names[pts] if names else f"frame_{i:06d}"), sr
+
+        bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True)
+        try:
+            for i, (sr, pts, tb) in enumerate(enhance(prefetch(frames))):
+                encoder.put(*item(i, sr, pts, tb))
+                count += 1
+                bar.update(1)
+            encoder.close()
+        except BaseException:
+            _drain(encoder)
+            abort()
+            raise
+        finish()
     finally:
         if bar is not None:
             bar.close()
