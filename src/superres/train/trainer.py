@@ -30,7 +30,7 @@ from superres.errors import SuperresError
 from superres.infer.backend import pick_device
 from superres.losses import GANLoss, PerceptualLoss, pixel_loss
 from superres.metrics.evaluate import evaluate, mean_scores
-from superres.train.checkpoint import find_resume, list_checkpoints, load_checkpoint, save_checkpoint
+from superres.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
 from superres.train.config import Config, Optimizer
 from superres.train.schedules import build_scheduler
 from superres.zoo import create_model, load_model, save_model
@@ -370,4 +370,4 @@ def train(config: Config, resume: str | None = None, quiet: bool = False) -> dic
             dist.destroy_process_group()
 
 
-__all__ = ["Trainer", "build_optimizer", "list_checkpoints", "train"]
+__all__ = ["Trainer", "build_optimizer", "train"]
