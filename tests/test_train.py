@@ -233,3 +233,43 @@ def test_shipped_schema_is_up_to_date():
 
     assert json.loads((CONFIGS / "schema.json").read_text()) == json_schema(), \
         "regenerate it: superres schema > configs/schema.json"
+
+
+# --- Real-ESRGAN: degradations made on the training device --------------------------------------
+
+REAL = {"scale": 4, "data.patch_size": 48, "data.batch_size": 2, "data.rot90": False, "val": [],
+        "data.real": {"queue_size": 4, "gt_size": 32},
+        "model": {"arch": "RRDBNet", "args": {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}},
+        "train.pixel_loss": {"type": "L1"}, "train.iterations": 4}
+
+
+def test_realesrnet_resumes_bit_exactly_with_its_pair_pool(tmp_path, tiny_data):
+    """RealESRNet stage (L1 on the sharpened ground truth); the pool (full after 2 batches) is restored."""
+    Trainer(load_config(write_config(tmp_path / "a", tiny_data, **REAL)), quiet=True).fit()
+    straight = losses(tmp_path / "a" / "run")
+    first = load_config(write_config(tmp_path / "b", tiny_data, **{**REAL, "train.iterations": 3}))
+    Trainer(first, quiet=True).fit()
+    Trainer(load_config(write_config(tmp_path / "b", tiny_data, **REAL)), resume="auto", quiet=True).fit()
+    assert losses(tmp_path / "b" / "run")[4] == straight[4]
+    state = torch.load(tmp_path / "a" / "run" / "checkpoints" / "iter_000000003.pt", weights_only=True)
+    assert state["pool"]["filled"] == 4 and state["pool"]["lr"].shape == (4, 3, 8, 8)
+
+
+def test_realesrgan_stage_runs(tmp_path, tiny_data):
+    path = write_config(tmp_path, tiny_data, **{
+        **REAL, "train.iterations": 3,
+        "train.perceptual_loss": {"layer_weights": {"conv2_2": 0.1, "conv3_4": 1.0}, "vgg_weights": "random"},
+        "train.gan": {"discriminator": {"arch": "UNetDiscriminatorSN", "args": {"num_feat": 8}},
+                      "gan_type": "vanilla", "weight": 0.1}})
+    trainer = Trainer(load_config(path), quiet=True)
+    lr, targets = trainer.synthesize(torch.rand(2, 3, 48, 48), 0)
+    assert lr.shape == (2, 3, 8, 8) and targets["pixel"].shape == (2, 3, 32, 32)
+    assert torch.equal(lr, (lr * 255).round() / 255) and not torch.equal(targets["pixel"], targets["gan"])
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all({"l_pix", "l_percep", "l_g_gan", "l_d"} <= set(r) for r in records)
+
+
+def test_real_degradations_refuse_lr_folders(tmp_path, tiny_data):
+    with pytest.raises(ConfigError, match="real degradations"):
+        load_config(write_config(tmp_path, tiny_data, **{**REAL, "data.lr": str(tiny_data / "val")}))

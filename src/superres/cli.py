@@ -66,6 +66,50 @@ def _degrade_one(src: Path, out_dir: Path, scale: int, kind: str) -> None:
     write_image(_output_path(out_dir, src), lr, info)
 
 
+def _degrade_real_one(src: Path, out_dir: Path, scale: int, settings, seed: int) -> None:
+    """Real-ESRGAN's degradations of one whole image, as training makes them (USM first); the seed
+    mixes ``seed`` with the file name, so an image gets the same LR whatever else is in the folder."""
+    import zlib
+
+    import torch
+
+    from superres.data.degradations import degrade, usm_sharpen
+    from superres.data.paired import sample_seed
+    from superres.io import read_rgb8, write_image
+    from superres.ops import modcrop
+
+    hr = modcrop(read_rgb8(src), scale)
+    if min(hr.shape[:2]) < scale:
+        raise SuperresError(f"{src}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale {scale}")
+    gt = torch.from_numpy(hr).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        lr = degrade(usm_sharpen(gt, settings.usm_weight, settings.usm_radius, settings.usm_threshold), scale,
+                     settings, sample_seed(seed, zlib.crc32(src.stem.encode())))
+    write_image(_output_path(out_dir, src), (lr[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+
+
+def _real_settings(path: Path | None):
+    """The defaults, or the ``data.real`` section of a training config, or a YAML file of the settings."""
+    import yaml
+    from pydantic import ValidationError
+
+    from superres.data.degradations import RealDegradation
+
+    if path is None:
+        return RealDegradation()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SuperresError(f"{path}: cannot read the settings: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), dict) and "real" in data["data"]:
+        data = data["data"]["real"] or {}
+    try:
+        return RealDegradation.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SuperresError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
 def _resize_one(src: Path, out_dir: Path, scale: float) -> None:
     from superres.io import write_image
     from superres.ops import imresize
@@ -85,9 +129,17 @@ def _read_integer(src: Path):
 def cmd_degrade(args: argparse.Namespace) -> int:
     if args.scale < 2 or args.scale != int(args.scale):
         raise SuperresError(f"--scale must be an integer >= 2, got {args.scale}")
+    if args.real_config and not args.real:
+        raise SuperresError("--real-config needs --real")
+    scale = int(args.scale)
+    if args.real:
+        settings = _real_settings(args.real_config)
+        work = lambda f: _degrade_real_one(f, args.lr_dir, scale, settings, args.seed)  # noqa: E731
+    else:
+        work = lambda f: _degrade_one(f, args.lr_dir, scale, args.kind)  # noqa: E731
     files = _input_files(args.hr_dir, args.recursive)
     _make_out_dir(args.lr_dir)
-    _, failed = _run_batch(files, lambda f: _degrade_one(f, args.lr_dir, int(args.scale), args.kind), args.quiet)
+    _, failed = _run_batch(files, work, args.quiet)
     return 1 if failed else 0
 
 
@@ -559,13 +611,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="also write the records (and the mean) as CSV")
     p.set_defaults(func=cmd_metrics)
 
-    p = sub.add_parser("degrade", help="make LR test images the MATLAB way (mod-crop, bicubic or BD)",
+    p = sub.add_parser("degrade", help="make LR images: MATLAB bicubic / BD, or Real-ESRGAN's degradations",
                        description="Crop each HR image to a multiple of the scale, then downscale by MATLAB "
-                       "bicubic (bicubic) or Gaussian blur sigma 1.6 + subsampling (bd). PNG out, same stems.")
+                       "bicubic (bicubic) or Gaussian blur sigma 1.6 + subsampling (bd); or, with --real, "
+                       "apply Real-ESRGAN's second-order degradations (blur, resize, noise, JPEG, twice, then "
+                       "sinc + JPEG) as training does, seeded. PNG out, same stems.")
     p.add_argument("hr_dir", type=Path, metavar="HR_DIR")
     p.add_argument("lr_dir", type=Path, metavar="LR_DIR")
     p.add_argument("--scale", type=float, default=4)
     p.add_argument("--kind", choices=["bicubic", "bd"], default="bicubic")
+    p.add_argument("--real", action="store_true", help="Real-ESRGAN's degradation model instead of --kind")
+    p.add_argument("--real-config", type=Path, metavar="YAML",
+                   help="its settings: a training config (its data.real) or a file of those keys; "
+                   "default: the paper's (train_realesrgan_x4plus.yml)")
+    p.add_argument("--seed", type=int, default=0, help="with --real: same seed, same images")
     p.add_argument("-r", "--recursive", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_degrade)

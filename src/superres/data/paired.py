@@ -115,8 +115,9 @@ def to_y(img: np.ndarray) -> np.ndarray:
 
 
 def augment(rng: np.random.Generator, arrays: list[np.ndarray], flip: bool, rot90: bool) -> list[np.ndarray]:
-    """The same random horizontal flip, vertical flip and transpose for every array (8 dihedral cases)."""
-    hflip, vflip, transpose = (rng.random(3) < 0.5) & np.array([flip, flip, rot90])
+    """The same random transform for every array, as BasicSR's ``augment(hflip, rotation)``: ``flip``
+    a horizontal flip, ``rot90`` a vertical flip and a transpose (both: all 8 dihedral cases)."""
+    hflip, vflip, transpose = (rng.random(3) < 0.5) & np.array([flip, rot90, rot90])
     out = []
     for a in arrays:
         a = a[:, ::-1] if hflip else a
@@ -130,6 +131,8 @@ class PairedPatches(Dataset):
 
     ``hr_scales`` adds shrunk copies of every image (FSRCNN's scaling augmentation). With
     ``cache`` the decoded pairs stay in memory (uint8), which small sets such as T91 want.
+    ``degradation="none"`` gives HR patches only (from anywhere in the image), for pipelines
+    that make the LR on the training device (Real-ESRGAN's).
     """
 
     def __init__(self, hr_dirs: Sequence[str], scale: int, patch_size: int, lr_dirs: Sequence[str] | None = None,
@@ -139,6 +142,8 @@ class PairedPatches(Dataset):
             raise DataError(f"patch_size {patch_size} is not a multiple of the scale {scale}")
         if lr_dirs and any(s != 1.0 for s in hr_scales):
             raise DataError("hr_scales needs LR images made on the fly (no LR folder)")
+        if lr_dirs and degradation == "none":
+            raise DataError("an LR folder and degradation 'none' (HR patches only) exclude each other")
         self.scale, self.patch_size, self.degradation = scale, patch_size, degradation
         self.y_channel, self.flip, self.rot90 = y_channel, flip, rot90
         self.items = [(hr, lr, s) for hr, lr in pair_sources(hr_dirs, scale, lr_dirs) for s in hr_scales]
@@ -164,6 +169,10 @@ class PairedPatches(Dataset):
 
     def _read(self, index: int) -> Pair:
         hr, lr, hr_scale = self.items[index]
+        if self.degradation == "none":
+            img = read_rgb8(hr)
+            img = imresize(img, hr_scale) if hr_scale != 1.0 else img
+            return Pair(hr.stem, img, img[:0, :0])
         return load_pair(hr, self.scale, self.degradation, lr, hr_scale)
 
     def _check(self, pair: Pair, index: int) -> None:
@@ -179,6 +188,11 @@ class PairedPatches(Dataset):
         pair = self._load(index)
         self._check(pair, index)
         rng = np.random.default_rng(sample_seed)
+        if self.degradation == "none":
+            p = self.patch_size
+            top, left = (int(rng.integers(0, n - p + 1)) for n in pair.hr.shape[:2])
+            (hr,) = augment(rng, [pair.hr[top:top + p, left:left + p]], self.flip, self.rot90)
+            return {"hr": self._tensor(hr)}
         lp = self.patch_size // self.scale
         top = int(rng.integers(0, pair.lr.shape[0] - lp + 1))
         left = int(rng.integers(0, pair.lr.shape[1] - lp + 1))
@@ -186,12 +200,12 @@ class PairedPatches(Dataset):
         s = self.scale
         hr = pair.hr[top * s:(top + lp) * s, left * s:(left + lp) * s]
         lr, hr = augment(rng, [lr, hr], self.flip, self.rot90)
-        if self.y_channel:
-            lr, hr = to_y(np.ascontiguousarray(lr)), to_y(np.ascontiguousarray(hr))
-        else:
-            lr, hr = lr.astype(np.float32) / 255.0, hr.astype(np.float32) / 255.0
-        return {"lr": torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1))),
-                "hr": torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1)))}
+        return {"lr": self._tensor(lr), "hr": self._tensor(hr)}
+
+    def _tensor(self, img: np.ndarray) -> torch.Tensor:
+        """uint8 HxWx3 -> float CxHxW in [0, 1] (Y only in ``y_channel`` mode)."""
+        img = to_y(np.ascontiguousarray(img)) if self.y_channel else img.astype(np.float32) / 255.0
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
 class SampleStream(torch.utils.data.Sampler):
@@ -219,10 +233,11 @@ class SampleStream(torch.utils.data.Sampler):
         k = self.start
         while True:
             first = k * self.batch + self.rank * share
-            yield [(int(self._perm(p // self.n)[p % self.n]), _sample_seed(self.seed, p))
+            yield [(int(self._perm(p // self.n)[p % self.n]), sample_seed(self.seed, p))
                    for p in range(first, first + share)]
             k += 1
 
 
-def _sample_seed(seed: int, position: int) -> int:
+def sample_seed(seed: int, position: int) -> int:
+    """A well-mixed 32-bit seed for item ``position`` of the stream of run ``seed``."""
     return int(np.random.SeedSequence((seed, position, 0x5EED)).generate_state(1)[0])

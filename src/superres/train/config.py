@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from superres.data.degradations import RealDegradation
 from superres.errors import SuperresError
 
 
@@ -52,12 +53,20 @@ class TrainData(_Strict):
     patch_size: int = Field(96, gt=0, description="HR patch side; the LR patch is patch_size / scale")
     batch_size: int = Field(16, gt=0, description="global batch, split over DDP processes")
     y_channel: bool = False
-    flip: bool = True
-    rot90: bool = True
+    flip: bool = Field(True, description="random horizontal flips (BasicSR's use_hflip)")
+    rot90: bool = Field(True, description="random vertical flips and transposes (BasicSR's use_rot)")
     hr_scales: list[float] = Field([1.0], description="extra down-scaled copies of each HR image "
                                    "(FSRCNN: 1.0, 0.9, 0.8, 0.7, 0.6)")
     cache: bool = True
     workers: int = Field(0, ge=0)
+    real: RealDegradation | None = Field(None, description="Real-ESRGAN's degradations made on the training "
+                                         "device from HR patches ({} for the paper's settings)")
+
+    @model_validator(mode="after")
+    def _real_needs_hr_only(self) -> TrainData:
+        if self.real is not None and (self.lr or self.y_channel):
+            raise ValueError("real degradations make the LR from RGB HR patches: no lr folder, no y_channel")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""The training loop: pixel-loss SR and GAN SR (SRGAN, ESRGAN), resumable bit for bit.
+"""The training loop: pixel-loss SR and GAN SR (SRGAN, ESRGAN, Real-ESRGAN), resumable bit for bit.
 
 One iteration = one global batch from :class:`~superres.data.paired.SampleStream`, a generator
 update (pixel + perceptual + adversarial losses) and, with a GAN, a discriminator update in the
@@ -6,9 +6,14 @@ order of BasicSR's ESRGANModel. Under torchrun every process takes its share of 
 DistributedDataParallel averages the gradients, so N processes compute what one process with
 the same global batch computes. Rank 0 logs, validates and saves.
 
+With ``data.real`` (Real-ESRGAN) the data are HR patches only; :meth:`Trainer.synthesize`
+degrades them on the training device, crops, and passes them through the training pair pool;
+the pixel and perceptual losses may target the USM-sharpened ground truth, as the official code.
+
 A checkpoint holds everything the next iteration depends on (weights, EMA, optimizer and
-scheduler states, RNG states, the iteration; the data stream is a function of the iteration),
-so a run stopped at iteration k and resumed produces the same losses as one that never stopped.
+scheduler states, RNG states, the pair pool, the iteration; the data stream and the degradations
+are functions of the iteration), so a run stopped at iteration k and resumed produces the same
+losses as one that never stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from superres.data.paired import PairedPatches, SampleStream, eval_pairs
+from superres.data.degradations import PairPool, degrade, paired_random_crop, usm_sharpen
+from superres.data.paired import PairedPatches, SampleStream, eval_pairs, sample_seed
 from superres.errors import SuperresError
 from superres.infer.backend import pick_device
 from superres.losses import GANLoss, PerceptualLoss, pixel_loss
@@ -90,6 +96,7 @@ class Trainer:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(self.net_g, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+            self.ema.update_parameters(self.net_g)  # starts at the initial weights, as BasicSR's model_ema(0)
         self.pixel = pixel_loss(t.pixel_loss.type, t.pixel_loss.eps).to(self.device) if t.pixel_loss else None
         self.perceptual = None
         if t.perceptual_loss:
@@ -109,6 +116,11 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
 
+        self.real = config.data.real
+        self.pool = PairPool(self.real.queue_size) if self.real else None
+        if self.real and self.real.queue_size % (config.data.batch_size // self.world):
+            raise SuperresError(f"{config.name}: data.real.queue_size {self.real.queue_size} is not a multiple of "
+                                f"the batch per process ({config.data.batch_size // self.world})")
         self.start_iter = 0
         self.best: dict = {}
         path = find_resume(self.ckpt_dir, resume)
@@ -118,8 +130,8 @@ class Trainer:
         self.d = self._wrap(self.net_d) if self.net_d is not None else None
 
         d = config.data
-        self.dataset = PairedPatches(d.hr, config.scale, d.patch_size, d.lr, d.degradation, d.y_channel,
-                                     d.flip, d.rot90, d.hr_scales, d.cache)
+        self.dataset = PairedPatches(d.hr, config.scale, d.patch_size, d.lr, "none" if d.real else d.degradation,
+                                     d.y_channel, d.flip, d.rot90, d.hr_scales, d.cache)
         self.val_sets = []
         if self.rank == 0:
             for v in config.val:
@@ -166,6 +178,8 @@ class Trainer:
         if self.net_d is not None:
             state.update(net_d=self.net_d.state_dict(), opt_d=self.opt_d.state_dict(),
                          sched_d=self.sched_d.state_dict(), scaler_d=self.scaler_d.state_dict())
+        if self.pool is not None:
+            state["pool"] = self.pool.state_dict()
         return state
 
     def _restore(self, state: dict, path: Path) -> None:
@@ -181,6 +195,8 @@ class Trainer:
                 self.opt_d.load_state_dict(state["opt_d"])
                 self.sched_d.load_state_dict(state["sched_d"])
                 self.scaler_d.load_state_dict(state["scaler_d"])
+            if self.pool is not None:
+                self.pool.load_state_dict(state["pool"], self.device)
         except (KeyError, RuntimeError, ValueError) as e:
             raise SuperresError(f"{path}: does not match this config ({type(e).__name__}: {e})") from None
         torch.set_rng_state(state["torch_rng"])
@@ -214,8 +230,31 @@ class Trainer:
         scaler.step(opt)
         scaler.update()
 
+    @torch.no_grad()
+    def synthesize(self, gt: torch.Tensor, iteration: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Real-ESRGAN's training pair: LR by the degradation model, cropped, through the pair pool.
+
+        Returns the LR batch and the targets of the pixel, perceptual and GAN losses (the
+        ground truth, or its USM-sharpened version where the config says so). The randomness is
+        a function of (seed, iteration, rank), so a resumed run makes the same pairs.
+        """
+        r, scale = self.real, self.cfg.scale
+        seed = sample_seed(self.cfg.seed, iteration * self.world + self.rank)
+        lr = degrade(usm_sharpen(gt, r.usm_weight, r.usm_radius, r.usm_threshold), scale, r, seed)
+        cpu = torch.Generator().manual_seed(seed + 2)
+        if r.gt_size:
+            (gt,), lr = paired_random_crop([gt], lr, r.gt_size, scale, cpu)
+        lr, gt = self.pool(lr.contiguous(), gt.contiguous(), cpu)
+        sharp = usm_sharpen(gt, r.usm_weight, r.usm_radius, r.usm_threshold)
+        return lr, {"pixel": sharp if r.usm_pixel else gt, "perceptual": sharp if r.usm_perceptual else gt,
+                    "gan": sharp if r.usm_gan else gt}
+
     def train_step(self, batch: dict[str, torch.Tensor], iteration: int) -> dict[str, float]:
-        lr, hr = batch["lr"].to(self.device), batch["hr"].to(self.device)
+        if self.real is not None:
+            lr, targets = self.synthesize(batch["hr"].to(self.device), iteration)
+        else:
+            lr, hr = batch["lr"].to(self.device), batch["hr"].to(self.device)
+            targets = {"pixel": hr, "perceptual": hr, "gan": hr}
         if self.cfg.train.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)
         gan = self.cfg.train.gan
@@ -229,13 +268,14 @@ class Trainer:
             with self._autocast():
                 losses = {}
                 if self.pixel is not None:
-                    losses["l_pix"] = self.cfg.train.pixel_loss.weight * self.pixel(sr.float(), hr)
+                    losses["l_pix"] = self.cfg.train.pixel_loss.weight * self.pixel(sr.float(), targets["pixel"])
                 if self.perceptual is not None:
-                    losses["l_percep"] = self.cfg.train.perceptual_loss.weight * self.perceptual(sr.float(), hr)
+                    losses["l_percep"] = self.cfg.train.perceptual_loss.weight * self.perceptual(
+                        sr.float(), targets["perceptual"])
                 if self.d is not None:  # D's weights are frozen here: no DDP wrapper (no gradient sync)
                     fake = self.net_d(sr)
                     if gan.relativistic:
-                        real = self.net_d(hr).detach()
+                        real = self.net_d(targets["gan"]).detach()
                         adv = self.gan_loss.relativistic(real.float(), fake.float(), for_discriminator=False)
                     else:
                         adv = self.gan_loss(fake.float(), True, for_discriminator=False)
@@ -246,11 +286,11 @@ class Trainer:
         if self.d is not None:
             self.net_d.requires_grad_(True)
             with self._autocast():
-                real, fake = self.d(hr).float(), self.d(sr.detach()).float()
+                real, fake = self.d(targets["gan"]).float(), self.d(sr.detach()).float()
                 if gan.relativistic:
                     l_d = self.gan_loss.relativistic(real, fake, for_discriminator=True)
-                else:
-                    l_d = (self.gan_loss(real, True) + self.gan_loss(fake, False)) / 2
+                else:  # summed, as BasicSR's SRGANModel and RealESRGANModel back-propagate both terms
+                    l_d = self.gan_loss(real, True) + self.gan_loss(fake, False)
             self._step(self.opt_d, self.scaler_d, l_d, self.net_d.parameters())
             self.sched_d.step()
             logs.update(l_d=l_d.item(), d_real=real.mean().item(), d_fake=fake.mean().item())
