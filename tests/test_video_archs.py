@@ -160,3 +160,75 @@ def test_temporal_adaptive_net_parts():
     torch.testing.assert_close(net(torch.rand(1, 3, 1, 8, 8)), torch.full((1, 1, 16, 16), 0.25))
     with pytest.raises(ValueError, match="expected 3 frames"):
         net(torch.rand(1, 5, 1, 8, 8))
+
+
+# --- VSR-Transformer ---------------------------------------------------------------------------------
+
+def test_spynet_mmedit_layout_computes_basicsrs_function(basicsr, photos):
+    """VSR-Transformer's SPyNet has MMEditing's keys (``...basic_module.M.conv``); same function as BasicSR's."""
+    from basicsr.archs.spynet_arch import SpyNet as Reference
+
+    ref = randomize(Reference())
+    ours = SpyNet(layout="mmedit").eval()
+    renamed = {}
+    for key, value in ref.state_dict().items():
+        parts = key.split(".")
+        if len(parts) == 5:  # basic_module.N.basic_module.M.weight, M = 0, 2, 4, 6, 8 (ReLUs between)
+            parts = [*parts[:3], str(int(parts[3]) // 2), "conv", parts[4]]
+        renamed[".".join(parts)] = value
+    ours.load_state_dict(renamed, strict=True)
+    x = frames(photos, t=2, h=45, w=70)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x[:, 0], x[:, 1]), ref(x[:, 0], x[:, 1]), rtol=1e-4, atol=1e-5)
+
+
+def test_vsrt_official_layout_parameters_and_detection(tmp_path):
+    from superres.archs.vsrt import VSRTransformer
+    from superres.zoo import load_model
+
+    paper = VSRTransformer(depth=5)  # the released REDS/Vimeo setting
+    assert sum(p.numel() for p in paper.parameters()) == 32_564_335  # the paper's 32.6M
+    state = paper.state_dict()
+    assert state["transformer.layers.0.0.fn.norm.weight"].shape == (64, 64, 64)
+    for key in ("spynet.spynet.basic_module.5.basic_module.4.conv.bias", "pos_embedding.penc.inv_freq",
+                "transformer.layers.4.1.fn.fn.backward_resblocks.main.2.29.conv2.weight",
+                "transformer.layers.4.1.fn.fn.fusion.weight", "transformer.layers.0.0.fn.fn.to_q.weight",
+                "feature_extraction.4.conv1.weight", "reconstruction.29.conv2.weight", "conv_last.bias"):
+        assert key in state, key
+    small = VSRTransformer(num_feat=8, num_frame=7, depth=2, num_extract_block=2, num_reconstruct_block=3)
+    torch.save({"params": small.state_dict()}, tmp_path / "vsrt.pth")
+    desc = load_model(tmp_path / "vsrt.pth")
+    assert desc.arch == "VSRTransformer" and desc.purpose == "video" and desc.scale == 4
+    assert {k: desc.kwargs[k] for k in ("num_feat", "num_frame", "depth", "num_extract_block")} == \
+        {"num_feat": 8, "num_frame": 7, "depth": 2, "num_extract_block": 2}
+
+
+@pytest.mark.parametrize("num_frame", [5, 7])
+def test_vsrt_position_encoding_matches_the_2021_package(num_frame):
+    pe = pytest.importorskip("positional_encodings.positional_encodings")
+    from superres.archs.vsrt import PositionEncoding3D
+
+    x = torch.rand(2, num_frame, 16, 12, 10)
+    torch.testing.assert_close(PositionEncoding3D(num_frame)(x), pe.PositionalEncodingPermute3D(num_frame)(x))
+
+
+def test_vsrt_runs_on_any_frame_size_by_overlapping_tiles(photos):
+    from superres.archs.vsrt import VSRTransformer
+
+    torch.manual_seed(0)
+    net = VSRTransformer(num_feat=8, depth=1, num_extract_block=1, num_reconstruct_block=1, feat_size=16,
+                         patch_size=4, tile_overlap=4)
+    x = frames(photos, t=5, h=16, w=41) / 255
+    with torch.no_grad():
+        out = net(x)
+        left, right = net(x[..., :16]), net(x[..., -16:])
+    assert out.shape == (1, 5, 3, 64, 164)
+    # outside the overlaps each output pixel is one tile's, untouched by blending
+    torch.testing.assert_close(out[..., :32], left[..., :32])  # tiles start at 0, 8, 17, 25
+    torch.testing.assert_close(out[..., -32:], right[..., -32:])
+    small = x[..., :11, :13].clone().requires_grad_(True)  # smaller than a tile: padded, cropped back
+    y = net(small)
+    y.mean().backward()
+    assert y.shape == (1, 5, 3, 44, 52) and small.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="takes 5 frames"):
+        net(x[:, :3])

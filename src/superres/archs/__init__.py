@@ -12,11 +12,12 @@ from superres.archs.srcnn import SRCNN
 from superres.archs.srresnet import MSRResNet, SRResNet
 from superres.archs.srvgg import SRVGGNetCompact
 from superres.archs.tan import TemporalAdaptiveNet
+from superres.archs.vsrt import VSRTransformer
 
 ARCHITECTURES = {cls.__name__: cls for cls in (
     SRCNN, FSRCNN, ESPCN, SRResNet, MSRResNet, EDSR, RRDBNet, SRVGGNetCompact,
     VGGStyleDiscriminator, UNetDiscriminatorSN, SpyNet, BasicVSR, IconVSR, EDVR,
-    TemporalAdaptiveNet,
+    TemporalAdaptiveNet, VSRTransformer,
 )}
 
 __all__ = ["ARCHITECTURES", *ARCHITECTURES]

@@ -4,8 +4,10 @@ A 6-level image pyramid; at each level, from coarse to fine, a small CNN (five 7
 sees the reference, the support frame warped by the upsampled flow so far, and that flow, and
 predicts a residual flow. Inputs are RGB in [0, 1], normalised with ImageNet statistics; sizes
 are padded to multiples of 32 by resizing, as the official PyTorch port does. Key names follow
-BasicSR's ``SpyNet`` (used by BasicVSR, IconVSR and VSR-Transformer), so its weights load
-strictly. :func:`flow_warp` is the backward warping all of them use.
+BasicSR's ``SpyNet`` (used by BasicVSR and IconVSR), or with ``layout="mmedit"`` MMEditing's
+(``basic_module.N.basic_module.M.conv``, used by VSR-Transformer), so either's weights load
+strictly; the two compute the same function. :func:`flow_warp` is the backward warping all of
+them use.
 """
 
 from __future__ import annotations
@@ -27,14 +29,29 @@ def flow_warp(x: Tensor, flow: Tensor, mode: str = "bilinear", padding_mode: str
     return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
+class _ConvReLU(nn.Module):
+    """MMEditing's ``ConvModule`` as SPyNet uses it: ``conv`` then an optional ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, relu: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 7, 1, 3)
+        self.activate = nn.ReLU() if relu else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.activate(self.conv(x))
+
+
 class BasicModule(nn.Module):
     """One pyramid level: [reference, warped support, flow] (8 channels) -> residual flow."""
 
-    def __init__(self):
+    def __init__(self, layout: str = "basicsr"):
         super().__init__()
         widths = [8, 32, 64, 32, 16, 2]
         layers: list[nn.Module] = []
         for i in range(5):
+            if layout == "mmedit":
+                layers.append(_ConvReLU(widths[i], widths[i + 1], relu=i < 4))
+                continue
             layers.append(nn.Conv2d(widths[i], widths[i + 1], 7, 1, 3))
             if i < 4:
                 layers.append(nn.ReLU(inplace=False))
@@ -47,9 +64,11 @@ class BasicModule(nn.Module):
 class SpyNet(nn.Module):
     """``SpyNet()(ref, supp)``: the flow (N x 2 x H x W) that warps ``supp`` onto ``ref``."""
 
-    def __init__(self, levels: int = 6):
+    def __init__(self, levels: int = 6, layout: str = "basicsr"):
         super().__init__()
-        self.basic_module = nn.ModuleList(BasicModule() for _ in range(levels))
+        if layout not in ("basicsr", "mmedit"):
+            raise ValueError(f"layout must be 'basicsr' or 'mmedit', got {layout!r}")
+        self.basic_module = nn.ModuleList(BasicModule(layout) for _ in range(levels))
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
@@ -62,9 +81,9 @@ class SpyNet(nn.Module):
     def _flow(self, ref: Tensor, supp: Tensor) -> Tensor:
         refs, supps = self._pyramid(ref), self._pyramid(supp)
         n, _, h, w = refs[0].shape
-        flow = ref.new_zeros(n, 2, h // 2, w // 2)
+        flow = ref.new_zeros(n, 2, h, w)  # the coarsest level starts from zero flow
         for level, module in enumerate(self.basic_module):
-            up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0
+            up = flow if level == 0 else F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2
             th, tw = refs[level].shape[-2:]
             if up.shape[-2:] != (th, tw):  # odd sizes: repeat the last row / column
                 up = F.pad(up, [0, tw - up.shape[-1], 0, th - up.shape[-2]], mode="replicate")

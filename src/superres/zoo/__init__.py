@@ -18,9 +18,9 @@ from superres.zoo.pretrained import DEFAULT_MODEL, MODELS, ModelSpec
 
 _PURPOSES = {"VGGStyleDiscriminator": "discriminator", "UNetDiscriminatorSN": "discriminator",
              "SpyNet": "optical flow", "BasicVSR": "video", "IconVSR": "video", "EDVR": "video",
-             "TemporalAdaptiveNet": "video"}
+             "TemporalAdaptiveNet": "video", "VSRTransformer": "video"}
 _DISCRIMINATORS = {arch for arch, purpose in _PURPOSES.items() if purpose == "discriminator"}
-_FIXED_SCALES = {"BasicVSR": 4, "IconVSR": 4, "EDVR": 4}
+_FIXED_SCALES = {"BasicVSR": 4, "IconVSR": 4, "EDVR": 4, "VSRTransformer": 4}
 _SCALE_ARGS = ("upscale", "scale", "upscale_factor")
 
 

@@ -166,9 +166,25 @@ def _edvr(s: StateDict) -> dict | None:
 
 
 def _spynet(s: StateDict) -> dict | None:
-    if "basic_module.0.basic_module.0.weight" not in s or any(k.startswith("spynet.") for k in s):
+    if any(k.startswith("spynet.") for k in s):
+        return None
+    if "basic_module.0.basic_module.0.conv.weight" in s:  # MMEditing / MMagic
+        return {"levels": _count(s, r"basic_module\.(\d+)\.basic_module\.0\.conv\.weight"), "layout": "mmedit"}
+    if "basic_module.0.basic_module.0.weight" not in s:
         return None
     return {"levels": _count(s, r"basic_module\.(\d+)\.basic_module\.0\.weight")}
+
+
+def _vsrt(s: StateDict) -> dict | None:
+    """VSR-Transformer. The frame count is not stored; the encoding's size tells 1-6 (taken as 5) from 7-12 (7)."""
+    if "pos_embedding.penc.inv_freq" not in s or "transformer.layers.0.0.fn.norm.weight" not in s:
+        return None
+    num_feat, feat_size = s["transformer.layers.0.0.fn.norm.weight"].shape[:2]
+    return {"image_ch": s["conv_first.weight"].shape[1], "num_feat": num_feat, "feat_size": feat_size,
+            "num_frame": 5 if s["pos_embedding.penc.inv_freq"].numel() == 1 else 7,
+            "num_extract_block": _count(s, r"feature_extraction\.(\d+)\.conv1\.weight"),
+            "num_reconstruct_block": _count(s, r"reconstruction\.(\d+)\.conv1\.weight"),
+            "depth": _count(s, r"transformer\.layers\.(\d+)\.0\.fn\.norm\.weight")}
 
 
 # Order matters where layouts overlap: SRVGG's bare ``body.N`` keys are checked after the others.
@@ -176,7 +192,7 @@ DETECTORS: dict[str, Callable[[StateDict], dict | None]] = {
     "RRDBNet": _rrdbnet, "SRResNet": _srresnet, "EDSR": _edsr, "MSRResNet": _msrresnet,
     "FSRCNN": _fsrcnn, "SRCNN": _srcnn, "ESPCN": _espcn, "VGGStyleDiscriminator": _vgg_discriminator,
     "UNetDiscriminatorSN": _unet_discriminator, "BasicVSR": _basicvsr, "IconVSR": _iconvsr, "EDVR": _edvr,
-    "SpyNet": _spynet,
+    "SpyNet": _spynet, "VSRTransformer": _vsrt,
     "SRVGGNetCompact": _srvgg,
 }
 
