@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from superres.data import SampleStream
 from superres.io import write_image
 from superres.train import ConfigError, Trainer, load_config
 from superres.zoo import load_model
@@ -273,3 +274,74 @@ def test_realesrgan_stage_runs(tmp_path, tiny_data):
 def test_real_degradations_refuse_lr_folders(tmp_path, tiny_data):
     with pytest.raises(ConfigError, match="real degradations"):
         load_config(write_config(tmp_path, tiny_data, **{**REAL, "data.lr": str(tiny_data / "val")}))
+
+
+# --- video networks on clips ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clip_data(tmp_path_factory, photos) -> Path:
+    """Two real photos as stills (for camera-motion clips) and two rendered 5-frame test clips."""
+    from superres.data.video import write_motion_clips
+
+    root = tmp_path_factory.mktemp("clips")
+    (root / "stills").mkdir()
+    for name in ("astronaut", "chelsea"):
+        write_image(root / "stills" / f"{name}.png", photos[name])
+    write_motion_clips([str(root / "stills")], root / "val", count=2, frames=5, size=72, seed=1)
+    return root
+
+
+VIDEO = {"scale": 4, "data.patch_size": 64, "data.batch_size": 2, "train.iterations": 2,
+         "train.ema_decay": None, "log.val_every": 2, "checkpoint.every": 2}
+
+
+@pytest.mark.parametrize("arch, args, video", [
+    ("BasicVSR", {"num_feat": 8, "num_block": 1}, {"frames": 4, "mode": "clip", "motion": {}}),
+    ("EDVR", {"num_feat": 8, "num_frame": 3, "deformable_groups": 2, "num_extract_block": 1,
+              "num_reconstruct_block": 1}, {"frames": 3, "mode": "window"}),
+    ("VSRTransformer", {"num_feat": 8, "num_frame": 3, "feat_size": 16, "depth": 1, "num_extract_block": 1,
+                        "num_reconstruct_block": 1, "patch_size": 4, "tile_overlap": 4},
+     {"frames": 3, "mode": "clip"}),
+], ids=["basicvsr-motion", "edvr-window", "vsrt-clip"])
+def test_video_networks_train_and_validate_on_clips(tmp_path, tiny_data, clip_data, arch, args, video):
+    hr = clip_data / ("stills" if "motion" in video else "val")
+    val = [{"name": "clips", "hr": str(clip_data / "val"), "clips": True}]
+    path = write_config(tmp_path, tiny_data, **{**VIDEO, "model": {"arch": arch, "args": args},
+                                                "data.hr": str(hr), "data.video": video, "val": val})
+    trainer = Trainer(load_config(path), quiet=True)
+    batch = trainer.dataset[(0, 7)]
+    frames = video["frames"]
+    assert batch["lr"].shape == (frames, 3, 16, 16)
+    assert batch["hr"].shape == ((3, 64, 64) if video["mode"] == "window" else (frames, 3, 64, 64))
+    scores = trainer.fit()
+    assert 10 < scores["clips"]["psnr"] < 60
+    desc = load_model(tmp_path / "run" / "model.safetensors")
+    assert desc.arch == arch and desc.purpose == "video"
+
+
+def test_eval_scores_clips_per_clip_for_video_and_image_models(tmp_path, clip_data):
+    from superres.archs import BasicVSR
+    from superres.zoo import save_model
+
+    save_model(BasicVSR(num_feat=8, num_block=1), tmp_path / "bv.safetensors")
+    report = tmp_path / "report.json"
+    for model, extra in ((str(tmp_path / "bv.safetensors"), []), ("bicubic", ["--clips"])):
+        result = subprocess.run([sys.executable, "-m", "superres", "eval", str(clip_data / "val"), "-m", model,
+                                 "--scale", "4", "--json", str(report), *extra], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        rows = json.loads(report.read_text())
+        assert [r["name"] for r in rows] == ["000", "001", "mean"] and rows[0]["frames"] == 5
+
+
+def test_freeze_keeps_parameters_fixed_for_the_first_iterations(tmp_path, tiny_data):
+    path = write_config(tmp_path, tiny_data, **{"train.iterations": 3, "val": [], "train.ema_decay": None,
+                                                "train.freeze": {"first_part": 2}})
+    trainer = Trainer(load_config(path), quiet=True)
+    start = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
+    batches = iter(torch.utils.data.DataLoader(trainer.dataset, batch_sampler=SampleStream(
+        len(trainer.dataset), 4, 3)))
+    for iteration in range(3):
+        trainer.train_step(next(batches), iteration)
+        now = trainer.net_g.state_dict()
+        assert torch.equal(now["first_part.0.weight"], start["first_part.0.weight"]) == (iteration < 2)
+        assert not torch.equal(now["last_part.weight"], start["last_part.weight"])

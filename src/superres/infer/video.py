@@ -161,15 +161,17 @@ class ClipUpscaler(_VideoNetwork):
     frames are held. The whole frame goes through the network (no spatial tiles).
     """
 
-    def __init__(self, desc, outscale: float | None, device: str = "auto", clip: int = 15, overlap: int = 3):
+    def __init__(self, desc, outscale: float | None, device: str = "auto", clip: int = 15, overlap: int = 3,
+                 fixed: bool = False):
         if clip <= 2 * overlap:
             raise ValueError(f"clip ({clip} frames) must be longer than twice the overlap ({overlap})")
         super().__init__(desc, outscale, device)
-        self.clip, self.overlap = clip, overlap
+        self.clip, self.overlap, self.fixed = clip, overlap, fixed
 
     def _run(self, frames: list[Frame], first: int, last: int) -> Iterator[Frame]:
-        """Upscale ``frames`` together; yield outputs ``first``..``last - 1`` (indices into ``frames``)."""
-        out = self._infer(frames)
+        """Upscale ``frames`` together; yield outputs ``first``..``last - 1`` (indices into ``frames``).
+        With ``fixed`` (networks that take exactly ``clip`` frames) short clips repeat their last frame."""
+        out = self._infer(frames + frames[-1:] * (self.clip - len(frames)) if self.fixed else frames)
         for i in range(first, last):
             yield self._output(out[i], frames[i])
 
@@ -200,9 +202,11 @@ class WindowUpscaler(_VideoNetwork):
     Frame sizes are padded (reflect) to the network's multiple and the output cropped back.
     """
 
-    def __init__(self, desc, outscale: float | None, device: str = "auto"):
+    def __init__(self, desc, outscale: float | None, device: str = "auto", frames: int | None = None,
+                 single_frame: bool = False):
         super().__init__(desc, outscale, device)
-        self.half = desc.kwargs["num_frame"] // 2
+        self.half = (frames or desc.kwargs["num_frame"]) // 2
+        self.single_frame = single_frame  # every window is copies of its centre frame (the ablation)
         self.multiple = 16 if desc.kwargs.get("hr_in") else 4
 
     def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
@@ -211,6 +215,8 @@ class WindowUpscaler(_VideoNetwork):
 
         def window(last: int) -> Frame:
             picks = [min(max(j, 0), last) - base for j in range(nxt - self.half, nxt + self.half + 1)]
+            if self.single_frame:
+                picks = [nxt - base] * len(picks)
             return self._output(self._infer([held[max(p, 0)] for p in picks], self.multiple)[0], held[nxt - base])
 
         for index, frame in enumerate(frames):
@@ -321,6 +327,26 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
     return VideoResult(count, size, time.perf_counter() - tic)
 
 
+def video_runner(desc, outscale: float | None = None, device: str = "auto", frames: int | None = None,
+                 single_frame: bool = False) -> _VideoNetwork:
+    """How a video network runs on a stream of frames: EDVR and TAN on sliding windows of ``frames``
+    (default: their own), VSR-Transformer on clips of exactly its ``num_frame`` frames, recurrent
+    networks (BasicVSR, IconVSR) on overlapping clips of 15 frames. ``single_frame`` (window
+    networks): each window is copies of its centre frame, the network fed one frame."""
+    kwargs = getattr(desc, "kwargs", {})
+    if single_frame and desc.arch not in ("EDVR", "TemporalAdaptiveNet"):
+        raise ValueError(f"single-frame evaluation is for sliding-window networks (EDVR, TAN), not {desc.arch}")
+    if desc.arch == "EDVR":
+        return WindowUpscaler(desc, outscale, device, frames or kwargs.get("num_frame", 5), single_frame)
+    if desc.arch == "TemporalAdaptiveNet":
+        if kwargs.get("num_in_ch", 1) != 3:
+            raise ValueError("this TemporalAdaptiveNet works on the Y channel; video upscaling runs RGB networks")
+        return WindowUpscaler(desc, outscale, device, frames or max(kwargs.get("windows", (1, 3, 5))), single_frame)
+    if desc.arch == "VSRTransformer":
+        return ClipUpscaler(desc, outscale, device, clip=frames or kwargs.get("num_frame", 5), overlap=1, fixed=True)
+    return ClipUpscaler(desc, outscale, device)
+
+
 def _video_model(model, outscale, tile, precision, device, backend) -> FrameUpscaler | _VideoNetwork:
     """Video networks run on clips; image networks (and bicubic) frame by frame."""
     if str(model) != "bicubic":
@@ -328,7 +354,7 @@ def _video_model(model, outscale, tile, precision, device, backend) -> FrameUpsc
 
         desc = load_model(model)
         if desc.purpose == "video":
-            return (WindowUpscaler if desc.arch == "EDVR" else ClipUpscaler)(desc, outscale, device)
+            return video_runner(desc, outscale, device)
     return FrameUpscaler(Upscaler(model, tile=tile, precision=precision, device=device, backend=backend), outscale)
 
 

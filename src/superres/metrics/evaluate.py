@@ -33,6 +33,14 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def bicubic_forward(scale: int) -> Forward:
+    """The bicubic baseline as a network: MATLAB imresize on the 8-bit image (rounded like MATLAB)."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        lr8 = (x[0].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+        return torch.from_numpy(imresize(lr8, scale)).permute(2, 0, 1)[None].float() / 255
+    return forward
+
+
 def super_resolve(forward: Forward, lr: np.ndarray, in_channels: int, scale: int,
                   device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 RGB LR -> (uint8 RGB SR, uint8 Y SR for Y-only networks else None)."""
@@ -65,6 +73,38 @@ def evaluate(forward: Forward, pairs: Sequence, scale: int, in_channels: int = 3
         record = {"name": pair.name, "psnr": psnr(a, b, crop, y_channel), "ssim": ssim(a, b, crop, y_channel)}
         if keep_outputs:
             record["output"] = sr
+        records.append(record)
+    return records
+
+
+def frame_runner(forward: Forward, in_channels: int, scale: int, device: torch.device | str = "cpu") -> Callable:
+    """An image network as a clip runner for :func:`evaluate_clips`: each frame on its own."""
+    def run(frames):
+        for lr, pts, tb in frames:
+            yield super_resolve(forward, lr, in_channels, scale, device)[0], pts, tb
+    return run
+
+
+def evaluate_clips(runner: Callable, clips: Sequence, y_channel: bool = True, crop_border: int = 0,
+                   keep_outputs: bool = False) -> list[dict]:
+    """One record per clip (name, LR frames, HR frames): PSNR and SSIM averaged over all its frames.
+
+    ``runner`` maps an iterator of (uint8 frame, pts, time base) to the upscaled frames, in order:
+    a :func:`superres.infer.video.video_runner` (or an image upscaler applied frame by frame).
+    Video papers score every frame with no border crop (BasicVSR, EDVR on Vid4/REDS4: crop 0).
+    """
+    records = []
+    for name, hr, lr in clips:
+        outputs = [sr for sr, _, _ in runner(iter((f, i, None) for i, f in enumerate(lr)))]
+        if len(outputs) != len(hr) or outputs[0].shape != hr[0].shape:
+            raise ValueError(f"{name}: the network made {len(outputs)} frames of {outputs[0].shape[1]}x"
+                             f"{outputs[0].shape[0]}, expected {len(hr)} of {hr[0].shape[1]}x{hr[0].shape[0]}")
+        scores = [(psnr(a, b, crop_border, y_channel), ssim(a, b, crop_border, y_channel))
+                  for a, b in zip(outputs, hr, strict=True)]
+        record = {"name": name, "frames": len(hr), "psnr": float(np.mean([p for p, _ in scores])),
+                  "ssim": float(np.mean([q for _, q in scores]))}
+        if keep_outputs:
+            record["output"] = outputs[len(outputs) // 2]
         records.append(record)
     return records
 

@@ -61,11 +61,16 @@ class TrainData(_Strict):
     workers: int = Field(0, ge=0)
     real: RealDegradation | None = Field(None, description="Real-ESRGAN's degradations made on the training "
                                          "device from HR patches ({} for the paper's settings)")
+    video: VideoData | None = Field(None, description="train a video network on clips")
 
     @model_validator(mode="after")
     def _real_needs_hr_only(self) -> TrainData:
         if self.real is not None and (self.lr or self.y_channel):
             raise ValueError("real degradations make the LR from RGB HR patches: no lr folder, no y_channel")
+        if self.video is not None and (self.real is not None or self.y_channel or self.hr_scales != [1.0]):
+            raise ValueError("video clips are RGB with BI/BD degradations: no real, y_channel or hr_scales")
+        if self.video is not None and self.video.motion is not None and self.lr:
+            raise ValueError("synthetic clips (video.motion) make their own LR: no lr folder")
         return self
 
     @model_validator(mode="before")
@@ -76,6 +81,29 @@ class TrainData(_Strict):
         return data
 
 
+class CameraMotion(_Strict):
+    """Synthetic clips from still images: a camera moving at a constant random pan, zoom and rotation."""
+
+    max_shift: float = Field(2.0, ge=0, description="pixels per frame (HR), per axis")
+    max_zoom: float = Field(0.005, ge=0, description="relative scale change per frame")
+    max_rotation: float = Field(0.3, ge=0, description="degrees per frame")
+
+
+class VideoData(_Strict):
+    """Clips for video networks: ``hr`` holds folders of frames (REDS, Vimeo-90K, Vid4, ...), or still
+    images when ``motion`` is set."""
+
+    frames: int = Field(5, ge=1, description="window (EDVR, TAN) or clip (BasicVSR, VSR-Transformer) length")
+    mode: Literal["window", "clip"] = Field("window", description="window: the centre frame is the target; "
+                                            "clip: every frame is")
+    reverse: bool = Field(True, description="reverse the time order of half the samples")
+    include: list[str] | None = Field(None, description="only these clips (paths relative to hr)")
+    exclude: list[str] = Field(default_factory=list, description="never these clips (REDS4: 000, 011, 015, 020)")
+    motion: CameraMotion | None = None
+    single_frame: bool = Field(False, description="window mode: every input frame is a copy of the centre one "
+                               "(the single-frame ablation of a multi-frame network)")
+
+
 class ValData(_Strict):
     """A validation set: scored by Y-PSNR/SSIM with crop = scale unless told otherwise."""
 
@@ -84,8 +112,10 @@ class ValData(_Strict):
     lr: str | None = None
     degradation: Literal["bicubic", "bd"] = "bicubic"
     y_channel: bool = True
-    crop_border: int | None = None
+    crop_border: int | None = Field(None, description="default: the scale (images), 0 (clips)")
     max_images: int | None = Field(None, gt=0)
+    clips: bool = Field(False, description="hr holds clips (folders of frames), scored on every frame")
+    single_frame: bool = Field(False, description="clips: feed the network copies of one frame (the ablation)")
 
 
 class Optimizer(_Strict):
@@ -165,6 +195,8 @@ class TrainConfig(_Strict):
     pixel_loss: PixelLoss | None = Field(default_factory=PixelLoss)
     perceptual_loss: PerceptualLoss | None = None
     gan: GanConfig | None = None
+    freeze: dict[str, int] = Field(default_factory=dict, description="parameter-name prefix -> iterations it "
+                                   "stays fixed at the start (BasicVSR: spynet: 5000)")
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
 

@@ -32,10 +32,11 @@ from torch import nn
 
 from superres.data.degradations import PairPool, degrade, paired_random_crop, usm_sharpen
 from superres.data.paired import PairedPatches, SampleStream, eval_pairs, sample_seed
+from superres.data.video import MotionClips, VideoClips, eval_clips
 from superres.errors import SuperresError
 from superres.infer.backend import pick_device
 from superres.losses import GANLoss, PerceptualLoss, pixel_loss
-from superres.metrics.evaluate import evaluate, mean_scores
+from superres.metrics.evaluate import evaluate, evaluate_clips, frame_runner, mean_scores
 from superres.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
 from superres.train.config import Config, Optimizer
 from superres.train.schedules import build_scheduler
@@ -129,13 +130,12 @@ class Trainer:
         self.g = self._wrap(self.net_g)
         self.d = self._wrap(self.net_d) if self.net_d is not None else None
 
-        d = config.data
-        self.dataset = PairedPatches(d.hr, config.scale, d.patch_size, d.lr, "none" if d.real else d.degradation,
-                                     d.y_channel, d.flip, d.rot90, d.hr_scales, d.cache)
+        self.dataset = self._dataset(config)
         self.val_sets = []
         if self.rank == 0:
             for v in config.val:
-                self.val_sets.append((v, eval_pairs(v.hr, config.scale, v.lr, v.degradation, v.max_images)))
+                load = eval_clips if v.clips else eval_pairs
+                self.val_sets.append((v, load(v.hr, config.scale, v.lr, v.degradation, v.max_images)))
 
     # --- building ---------------------------------------------------------------------------
 
@@ -152,6 +152,19 @@ class Trainer:
         if self.cfg.train.channels_last:
             net = net.to(memory_format=torch.channels_last)
         return net
+
+    @staticmethod
+    def _dataset(config: Config):
+        d, v = config.data, config.data.video
+        if v is None:
+            return PairedPatches(d.hr, config.scale, d.patch_size, d.lr, "none" if d.real else d.degradation,
+                                 d.y_channel, d.flip, d.rot90, d.hr_scales, d.cache)
+        if v.motion is not None:
+            return MotionClips(d.hr, config.scale, d.patch_size, v.frames, v.mode, d.degradation, d.flip, d.rot90,
+                               v.reverse, v.motion.max_shift, v.motion.max_zoom, v.motion.max_rotation,
+                               v.single_frame)
+        return VideoClips(d.hr, config.scale, d.patch_size, v.frames, v.mode, d.lr, d.degradation, d.flip, d.rot90,
+                          v.reverse, v.include, v.exclude, v.single_frame)
 
     @staticmethod
     def _in_channels(net: nn.Module) -> int:
@@ -221,9 +234,11 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _step(self, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
-              params) -> None:
+              params, frozen: list[nn.Parameter] = ()) -> None:
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        for p in frozen:  # no gradient: the optimizer leaves it (and its state) alone
+            p.grad = None
         if self.cfg.train.grad_clip:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
@@ -281,7 +296,9 @@ class Trainer:
                         adv = self.gan_loss(fake.float(), True, for_discriminator=False)
                     losses["l_g_gan"] = gan.weight * adv
             total = sum(losses.values())
-            self._step(self.opt_g, self.scaler_g, total, self.net_g.parameters())
+            frozen = [p for name, p in self.net_g.named_parameters()
+                      if any(name.startswith(k) and iteration < n for k, n in self.cfg.train.freeze.items())]
+            self._step(self.opt_g, self.scaler_g, total, self.net_g.parameters(), frozen)
             logs.update({k: v.item() for k, v in losses.items()}, l_total=total.item())
         if self.d is not None:
             self.net_d.requires_grad_(True)
@@ -306,14 +323,30 @@ class Trainer:
         net.eval()
         results = {}
         for v, pairs in self.val_sets:
-            records = evaluate(net, pairs, self.cfg.scale, self.in_channels, v.y_channel, v.crop_border,
-                               self.device, keep_outputs=self.writer is not None)
+            if v.clips:
+                records = evaluate_clips(self._clip_runner(net, v.single_frame), pairs, v.y_channel, v.crop_border or 0,
+                                         keep_outputs=self.writer is not None)
+            else:
+                records = evaluate(net, pairs, self.cfg.scale, self.in_channels, v.y_channel, v.crop_border,
+                                   self.device, keep_outputs=self.writer is not None)
             results[v.name] = mean_scores(records)
             if self.writer is not None:
                 for r in records[: self.cfg.log.val_samples]:
                     self.writer.add_image(f"val/{v.name}/{r['name']}", r["output"], iteration, dataformats="HWC")
         net.train()
         return results
+
+    def _clip_runner(self, net: nn.Module, single_frame: bool = False):
+        """How validation runs the network on whole clips: as ``superres video`` would run it."""
+        if self.cfg.data.video is None:  # an image network, frame by frame
+            return frame_runner(net, self.in_channels, self.cfg.scale, self.device)
+        from types import SimpleNamespace
+
+        from superres.infer.video import video_runner
+
+        desc = SimpleNamespace(module=net, scale=self.cfg.scale, arch=self.cfg.model.arch, kwargs=self.cfg.model.args)
+        return video_runner(desc, device=str(self.device), frames=self.cfg.data.video.frames,
+                            single_frame=single_frame)
 
     def _log(self, record: dict) -> None:
         with open(self.out / "log.jsonl", "a") as f:
