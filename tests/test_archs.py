@@ -99,7 +99,7 @@ def test_clear_errors_for_impossible_inputs():
         superres.create_model("NoSuchNet")
     assert set(ARCHITECTURES) == {"SRCNN", "FSRCNN", "ESPCN", "SRResNet", "MSRResNet", "EDSR", "RRDBNet",
                                   "SRVGGNetCompact", "VGGStyleDiscriminator", "UNetDiscriminatorSN", "SpyNet",
-                                  "BasicVSR", "IconVSR", "EDVR", "TemporalAdaptiveNet"}
+                                  "BasicVSR", "IconVSR", "EDVR", "TemporalAdaptiveNet", "VSRTransformer"}
 
 
 def test_srcnn_matlab_upsampling_matches_imresize():
