@@ -345,3 +345,12 @@ def test_freeze_keeps_parameters_fixed_for_the_first_iterations(tmp_path, tiny_d
         now = trainer.net_g.state_dict()
         assert torch.equal(now["first_part.0.weight"], start["first_part.0.weight"]) == (iteration < 2)
         assert not torch.equal(now["last_part.weight"], start["last_part.weight"])
+
+
+def test_clip_sets_take_a_split(tmp_path, tiny_data, clip_data):
+    from superres.data.video import eval_clips
+
+    assert [name for name, _, _ in eval_clips(clip_data / "val", 4, include=["001"])] == ["001"]
+    with pytest.raises(ConfigError, match="options of clip sets"):
+        load_config(write_config(tmp_path, tiny_data, val=[{"name": "v", "hr": str(tiny_data / "val"),
+                                                            "include": ["001"]}]))

@@ -264,12 +264,13 @@ def write_motion_clips(hr_dirs: Sequence[str], out_dir: str | os.PathLike, count
 
 
 def eval_clips(hr_root: str | os.PathLike, scale: int, lr_root: str | os.PathLike | None = None,
-               degradation: str = "bicubic", max_clips: int | None = None,
+               degradation: str = "bicubic", max_clips: int | None = None, include: Sequence[str] | None = None,
                ) -> list[tuple[str, list[np.ndarray], list[np.ndarray]]]:
     """A video test set (Vid4-style): (clip name, mod-cropped HR frames, LR frames) per clip, LR read
-    from ``lr_root`` or made from each whole HR frame by BI or BD."""
+    from ``lr_root`` or made from each whole HR frame by BI or BD; ``include``: only these clips
+    (REDS4 from REDS's train_sharp)."""
     out = []
-    for clip in find_clips(hr_root, lr_root)[:max_clips]:
+    for clip in find_clips(hr_root, lr_root, include)[:max_clips]:
         hr = [modcrop(read_rgb8(f), scale) for f in clip.hr]
         lr = [read_rgb8(f) for f in clip.lr] if clip.lr else [degrade(f, scale, degradation) for f in hr]
         out.append((clip.name, hr, lr))

@@ -116,6 +116,13 @@ class ValData(_Strict):
     max_images: int | None = Field(None, gt=0)
     clips: bool = Field(False, description="hr holds clips (folders of frames), scored on every frame")
     single_frame: bool = Field(False, description="clips: feed the network copies of one frame (the ablation)")
+    include: list[str] | None = Field(None, description="clips: only these (REDS4: 000, 011, 015, 020)")
+
+    @model_validator(mode="after")
+    def _clip_options(self) -> ValData:
+        if (self.include is not None or self.single_frame) and not self.clips:
+            raise ValueError("include and single_frame are options of clip sets (clips: true)")
+        return self
 
 
 class Optimizer(_Strict):

@@ -134,8 +134,11 @@ class Trainer:
         self.val_sets = []
         if self.rank == 0:
             for v in config.val:
-                load = eval_clips if v.clips else eval_pairs
-                self.val_sets.append((v, load(v.hr, config.scale, v.lr, v.degradation, v.max_images)))
+                if v.clips:
+                    data = eval_clips(v.hr, config.scale, v.lr, v.degradation, v.max_images, v.include)
+                else:
+                    data = eval_pairs(v.hr, config.scale, v.lr, v.degradation, v.max_images)
+                self.val_sets.append((v, data))
 
     # --- building ---------------------------------------------------------------------------
 
