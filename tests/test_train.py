@@ -354,3 +354,11 @@ def test_clip_sets_take_a_split(tmp_path, tiny_data, clip_data):
     with pytest.raises(ConfigError, match="options of clip sets"):
         load_config(write_config(tmp_path, tiny_data, val=[{"name": "v", "hr": str(tiny_data / "val"),
                                                             "include": ["001"]}]))
+
+
+def test_freeze_prefix_must_name_parameters(tmp_path, tiny_data):
+    from superres.errors import SuperresError
+
+    path = write_config(tmp_path, tiny_data, **{"val": [], "train.freeze": {"spynet": 5}})
+    with pytest.raises(SuperresError, match="train.freeze: no parameter of FSRCNN starts with 'spynet'"):
+        Trainer(load_config(path), quiet=True)

@@ -54,14 +54,22 @@ def _make_out_dir(out_dir: Path) -> None:
 
 # --- degrade / resize ---------------------------------------------------------------------
 
-def _degrade_one(src: Path, out_dir: Path, scale: int, kind: str) -> None:
-    from superres.io import write_image
-    from superres.ops import blur_downsample, imresize, modcrop
+def _modcrop_checked(img, src: Path, scale: int):
+    """``img`` cropped to a multiple of ``scale``; an image smaller than the scale is an error naming ``src``."""
+    from superres.ops import modcrop
 
-    img, info = _read_integer(src)
     hr = modcrop(img, scale)
     if min(hr.shape[:2]) == 0:
         raise SuperresError(f"{src}: {img.shape[1]}x{img.shape[0]} is smaller than the scale {scale}")
+    return hr
+
+
+def _degrade_one(src: Path, out_dir: Path, scale: int, kind: str) -> None:
+    from superres.io import write_image
+    from superres.ops import blur_downsample, imresize
+
+    img, info = _read_integer(src)
+    hr = _modcrop_checked(img, src, scale)
     lr = imresize(hr, 1 / scale) if kind == "bicubic" else blur_downsample(hr, scale)
     write_image(_output_path(out_dir, src), lr, info)
 
@@ -76,11 +84,8 @@ def _degrade_real_one(src: Path, out_dir: Path, scale: int, settings, seed: int)
     from superres.data.degradations import degrade, usm_sharpen
     from superres.data.paired import sample_seed
     from superres.io import read_rgb8, write_image
-    from superres.ops import modcrop
 
-    hr = modcrop(read_rgb8(src), scale)
-    if min(hr.shape[:2]) < scale:
-        raise SuperresError(f"{src}: {hr.shape[1]}x{hr.shape[0]} is smaller than the scale {scale}")
+    hr = _modcrop_checked(read_rgb8(src), src, scale)
     gt = torch.from_numpy(hr).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         lr = degrade(usm_sharpen(gt, settings.usm_weight, settings.usm_radius, settings.usm_threshold), scale,

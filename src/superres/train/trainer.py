@@ -91,6 +91,13 @@ class Trainer:
         self.in_channels = self._in_channels(self.net_g)
         t = config.train
         self.opt_g = build_optimizer(_trainable(self.net_g), t.optimizer)
+        self.frozen_groups = []  # (iterations, parameters) of each train.freeze prefix, resolved once
+        for prefix, until in t.freeze.items():
+            params = [p for name, p in self.net_g.named_parameters() if name.startswith(prefix)]
+            if not params:
+                raise SuperresError(f"{config.name}: train.freeze: no parameter of {config.model.arch} starts with "
+                                    f"{prefix!r}")
+            self.frozen_groups.append((until, params))
         self.sched_g = build_scheduler(self.opt_g, t.scheduler, t.warmup_iters)
         self.ema = None
         if t.ema_decay:
@@ -299,8 +306,7 @@ class Trainer:
                         adv = self.gan_loss(fake.float(), True, for_discriminator=False)
                     losses["l_g_gan"] = gan.weight * adv
             total = sum(losses.values())
-            frozen = [p for name, p in self.net_g.named_parameters()
-                      if any(name.startswith(k) and iteration < n for k, n in self.cfg.train.freeze.items())]
+            frozen = [p for until, params in self.frozen_groups if iteration < until for p in params]
             self._step(self.opt_g, self.scaler_g, total, self.net_g.parameters(), frozen)
             logs.update({k: v.item() for k, v in losses.items()}, l_total=total.item())
         if self.d is not None:
