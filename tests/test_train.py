@@ -360,5 +360,5 @@ def test_freeze_prefix_must_name_parameters(tmp_path, tiny_data):
     from superres.errors import SuperresError
 
     path = write_config(tmp_path, tiny_data, **{"val": [], "train.freeze": {"spynet": 5}})
-    with pytest.raises(SuperresError, match="train.freeze: no parameter of FSRCNN starts with 'spynet'"):
+    with pytest.raises(SuperresError, match=r"train\.freeze: no parameter of FSRCNN starts with 'spynet'"):
         Trainer(load_config(path), quiet=True)
