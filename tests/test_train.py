@@ -362,3 +362,43 @@ def test_freeze_prefix_must_name_parameters(tmp_path, tiny_data):
     path = write_config(tmp_path, tiny_data, **{"val": [], "train.freeze": {"spynet": 5}})
     with pytest.raises(SuperresError, match=r"train\.freeze: no parameter of FSRCNN starts with 'spynet'"):
         Trainer(load_config(path), quiet=True)
+
+
+def test_branches_first_trains_each_tan_branch_before_the_modulation(tmp_path, tiny_data, clip_data):
+    """TAN's first stage: the loss is on every branch's estimate, so the modulation branch stays put."""
+    from superres.errors import SuperresError
+
+    tan = {"arch": "TemporalAdaptiveNet", "args": {"scale": 4, "num_in_ch": 3, "windows": [1, 3], "num_feat": [8, 8]}}
+    path = write_config(tmp_path, tiny_data, **{**VIDEO, "model": tan, "val": [], "train.iterations": 3,
+                                                "data.hr": str(clip_data / "stills"),
+                                                "data.video": {"frames": 3, "mode": "window", "motion": {}},
+                                                "train.branches_first": 2})
+    trainer = Trainer(load_config(path), quiet=True)
+    start = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
+    batches = iter(torch.utils.data.DataLoader(trainer.dataset, batch_sampler=SampleStream(
+        len(trainer.dataset), 2, 3)))
+    for iteration in range(3):
+        batch = next(batches)
+        logs = trainer.train_step(batch, iteration)
+        now = trainer.net_g.state_dict()
+        assert torch.equal(now["modulation.conv1.weight"], start["modulation.conv1.weight"]) == (iteration < 2)
+        assert not torch.equal(now["branches.1.conv1.weight"], start["branches.1.conv1.weight"])
+        if iteration == 0:  # the loss of the first stage is the sum of the branches' own losses
+            with torch.no_grad():
+                estimates = _tan(start, tan["args"])(batch["lr"], branches=True)
+            expected = sum(torch.nn.functional.l1_loss(e, batch["hr"]) for e in estimates.unbind(1))
+            assert logs["l_pix"] == pytest.approx(expected.item(), rel=1e-5)
+    path = write_config(tmp_path, tiny_data, **{"val": [], "train.branches_first": 2})
+    with pytest.raises(SuperresError, match=r"train\.branches_first: FSRCNN has no inference branches"):
+        Trainer(load_config(path), quiet=True)
+    with pytest.raises(ConfigError, match="pixel loss alone"):
+        load_config(write_config(tmp_path, tiny_data, **{"val": [], "train.branches_first": 2,
+                                                         "train.perceptual_loss": {"layer_weights": {"conv5_4": 1}}}))
+
+
+def _tan(state: dict, args: dict):
+    from superres.archs.tan import TemporalAdaptiveNet
+
+    net = TemporalAdaptiveNet(**args)
+    net.load_state_dict(state)
+    return net

@@ -8,7 +8,9 @@ branches' estimates: the network chooses per pixel how much temporal context to 
 that, neighbours are aligned to the reference by a spatial alignment network (a localisation
 net predicting an affine warp per neighbour, initialised to the identity and trained jointly),
 or by "rectified optical flow" (an integer translation per patch, from a flow estimator, so no
-pixel is interpolated), or not at all. No official code exists; names follow the paper.
+pixel is interpolated), or not at all. Training follows the paper: every inference branch on its
+own first (``forward(x, branches=True)`` gives their estimates; ``train.branches_first``), then the
+whole network. No official code exists; names follow the paper.
 Input N x T x C x H x W in [0, 1] with T = the widest window; output N x C x sH x sW.
 """
 
@@ -112,7 +114,9 @@ class TemporalAdaptiveNet(nn.Module):
                 out.append(rectified_flow_align(x[:, i], self.flow_net(rgb(ref), rgb(x[:, i])), self.patch))
         return torch.stack(out, dim=1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, branches: bool = False) -> Tensor:
+        """The mixed HR estimate; ``branches=True``: every inference branch's own estimate instead
+        (N x branches x C x sH x sW), which the paper's first training stage fits one by one."""
         t = x.shape[1]
         if t != self.windows[-1]:
             raise ValueError(f"expected {self.windows[-1]} frames (the widest window), got {t}")
@@ -120,5 +124,7 @@ class TemporalAdaptiveNet(nn.Module):
         center = t // 2
         estimates = torch.stack([branch(x[:, center - k // 2:center + k // 2 + 1].flatten(1, 2))
                                  for k, branch in zip(self.windows, self.branches, strict=True)], dim=1)
+        if branches:
+            return estimates
         weights = torch.softmax(self.modulation(x.flatten(1, 2)), dim=1).unsqueeze(2)  # N x branches x 1 x sH x sW
         return (weights * estimates).sum(1)

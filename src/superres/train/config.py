@@ -204,8 +204,18 @@ class TrainConfig(_Strict):
     gan: GanConfig | None = None
     freeze: dict[str, int] = Field(default_factory=dict, description="parameter-name prefix -> iterations it "
                                    "stays fixed at the start (BasicVSR: spynet: 5000)")
+    branches_first: int = Field(0, ge=0, description="iterations that train each inference branch of the "
+                                "temporal adaptive network on its own (the pixel loss on every branch's "
+                                "estimate) before the whole network is trained jointly, as the paper does")
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
+
+    @model_validator(mode="after")
+    def _branch_stage(self) -> TrainConfig:
+        if self.branches_first and (self.pixel_loss is None or self.perceptual_loss or self.gan):
+            raise ValueError("train.branches_first trains the branches with the pixel loss alone: it needs "
+                             "pixel_loss and no perceptual_loss or gan")
+        return self
 
 
 class Checkpoints(_Strict):

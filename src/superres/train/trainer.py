@@ -98,6 +98,9 @@ class Trainer:
                 raise SuperresError(f"{config.name}: train.freeze: no parameter of {config.model.arch} starts with "
                                     f"{prefix!r}")
             self.frozen_groups.append((until, params))
+        if t.branches_first and not hasattr(self.net_g, "branches"):
+            raise SuperresError(f"{config.name}: train.branches_first: {config.model.arch} has no inference "
+                                "branches (it is for TemporalAdaptiveNet)")
         self.sched_g = build_scheduler(self.opt_g, t.scheduler, t.warmup_iters)
         self.ema = None
         if t.ema_decay:
@@ -287,12 +290,16 @@ class Trainer:
         update_g = gan is None or (iteration % gan.d_steps == 0 and iteration >= gan.d_init_iters)
         if self.d is not None:
             self.net_d.requires_grad_(False)
+        branches = iteration < self.cfg.train.branches_first  # TAN's first stage: every branch on its own
         with self._autocast():
-            sr = self.g(lr)
+            sr = self.g(lr, branches=True) if branches else self.g(lr)
         if update_g:
             with self._autocast():
                 losses = {}
-                if self.pixel is not None:
+                if branches:
+                    losses["l_pix"] = self.cfg.train.pixel_loss.weight * sum(
+                        self.pixel(estimate.float(), targets["pixel"]) for estimate in sr.unbind(1))
+                elif self.pixel is not None:
                     losses["l_pix"] = self.cfg.train.pixel_loss.weight * self.pixel(sr.float(), targets["pixel"])
                 if self.perceptual is not None:
                     losses["l_percep"] = self.cfg.train.perceptual_loss.weight * self.perceptual(
