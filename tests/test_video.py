@@ -98,6 +98,34 @@ def test_variable_frame_rate_keeps_timestamps(tmp_path, photos):
     assert np.diff(times).round(3).tolist() == [0.02, 0.04] * 5 + [0.02]
 
 
+def test_subtitles_are_copied_as_they_are(tmp_path, photos):
+    """An mkv with video, audio and an SRT subtitle track: the subtitles come out packet for packet."""
+    (tmp_path / "subs.srt").write_text("1\n00:00:00,100 --> 00:00:00,400\nHello\n\n"
+                                       "2\n00:00:00,500 --> 00:00:00,700\nWorld\n")
+    plain = make_video(tmp_path / "plain.mp4", photos["chelsea"])
+    src = tmp_path / "subbed.mkv"
+    with av.open(str(plain)) as a, av.open(str(tmp_path / "subs.srt")) as b, av.open(str(src), "w") as out:
+        inputs = [*a.streams, *b.streams]
+        copies = {id(s): out.add_stream_from_template(s) for s in inputs}
+        for container in (a, b):
+            for packet in container.demux():
+                if packet.dts is not None:
+                    packet.stream = copies[id(packet.stream)]
+                    out.mux(packet)
+
+    def subtitles(path: Path) -> list:
+        with av.open(str(path)) as c:
+            assert [s.type for s in c.streams] == ["video", "audio", "subtitle"]
+            return [(float(p.pts * p.time_base), float(p.duration * p.time_base), bytes(p))
+                    for p in c.demux(c.streams.subtitles[0]) if p.dts is not None]
+
+    made = subtitles(src)  # (the muxer may move all streams by the same start offset)
+    assert [(d, text) for _, d, text in made] == [(0.3, b"Hello"), (0.2, b"World")]
+    assert made[1][0] - made[0][0] == pytest.approx(0.4)
+    upscale_video(src, tmp_path / "out.mkv", model="bicubic", outscale=2)
+    assert subtitles(tmp_path / "out.mkv") == subtitles(src)
+
+
 def test_start_end_cut_video_and_audio_together(tmp_path, photos):
     src = make_video(tmp_path / "in.mkv", photos["chelsea"], frames=25)
     dst = tmp_path / "cut.mkv"
