@@ -8,10 +8,13 @@ with the model before and after, and prints the mean NIQE of each and their rati
 model is the EMA generator (decay 0.999, started at the pretrained weights), as the official code
 exports; the raw generator's NIQE is printed too.
 
-The perceptual loss needs torchvision's VGG19 ImageNet weights (``vgg19-dcbb9e9d.pth`` in the torch
+The official fine-tune starts the discriminator from ``RealESRGAN_x4plus_netD.pth`` (``--netd``);
+without it the discriminator starts from scratch, and first trains alone for ``--d-init``
+iterations (BasicSR's ``net_d_init_iters``) so that its first gradients to the generator are not
+noise. The perceptual loss needs torchvision's VGG19 ImageNet weights (``vgg19-dcbb9e9d.pth`` in the torch
 hub cache, or ``--vgg PATH``); without them the run says so and fine-tunes with L1 + GAN only.
 
-    python benchmarks/finetune_niqe.py [--iters 100] [--batch 4] [--patch 128] [--photos 8]
+    python benchmarks/finetune_niqe.py [--iters 100] [--d-init 50] [--batch 4] [--patch 128] [--photos 8]
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/data")
     parser.add_argument("--vgg", type=Path, help="vgg19-dcbb9e9d.pth (default: the torch hub cache)")
+    parser.add_argument("--netd", type=Path, help="RealESRGAN_x4plus_netD.pth, the official discriminator")
+    parser.add_argument("--d-init", type=int, default=50,
+                        help="discriminator-only iterations first, when it starts from scratch (no --netd)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,8 +72,12 @@ def main() -> None:
     vgg = args.vgg or default_vgg19_path()
     overrides = [f"data.hr={args.data / 'T91'}", f"data.patch_size={args.patch}", f"data.batch_size={args.batch}",
                  "data.workers=0", "data.cache=true", f"data.real.queue_size={args.pool}", "data.real.gt_size=null",
-                 f"train.iterations={args.iters}", "log.tensorboard=false", "log.every=10",
-                 f"checkpoint.every={args.iters}", "checkpoint.keep_last=1"]
+                 "log.tensorboard=false", "log.every=10", "checkpoint.keep_last=1"]
+    d_init = 0 if args.netd else args.d_init
+    total = args.iters + d_init  # the generator moves in the last args.iters of them
+    overrides += [f"train.iterations={total}", f"checkpoint.every={total}", f"train.gan.d_init_iters={d_init}"]
+    if args.netd:
+        overrides.append(f"train.gan.discriminator.pretrained={args.netd}")
     if vgg.is_file():
         overrides.append(f"train.perceptual_loss.vgg_weights={vgg}")
     else:
@@ -86,7 +96,8 @@ def main() -> None:
         after = mean_niqe(f"{tmp}/run/model.safetensors", held_out)
         save_model(trainer.net_g, f"{tmp}/raw.safetensors")
         raw = mean_niqe(f"{tmp}/raw.safetensors", held_out)
-    print(f"fine-tune: {args.iters} iterations, batch {args.batch}, {args.patch}-px GT from T91, "
+    print(f"fine-tune: {args.iters} iterations (after {d_init} discriminator-only), batch {args.batch}, "
+          f"{args.patch}-px GT from T91, "
           f"{minutes:.1f} min on {args.threads} threads")
     print(f"NIQE of x4 outputs on {len(held_out)} held-out BSD200 crops ({args.crop} px): "
           f"before {before:.3f}, after {after:.3f} (EMA generator, exported), ratio {after / before:.3f}")

@@ -186,6 +186,24 @@ def test_esrgan_gan_training_runs(tmp_path, tiny_data):
     assert {"net_d", "opt_d", "ema"} <= set(state)
 
 
+def test_discriminator_trains_alone_for_d_init_iters(tmp_path, tiny_data):
+    """``gan.d_init_iters`` (BasicSR's net_d_init_iters): G stays put while D warms up, then both move."""
+    path = write_config(tmp_path, tiny_data, **{
+        "scale": 4, "model": {"arch": "RRDBNet", "args": {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}},
+        "data.patch_size": 32, "data.batch_size": 2, "train.iterations": 3, "val": [], "train.ema_decay": None,
+        "train.gan": {"discriminator": {"arch": "UNetDiscriminatorSN", "args": {"num_feat": 8}}, "d_init_iters": 2},
+    })
+    trainer = Trainer(load_config(path), quiet=True)
+    g0, d0 = trainer.net_g.conv_first.weight.clone(), trainer.net_d.conv0.weight.clone()
+    batches = iter(torch.utils.data.DataLoader(trainer.dataset, batch_sampler=SampleStream(
+        len(trainer.dataset), 2, 3)))
+    for iteration in range(3):
+        logs = trainer.train_step(next(batches), iteration)
+        assert torch.equal(trainer.net_g.conv_first.weight, g0) == (iteration < 2)
+        assert ("l_g_gan" in logs) == (iteration >= 2) and "l_d" in logs
+        assert not torch.equal(trainer.net_d.conv0.weight, d0)
+
+
 def test_missing_vgg_weights_say_where_to_put_them(tmp_path):
     from superres.errors import SuperresError
     from superres.losses import PerceptualLoss

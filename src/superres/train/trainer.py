@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -291,7 +292,7 @@ class Trainer:
         if self.d is not None:
             self.net_d.requires_grad_(False)
         branches = iteration < self.cfg.train.branches_first  # TAN's first stage: every branch on its own
-        with self._autocast():
+        with self._autocast(), torch.set_grad_enabled(update_g):  # D-only steps need no graph through G
             sr = self.g(lr, branches=True) if branches else self.g(lr)
         if update_g:
             with self._autocast():
@@ -327,7 +328,9 @@ class Trainer:
             self._step(self.opt_d, self.scaler_d, l_d, self.net_d.parameters())
             self.sched_d.step()
             logs.update(l_d=l_d.item(), d_real=real.mean().item(), d_fake=fake.mean().item())
-        self.sched_g.step()
+        with warnings.catch_warnings():  # G's schedule counts every iteration (BasicSR's), D-only ones too
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+            self.sched_g.step()
         if self.ema is not None:
             self.ema.update_parameters(self.net_g)
         return logs
