@@ -328,9 +328,12 @@ class Trainer:
             self._step(self.opt_d, self.scaler_d, l_d, self.net_d.parameters())
             self.sched_d.step()
             logs.update(l_d=l_d.item(), d_real=real.mean().item(), d_fake=fake.mean().item())
-        with warnings.catch_warnings():  # G's schedule counts every iteration (BasicSR's), D-only ones too
-            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+        if update_g:
             self.sched_g.step()
+        else:  # G's schedule counts every iteration (BasicSR's), D-only ones too, which PyTorch warns about
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+                self.sched_g.step()
         if self.ema is not None:
             self.ema.update_parameters(self.net_g)
         return logs
