@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -54,6 +55,13 @@ def write_config(folder: Path, data: Path, **changes) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def steps(trainer: Trainer, iterations: int):
+    """(iteration, batch) for the first ``iterations`` training steps, the trainer's own sample stream."""
+    batches = torch.utils.data.DataLoader(trainer.dataset, batch_sampler=SampleStream(
+        len(trainer.dataset), trainer.cfg.data.batch_size, trainer.cfg.seed))
+    return enumerate(itertools.islice(batches, iterations))
 
 
 def losses(run: Path) -> dict[int, float]:
@@ -195,10 +203,8 @@ def test_discriminator_trains_alone_for_d_init_iters(tmp_path, tiny_data):
     })
     trainer = Trainer(load_config(path), quiet=True)
     g0, d0 = trainer.net_g.conv_first.weight.clone(), trainer.net_d.conv0.weight.clone()
-    batches = iter(torch.utils.data.DataLoader(trainer.dataset, batch_sampler=SampleStream(
-        len(trainer.dataset), 2, 3)))
-    for iteration in range(3):
-        logs = trainer.train_step(next(batches), iteration)
+    for iteration, batch in steps(trainer, 3):
+        logs = trainer.train_step(batch, iteration)
         assert torch.equal(trainer.net_g.conv_first.weight, g0) == (iteration < 2)
         assert ("l_g_gan" in logs) == (iteration >= 2) and "l_d" in logs
         assert not torch.equal(trainer.net_d.conv0.weight, d0)
@@ -356,10 +362,8 @@ def test_freeze_keeps_parameters_fixed_for_the_first_iterations(tmp_path, tiny_d
                                                 "train.freeze": {"first_part": 2}})
     trainer = Trainer(load_config(path), quiet=True)
     start = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
-    batches = iter(torch.utils.data.DataLoader(trainer.dataset, batch_sampler=SampleStream(
-        len(trainer.dataset), 4, 3)))
-    for iteration in range(3):
-        trainer.train_step(next(batches), iteration)
+    for iteration, batch in steps(trainer, 3):
+        trainer.train_step(batch, iteration)
         now = trainer.net_g.state_dict()
         assert torch.equal(now["first_part.0.weight"], start["first_part.0.weight"]) == (iteration < 2)
         assert not torch.equal(now["last_part.weight"], start["last_part.weight"])
@@ -393,10 +397,7 @@ def test_branches_first_trains_each_tan_branch_before_the_modulation(tmp_path, t
                                                 "train.branches_first": 2})
     trainer = Trainer(load_config(path), quiet=True)
     start = {k: v.clone() for k, v in trainer.net_g.state_dict().items()}
-    batches = iter(torch.utils.data.DataLoader(trainer.dataset, batch_sampler=SampleStream(
-        len(trainer.dataset), 2, 3)))
-    for iteration in range(3):
-        batch = next(batches)
+    for iteration, batch in steps(trainer, 3):
         logs = trainer.train_step(batch, iteration)
         now = trainer.net_g.state_dict()
         assert torch.equal(now["modulation.conv1.weight"], start["modulation.conv1.weight"]) == (iteration < 2)
