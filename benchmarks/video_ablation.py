@@ -53,15 +53,18 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="render the validation and test clips")
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/data")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument("--multi", default="tan_motion_x4", help="the video network's run (under --runs)")
+    parser.add_argument("--single", default="tan_motion_x4_single", help="its single-frame ablation's run")
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args()
     if args.render:
         render(args.data)
         return
+    config = json.loads((args.runs / args.multi / "config.json").read_text())
+    arch, frames = config["model"]["arch"], config["data"]["video"]["frames"]
     rows = {"bicubic": score("bicubic"),
-            "TAN, 5 frames": score(str(args.runs / "tan_motion_x4" / "model.safetensors")),
-            "TAN fed one frame": score(str(args.runs / "tan_motion_x4_single" / "model.safetensors"),
-                                       single_frame=True)}
+            f"{arch}, {frames} frames": score(str(args.runs / args.multi / "model.safetensors")),
+            f"{arch} fed one frame": score(str(args.runs / args.single / "model.safetensors"), single_frame=True)}
     print(f"{'Set5 motion clips, x4 (10 clips x 10 frames)':<46}  Y-PSNR    SSIM")
     for name, s in rows.items():
         print(f"{name:<46}  {s['psnr']:6.2f}  {s['ssim']:.4f}")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -193,3 +198,12 @@ def test_realesrgan_beats_bicubic_on_niqe(photos):
         sr = upscale(lr, model="realesrgan-x4plus")
         bic = np.clip(imresize(lr.astype(np.float64), 4), 0, 1)
         assert niqe(sr * 255, 4) < niqe(bic * 255, 4)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_applies_on_glibc_unless_the_user_set_malloc_env():
+    code = "from superres.infer.backend import keep_freed_memory as k; print(k())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    run = functools.partial(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run(env=env).stdout.strip() == "True"  # glibc accepted both thresholds
+    assert run(env={**env, "MALLOC_TRIM_THRESHOLD_": "131072"}).stdout.strip() == "False"

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from superres.data import SampleStream
+from superres.errors import SuperresError
 from superres.io import write_image
 from superres.train import ConfigError, Trainer, load_config
 from superres.zoo import load_model
@@ -93,6 +94,20 @@ def test_config_inherits_from_a_base_and_takes_overrides(tmp_path, tiny_data):
     config = load_config(child, ["train.optimizer.lr=0.01"])
     assert (config.name, config.train.iterations, config.train.optimizer.lr) == ("child", 9, 0.01)
     assert config.train.ema_decay == 0.9 and config.scale == load_config(base).scale
+
+
+def test_validation_images_inside_the_training_folders_are_left_out_of_training(tmp_path, tiny_data):
+    # As "T91 + BSD200, validated on BSD200's first 10": the val slice must not be trained on.
+    path = write_config(tmp_path, tiny_data, **{
+        "data.hr": [str(tiny_data / "train"), str(tiny_data / "val")],
+        "val": [{"name": "v", "hr": str(tiny_data / "val"), "max_images": 1}]})
+    with pytest.warns(UserWarning, match="1 validation image"):
+        trainer = Trainer(load_config(path), quiet=True)
+    assert sorted(hr.name for hr, _, _ in trainer.dataset.items) == [f"train{i}.png" for i in range(6)] + ["val1.png"]
+    alone = write_config(tmp_path, tiny_data, **{"data.hr": str(tiny_data / "val"),
+                                                 "val": [{"name": "v", "hr": str(tiny_data / "val")}]})
+    with pytest.raises(SuperresError, match="every image is a validation image"), pytest.warns(UserWarning):
+        Trainer(load_config(alone), quiet=True)
 
 
 def test_cli_check_and_missing_data_fail_before_training(tmp_path, tiny_data):

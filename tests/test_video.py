@@ -281,3 +281,29 @@ def test_sliding_window_networks_see_their_neighbours(tmp_path, photos):
     src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=4, size=(50, 30))  # not multiples of 4
     assert upscale_video(src, tmp_path / "out.mp4", model=str(model)).frames == 4
     assert (probe(tmp_path / "out.mp4").width, probe(tmp_path / "out.mp4").height) == (200, 120)
+
+
+def test_single_frame_ablation_of_recurrent_networks():
+    """Fed one frame, a recurrent network sees each frame alone: clips of one frame, outputs in order."""
+    import torch
+
+    from superres.archs.basicvsr import BasicVSR
+    from superres.infer.video import video_runner
+
+    torch.manual_seed(0)
+    net = BasicVSR(num_feat=8, num_block=1).eval()
+
+    class Desc:
+        module, scale, arch, kwargs = net, 4, "BasicVSR", {}
+
+    rng = np.random.default_rng(0)
+    clip = [(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8), i, Fraction(1, 25)) for i in range(4)]
+    together = [sr for sr, _, _ in video_runner(Desc, device="cpu")(iter(clip))]
+    alone = list(video_runner(Desc, device="cpu", single_frame=True)(iter(clip)))
+    assert [pts for _, pts, _ in alone] == list(range(4))
+    for (sr, _, _), (lr, _, _) in zip(alone, clip, strict=True):
+        with torch.inference_mode():
+            x = torch.from_numpy(lr.transpose(2, 0, 1).astype(np.float32) / 255)[None, None]
+            expected = net(x)[0, 0].clamp(0, 1).permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(sr.astype(np.float32) / 255, expected, atol=1 / 255 + 1e-6)
+    assert any(not np.array_equal(a, b) for a, b in zip(together, (sr for sr, _, _ in alone), strict=True))

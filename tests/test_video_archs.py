@@ -232,3 +232,13 @@ def test_vsrt_runs_on_any_frame_size_by_overlapping_tiles(photos):
     assert y.shape == (1, 5, 3, 44, 52) and small.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="takes 5 frames"):
         net(x[:, :3])
+
+
+def test_untrained_spynet_predicts_zero_flow_and_learns():
+    """From scratch, SPyNet starts at the identity warp, and the SR loss still reaches its weights."""
+    ref, supp = torch.rand(2, 3, 40, 56), torch.rand(2, 3, 40, 56)
+    net = SpyNet()
+    flow = net(ref, supp)
+    assert flow.shape == (2, 2, 40, 56) and flow.abs().max() == 0
+    flow_warp(supp, flow.permute(0, 2, 3, 1)).mean().backward()
+    assert all(m.basic_module[-1].weight.grad.abs().sum() > 0 for m in net.basic_module)

@@ -535,6 +535,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 # --- train / eval ---------------------------------------------------------------------------
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from superres.infer.backend import keep_freed_memory
     from superres.train import load_config, train
 
     config = load_config(args.config, args.set or [])
@@ -542,6 +543,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{args.config}: OK ({config.name}, x{config.scale}, {config.model.arch}, "
               f"{config.train.iterations} iterations -> {config.output_dir})")
         return 0
+    keep_freed_memory()
     scores = train(config, args.resume, args.quiet)
     if scores and not args.quiet:
         print(", ".join(f"{n}: {s['psnr']:.3f} dB / {s['ssim']:.4f}" for n, s in scores.items()))

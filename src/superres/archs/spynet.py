@@ -69,6 +69,12 @@ class SpyNet(nn.Module):
         if layout not in ("basicsr", "mmedit"):
             raise ValueError(f"layout must be 'basicsr' or 'mmedit', got {layout!r}")
         self.basic_module = nn.ModuleList(BasicModule(layout) for _ in range(levels))
+        # Untrained, every level predicts zero flow (the identity warp): a video network trained from
+        # scratch starts as flow-free propagation and learns its flows from there, not from random warps.
+        for module in self.basic_module:
+            last = [m for m in module.modules() if isinstance(m, nn.Conv2d)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 

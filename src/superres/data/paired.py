@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -131,13 +131,14 @@ class PairedPatches(Dataset):
 
     ``hr_scales`` adds shrunk copies of every image (FSRCNN's scaling augmentation). With
     ``cache`` the decoded pairs stay in memory (uint8), which small sets such as T91 want.
+    Files in ``exclude`` (resolved paths: the validation images) are never trained on.
     ``degradation="none"`` gives HR patches only (from anywhere in the image), for pipelines
     that make the LR on the training device (Real-ESRGAN's).
     """
 
     def __init__(self, hr_dirs: Sequence[str], scale: int, patch_size: int, lr_dirs: Sequence[str] | None = None,
                  degradation: str = "bicubic", y_channel: bool = False, flip: bool = True, rot90: bool = True,
-                 hr_scales: Sequence[float] = (1.0,), cache: bool = True):
+                 hr_scales: Sequence[float] = (1.0,), cache: bool = True, exclude: Collection[Path] = ()):
         if patch_size % scale:
             raise DataError(f"patch_size {patch_size} is not a multiple of the scale {scale}")
         if lr_dirs and any(s != 1.0 for s in hr_scales):
@@ -146,7 +147,10 @@ class PairedPatches(Dataset):
             raise DataError("an LR folder and degradation 'none' (HR patches only) exclude each other")
         self.scale, self.patch_size, self.degradation = scale, patch_size, degradation
         self.y_channel, self.flip, self.rot90 = y_channel, flip, rot90
-        self.items = [(hr, lr, s) for hr, lr in pair_sources(hr_dirs, scale, lr_dirs) for s in hr_scales]
+        sources = [(hr, lr) for hr, lr in pair_sources(hr_dirs, scale, lr_dirs) if hr.resolve() not in exclude]
+        if not sources:
+            raise DataError(f"{', '.join(map(str, hr_dirs))}: every image is a validation image")
+        self.items = [(hr, lr, s) for hr, lr in sources for s in hr_scales]
         self._load = self._read
         if cache:
             self._cache_pairs()

@@ -5,14 +5,17 @@ CPU: bf16 weights and activations in channels-last layout where the CPU computes
 fp32 elsewhere (emulated bf16 is slower than fp32). For fp32 on the CPU, the named models that
 ship as ncnn files run on the ncnn runtime when it is installed: its Winograd 3x3 convolutions
 are 1.2-1.8x faster than PyTorch's on these networks (measured; see benchmarks/), with the same
-weights and outputs within 1e-5. CUDA: fp16 on GPUs with tensor cores; some older cards produce
-NaNs (black images) in fp16, so a tile whose output is not finite is run again in fp32 and fp32
-is kept from then on.
+weights and outputs within 1e-5. CUDA: fp16 on GPUs with tensor cores, channels-last (the layout
+their convolutions read: RRDBNet in fp16 ran about 1.2x faster than NCHW on an H100, see
+benchmarks/gpu_speed.py); some older cards produce NaNs (black images) in fp16, so a tile whose
+output is not finite is run again in fp32 and fp32 is kept from then on.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 import warnings
 from pathlib import Path
 
@@ -76,9 +79,13 @@ class Runner:
 
     def __init__(self, module: torch.nn.Module, device: torch.device, precision: str, size_multiple: int = 1):
         self.device, self.precision, self.size_multiple = device, precision, size_multiple
-        self.channels_last = device.type == "cpu"
         self._fp32_module = module
         self.module = self._prepare(module, precision)
+
+    @property
+    def channels_last(self) -> bool:
+        """CPU: always; CUDA: in half precision (fp32 keeps NCHW and its cuDNN results)."""
+        return self.device.type == "cpu" or (self.device.type == "cuda" and self.precision != "fp32")
 
     def _prepare(self, module: torch.nn.Module, precision: str) -> torch.nn.Module:
         import copy
@@ -167,6 +174,28 @@ class NcnnRunner:
         if status:
             raise RuntimeError(f"ncnn failed on a {tile.shape[1]}x{tile.shape[0]} tile (status {status})")
         return np.clip(np.array(out).transpose(1, 2, 0), 0, 1)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the system.
+
+    By default glibc gives large freed blocks back (munmap, heap trimming), so a training loop that
+    allocates the same activations every step page-faults them in again each time: half the CPU
+    time went to the kernel in ESPCN training here, and this setting made those steps 1.3x
+    faster (``benchmarks/malloc_speed.py``). The process's memory then stays at its peak, which a
+    training run reaches anyway. Returns False (and changes nothing) where the C library is not
+    glibc or the user set ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` themselves.
+    """
+    if any(k in os.environ for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # Windows, macOS: no mallopt
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # Blocks up to 32 MiB (the ceiling of glibc's own adaptive threshold, and the most older glibc
+    # versions accept) come from the heap, which is no longer trimmed below 1 GiB of free space.
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def flush_denormals() -> None:

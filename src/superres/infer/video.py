@@ -331,11 +331,11 @@ def video_runner(desc, outscale: float | None = None, device: str = "auto", fram
                  single_frame: bool = False) -> _VideoNetwork:
     """How a video network runs on a stream of frames: EDVR and TAN on sliding windows of ``frames``
     (default: their own), VSR-Transformer on clips of exactly its ``num_frame`` frames, recurrent
-    networks (BasicVSR, IconVSR) on overlapping clips of 15 frames. ``single_frame`` (window
-    networks): each window is copies of its centre frame, the network fed one frame."""
+    networks (BasicVSR, IconVSR) on overlapping clips of 15 frames. ``single_frame``, the network fed
+    one frame (the ablation): each window is copies of its centre frame; each clip is one frame."""
     kwargs = getattr(desc, "kwargs", {})
-    if single_frame and desc.arch not in ("EDVR", "TemporalAdaptiveNet"):
-        raise ValueError(f"single-frame evaluation is for sliding-window networks (EDVR, TAN), not {desc.arch}")
+    if single_frame and desc.arch not in ("EDVR", "TemporalAdaptiveNet", "BasicVSR", "IconVSR"):
+        raise ValueError(f"single-frame evaluation is for EDVR, TAN, BasicVSR and IconVSR, not {desc.arch}")
     if desc.arch == "EDVR":
         return WindowUpscaler(desc, outscale, device, frames or kwargs.get("num_frame", 5), single_frame)
     if desc.arch == "TemporalAdaptiveNet":
@@ -344,6 +344,8 @@ def video_runner(desc, outscale: float | None = None, device: str = "auto", fram
         return WindowUpscaler(desc, outscale, device, frames or max(kwargs.get("windows", (1, 3, 5))), single_frame)
     if desc.arch == "VSRTransformer":
         return ClipUpscaler(desc, outscale, device, clip=frames or kwargs.get("num_frame", 5), overlap=1, fixed=True)
+    if single_frame:
+        return ClipUpscaler(desc, outscale, device, clip=1, overlap=0)
     return ClipUpscaler(desc, outscale, device)
 
 

@@ -36,6 +36,7 @@ from superres.data.paired import PairedPatches, SampleStream, eval_pairs, sample
 from superres.data.video import MotionClips, VideoClips, eval_clips
 from superres.errors import SuperresError
 from superres.infer.backend import pick_device
+from superres.io import list_images
 from superres.losses import GANLoss, PerceptualLoss, pixel_loss
 from superres.metrics.evaluate import evaluate, evaluate_clips, frame_runner, mean_scores
 from superres.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
@@ -72,6 +73,18 @@ def build_optimizer(params: list[tuple[str, nn.Parameter]], cfg: Optimizer) -> t
 
 def _trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+
+def _held_out(config: Config) -> set[Path]:
+    """The validation images that also sit in a training folder: they are left out of training
+    (with a warning), so a validation set can be a slice of the training folders."""
+    val = {f.resolve() for v in config.val if not v.clips for f in list_images(v.hr)[:v.max_images]}
+    train = {f.resolve() for folder in config.data.hr for f in list_images(folder)}
+    held = val & train
+    if held:
+        warnings.warn(f"{len(held)} validation image(s) found in the training folders are left out of training",
+                      stacklevel=3)
+    return held
 
 
 class Trainer:
@@ -172,7 +185,7 @@ class Trainer:
         d, v = config.data, config.data.video
         if v is None:
             return PairedPatches(d.hr, config.scale, d.patch_size, d.lr, "none" if d.real else d.degradation,
-                                 d.y_channel, d.flip, d.rot90, d.hr_scales, d.cache)
+                                 d.y_channel, d.flip, d.rot90, d.hr_scales, d.cache, _held_out(config))
         if v.motion is not None:
             return MotionClips(d.hr, config.scale, d.patch_size, v.frames, v.mode, d.degradation, d.flip, d.rot90,
                                v.reverse, v.motion.max_shift, v.motion.max_zoom, v.motion.max_rotation,

