@@ -2,15 +2,17 @@
 
 The data are synthetic clips: a camera moving smoothly (pan up to 2 px/frame, slight zoom and
 rotation) over real photos, so the frames hold real content and sub-pixel motion, which is what
-multi-frame SR exploits. ``configs/tan_motion_x4.yaml`` trains the temporal adaptive network on
-clips over BSD200 (validation clips over T91); ``configs/tan_motion_x4_single.yaml`` trains the
-same network on windows whose frames are all copies of the centre frame. Both are scored here on
-held-out clips rendered over Set5 (never seen in training), every frame, Y-PSNR/SSIM, crop 0,
-with MATLAB-bicubic LR; the single-frame network is fed copies of each frame at test time too.
+multi-frame SR exploits. A recipe trains the video network on clips over BSD200 (validation
+clips over T91), and its ``_single`` twin trains the same network on one frame of information:
+windows whose frames are all copies of the centre frame (TAN, EDVR) or clips one frame long
+(BasicVSR, IconVSR). Both are scored here on held-out clips rendered over Set5 (never seen in
+training), every frame, Y-PSNR/SSIM, crop 0, with MATLAB-bicubic LR; the single-frame network is
+fed one frame at test time too.
 
     python benchmarks/video_ablation.py --render        # the T91 validation and Set5 test clips
-    superres train configs/tan_motion_x4.yaml & superres train configs/tan_motion_x4_single.yaml
-    python benchmarks/video_ablation.py                 # the table
+    superres train configs/basicvsr_motion_x4.yaml & superres train configs/basicvsr_motion_x4_single.yaml
+    python benchmarks/video_ablation.py --multi basicvsr_motion_x4 --single basicvsr_motion_x4_single
+    # the same with tan_motion_x4 and tan_motion_x4_single (the defaults)
 """
 
 from __future__ import annotations
