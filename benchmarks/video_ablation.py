@@ -30,7 +30,7 @@ CLIPS = ROOT / "runs" / "motion_clips"
 def render(data: Path) -> None:
     from superres.data.video import write_motion_clips
 
-    write_motion_clips([str(data / "T91")], CLIPS / "t91", count=8, frames=7, size=96, seed=1)
+    write_motion_clips([str(data / "T91")], CLIPS / "t91", count=8, frames=7, size=128, seed=1)
     write_motion_clips([str(data / "Set5" / "HR")], CLIPS / "set5", count=10, frames=10, size=128, seed=2)
 
 
@@ -48,6 +48,24 @@ def score(model: str, single_frame: bool = False) -> dict:
         runner = video_runner(load_model(model), device="cpu", single_frame=single_frame)
     with torch.inference_mode():
         return mean_scores(evaluate_clips(runner, clips))
+
+
+def flow_error(model: str, data: Path, pairs: int = 256) -> tuple[float, float]:
+    """End-point error (LR pixels) of the video network's SPyNet and of zero flow, on frame pairs of the
+    recipe's camera motion over Set5 (exact flow from :func:`superres.data.video.camera_flow`)."""
+    import numpy as np
+
+    from superres.data.video import MotionFlows
+    from superres.zoo import load_model
+
+    spynet = load_model(model).module.spynet
+    flows = MotionFlows([str(data / "Set5" / "HR")], 4, 128, max_shift=2.0, max_zoom=0.005, max_rotation=0.3)
+    rng = np.random.default_rng(0)
+    batch = [flows[(int(rng.integers(len(flows))), int(rng.integers(2**62)))] for _ in range(pairs)]
+    ref, supp, truth = (torch.stack([b[k] for b in batch]) for k in ("ref", "supp", "flow"))
+    with torch.inference_mode():
+        error = torch.linalg.vector_norm(spynet(ref, supp) - truth, dim=1).mean().item()
+    return error, torch.linalg.vector_norm(truth, dim=1).mean().item()
 
 
 def main() -> None:
@@ -70,6 +88,10 @@ def main() -> None:
     print(f"{'Set5 motion clips, x4 (10 clips x 10 frames)':<46}  Y-PSNR    SSIM")
     for name, s in rows.items():
         print(f"{name:<46}  {s['psnr']:6.2f}  {s['ssim']:.4f}")
+    if arch in ("BasicVSR", "IconVSR"):  # the recurrent networks align with SPyNet flow
+        error, zero = flow_error(str(args.runs / args.multi / "model.safetensors"), args.data)
+        rows["flow end-point error"] = {"spynet": error, "zero_flow": zero}
+        print(f"its SPyNet's flow error on Set5 camera motion: {error:.3f} LR px (zero flow: {zero:.3f})")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

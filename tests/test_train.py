@@ -384,6 +384,49 @@ def test_freeze_keeps_parameters_fixed_for_the_first_iterations(tmp_path, tiny_d
         assert not torch.equal(now["last_part.weight"], start["last_part.weight"])
 
 
+def test_camera_flow_is_the_motion_of_the_synthetic_clips(clip_data):
+    """The exact flow warps one LR frame onto the other (up to resampling): the ground truth that
+    measures a video network's SPyNet (benchmarks/video_ablation.py)."""
+    from superres.archs.spynet import flow_warp
+    from superres.data.video import MotionFlows
+
+    data = MotionFlows([str(clip_data / "stills")], 4, 96, max_shift=8.0)
+    moved = aligned = 0.0
+    for seed in range(8):
+        s = data[(seed % 2, seed)]
+        ref, supp, flow = s["ref"][None], s["supp"][None], s["flow"][None]
+        assert ref.shape == supp.shape == (1, 3, 24, 24) and flow.shape == (1, 2, 24, 24)
+        inner = (..., slice(3, -3), slice(3, -3))  # away from pixels whose match left the frame
+        moved += (ref - supp)[inner].square().mean().item()
+        aligned += (ref - flow_warp(supp, flow.permute(0, 2, 3, 1)))[inner].square().mean().item()
+    assert aligned < 0.15 * moved
+
+
+def test_init_loads_a_checkpoint_into_a_submodule(tmp_path, tiny_data, clip_data):
+    """model.init: BasicVSR's SPyNet from its own file (as the paper starts from a pretrained SPyNet)."""
+    from superres.errors import SuperresError
+    from superres.zoo import create_model, save_model
+
+    spynet = create_model("SpyNet")
+    with torch.no_grad():
+        for p in spynet.parameters():
+            p.normal_(0, 0.01)
+    save_model(spynet, tmp_path / "spynet.safetensors")
+    model = {"arch": "BasicVSR", "args": {"num_feat": 8, "num_block": 1},
+             "init": {"spynet": str(tmp_path / "spynet.safetensors")}}
+    changes = {**VIDEO, "model": model, "val": [], "data.hr": str(clip_data / "stills"),
+               "data.video": {"frames": 3, "mode": "clip", "motion": {}}}
+    trainer = Trainer(load_config(write_config(tmp_path, tiny_data, **changes)), quiet=True)
+    loaded = trainer.net_g.spynet.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in spynet.state_dict().items())
+    model["init"] = {"fusion": str(tmp_path / "spynet.safetensors")}
+    with pytest.raises(SuperresError, match=r"spynet\.safetensors: cannot load into BasicVSR\.fusion"):
+        Trainer(load_config(write_config(tmp_path, tiny_data, **changes)), quiet=True)
+    model["init"] = {"spynet": str(tmp_path / "missing.safetensors")}
+    with pytest.raises(ConfigError, match=r"model\.init\.spynet: no such file"):
+        load_config(write_config(tmp_path, tiny_data, **changes))
+
+
 def test_clip_sets_take_a_split(tmp_path, tiny_data, clip_data):
     from superres.data.video import eval_clips
 

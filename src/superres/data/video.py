@@ -189,6 +189,18 @@ def camera_path(rng: np.random.Generator, frames: int, max_shift: float, max_zoo
     return maps
 
 
+def camera_flow(ref: np.ndarray, supp: np.ndarray, size: int, scale: int = 1) -> np.ndarray:
+    """The exact flow between two views of :func:`render_clip` (maps ``ref`` and ``supp`` of
+    :func:`camera_path`, ``size`` HR pixels): for each pixel of the ``ref`` view downscaled by ``scale``,
+    where the same image point lies in the ``supp`` view, minus where it lies in ``ref``, in those
+    pixels ((size / scale)^2 x 2, x then y). This is the flow SPyNet predicts to warp ``supp`` onto ``ref``."""
+    c = (size - 1) / 2
+    centres = (np.arange(size // scale) + 0.5) * scale - 0.5 - c  # pixel centres in HR pixels from the view centre
+    p = np.stack(np.meshgrid(centres, centres), -1)
+    q = (p @ ref[:, :2].T + ref[:, 2] - supp[:, 2]) @ np.linalg.inv(supp[:, :2]).T
+    return ((q - p) / scale).astype(np.float32)
+
+
 def render_clip(image: np.ndarray, maps: list[np.ndarray], center: tuple[float, float], size: int) -> list[np.ndarray]:
     """The ``size`` x ``size`` views of ``image`` through each map, centred at ``center`` (x, y) at frame 0."""
     c = (size - 1) / 2
@@ -228,12 +240,16 @@ class MotionClips(_ClipSampler):
 
     def render(self, index: int, rng: np.random.Generator, size: int) -> list[np.ndarray]:
         """``frames`` views of ``size`` pixels of image ``index`` along a random camera path."""
+        return self.render_path(index, rng, size)[0]
+
+    def render_path(self, index: int, rng: np.random.Generator, size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The views of :meth:`render` and the camera maps that made them."""
         image = self.images[index]
         maps = camera_path(rng, self.frames, self.max_shift, self.max_zoom, self.max_rotation)
         reach = [max(abs(m[i, 2]) for m in maps) + size * 0.75 * (1 + self.max_zoom * self.frames) for i in (0, 1)]
         h, w = image.shape[:2]
         center = (rng.uniform(reach[0], w - reach[0]), rng.uniform(reach[1], h - reach[1]))
-        return render_clip(image, maps, center, size)
+        return render_clip(image, maps, center, size), maps
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         index, sample_seed = key
@@ -243,6 +259,31 @@ class MotionClips(_ClipSampler):
         lr = _lr_of_patch(views, m, m, self.patch_size, self.scale, self.degradation)
         hr = [v[m:m + self.patch_size, m:m + self.patch_size] for v in views]
         return self._finish(rng, lr, hr)
+
+
+class MotionFlows(MotionClips):
+    """Pairs of LR frames from :class:`MotionClips` and their exact flow, to measure (or train) SPyNet.
+
+    Items are (image index, sample seed) -> ``{"ref", "supp"}`` (3 x h x w LR frames, two consecutive
+    frames in random order, degraded as the video networks see them) and ``"flow"`` (2 x h x w, LR
+    pixels: warps ``supp`` onto ``ref``). The motion is random per sample, so no other augmentation.
+    """
+
+    def __init__(self, hr_dirs: Sequence[str], scale: int, patch_size: int, degradation: str = "bicubic",
+                 max_shift: float = 8.0, max_zoom: float = 0.02, max_rotation: float = 1.0):
+        super().__init__(hr_dirs, scale, patch_size, 2, "clip", degradation, flip=False, rot90=False, reverse=False,
+                         max_shift=max_shift, max_zoom=max_zoom, max_rotation=max_rotation)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = key
+        rng = np.random.default_rng(sample_seed)
+        views, maps = self.render_path(index, rng, self.view)
+        m, n = 4 * self.scale, self.patch_size // self.scale
+        lr = _lr_of_patch(views, m, m, self.patch_size, self.scale, self.degradation)
+        a, b = rng.permutation(2)
+        flow = camera_flow(maps[a], maps[b], self.view, self.scale)[m // self.scale:][:n, m // self.scale:][:, :n]
+        to = lambda f: torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1)))  # noqa: E731
+        return {"ref": to(lr[a]).float() / 255, "supp": to(lr[b]).float() / 255, "flow": to(flow)}
 
 
 def write_motion_clips(hr_dirs: Sequence[str], out_dir: str | os.PathLike, count: int, frames: int, size: int,
@@ -277,5 +318,5 @@ def eval_clips(hr_root: str | os.PathLike, scale: int, lr_root: str | os.PathLik
     return out
 
 
-__all__ = ["REDS4", "Clip", "MotionClips", "VideoClips", "camera_path", "clip_folders", "eval_clips", "find_clips",
-           "frame_indices", "render_clip", "write_motion_clips"]
+__all__ = ["REDS4", "Clip", "MotionClips", "MotionFlows", "VideoClips", "camera_flow", "camera_path", "clip_folders",
+           "eval_clips", "find_clips", "frame_indices", "render_clip", "write_motion_clips"]

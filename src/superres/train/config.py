@@ -34,6 +34,9 @@ class ModelConfig(_Strict):
     arch: str
     args: dict[str, Any] = Field(default_factory=dict)
     pretrained: str | None = None  # a checkpoint load_model reads (e.g. the PSNR stage for GAN)
+    init: dict[str, str] = Field(default_factory=dict, description="submodule -> checkpoint loaded into it "
+                                 "(strict keys) before training, e.g. {spynet: runs/spynet.safetensors} "
+                                 "(BasicVSR's pretrained SPyNet; see superres train-flow)")
 
     @model_validator(mode="after")
     def _known(self) -> ModelConfig:
@@ -318,6 +321,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths:
                                                  config.train.gan.discriminator)):
             if m and m.pretrained and not _known_model(m.pretrained):
                 raise ConfigError(f"{path}: {key}.pretrained: no such file or model name: {m.pretrained}")
+            for name, file in (m.init.items() if m else ()):
+                if not _known_model(file):
+                    raise ConfigError(f"{path}: {key}.init.{name}: no such file or model name: {file}")
     return config
 
 

@@ -175,6 +175,12 @@ class Trainer:
             net.load_state_dict(desc.module.state_dict(), strict=True)
         else:
             net = create_model(m.arch, **m.args)
+        for name, file in m.init.items():
+            part = net.get_submodule(name) if name else net
+            try:
+                part.load_state_dict(load_model(file).module.state_dict(), strict=True)
+            except (AttributeError, RuntimeError) as e:
+                raise SuperresError(f"{file}: cannot load into {m.arch}.{name}: {str(e).splitlines()[0]}") from None
         net = net.to(self.device)
         if self.cfg.train.channels_last:
             net = net.to(memory_format=torch.channels_last)
