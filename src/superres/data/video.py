@@ -278,10 +278,10 @@ class MotionFlows(MotionClips):
         index, sample_seed = key
         rng = np.random.default_rng(sample_seed)
         views, maps = self.render_path(index, rng, self.view)
-        m, n = 4 * self.scale, self.patch_size // self.scale
+        m, n = 4 * self.scale, self.patch_size // self.scale  # the patch's context, its LR size
         lr = _lr_of_patch(views, m, m, self.patch_size, self.scale, self.degradation)
         a, b = rng.permutation(2)
-        flow = camera_flow(maps[a], maps[b], self.view, self.scale)[m // self.scale:][:n, m // self.scale:][:, :n]
+        flow = camera_flow(maps[a], maps[b], self.view, self.scale)[4:4 + n, 4:4 + n]  # m HR px = 4 LR px
         to = lambda f: torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1)))  # noqa: E731
         return {"ref": to(lr[a]).float() / 255, "supp": to(lr[b]).float() / 255, "flow": to(flow)}
 

@@ -35,8 +35,8 @@ class ModelConfig(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     pretrained: str | None = None  # a checkpoint load_model reads (e.g. the PSNR stage for GAN)
     init: dict[str, str] = Field(default_factory=dict, description="submodule -> checkpoint loaded into it "
-                                 "(strict keys) before training, e.g. {spynet: runs/spynet.safetensors} "
-                                 "(BasicVSR's pretrained SPyNet; see superres train-flow)")
+                                 "(strict keys) before training, e.g. BasicVSR's pretrained SPyNet: "
+                                 "{spynet: spynet_sintel_final-3d2a1287.pth}")
 
     @model_validator(mode="after")
     def _known(self) -> ModelConfig:
