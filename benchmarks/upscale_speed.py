@@ -4,7 +4,7 @@ For realesrgan-x4plus on real 128x128 and 256x256 photo crops, prints seconds an
 - reference: the plain fp32 NCHW PyTorch forward (what Real-ESRGAN's inference script runs on a CPU);
 - ours in fp32 on PyTorch (channels-last), and ours at the default (auto: bf16 on CPUs with
   native bf16, else fp32 on the ncnn backend), plus ours at bf16 where that is not the default
-  (emulated bf16: slow, shown for accuracy);
+  (emulated bf16: slow, shown for accuracy) or ours at ``--precision fp32`` where it is not;
 - the ncnn CPU runtime (PyPI ncnn, fp32, same thread count) on the same ncnn model files.
 with the agreement of each output with the reference (max abs difference, PSNR).
 
@@ -75,6 +75,8 @@ def main() -> None:
     photo = read_image(SAMPLE)[0][..., :3]
     ours32 = Upscaler(args.model, tile=0, precision="fp32", device="cpu", backend="torch")
     ours = Upscaler(args.model, tile=0, device="cpu")
+    # --precision fp32 as users run it (backend auto: ncnn where installed), where that is not the default
+    ours32auto = None if ours.precision_used == "fp32" else Upscaler(args.model, tile=0, precision="fp32", device="cpu")
     ours16 = None if ours.precision_used == "bf16" else Upscaler(args.model, tile=0, precision="bf16", device="cpu")
     ncnn_run = ncnn_runner(args.model, args.threads)
     for size in args.sizes:
@@ -85,17 +87,25 @@ def main() -> None:
         ref = ref[0].clamp(0, 1).permute(1, 2, 0).numpy()
         rows = [("reference fp32 NCHW", t_ref, ref)]
         rows.append(("ours fp32 --backend torch", *best_time(lambda img=img: ours32.upscale_array(img), args.repeat)))
-        rows.append((f"ours default ({ours.precision_used}, {ours.backend_used})",
-                     *best_time(lambda img=img: ours.upscale_array(img), args.repeat)))
+        # the default on an 8-bit image, as users run it (auto keeps fp32 for 16-bit and float images);
+        # its output is 8-bit, so it is compared with the reference rounded to 8 bits
+        img8 = np.rint(img * 255).astype(np.uint8)
+        t8, out8 = best_time(lambda img8=img8: ours.upscale_array(img8), args.repeat)
+        rows.append((f"ours default ({ours.precision_used}), 8-bit", t8, out8.astype(np.float32) / 255,
+                     np.rint(ref * 255) / 255))
+        if ours32auto:
+            rows.append((f"ours --precision fp32 ({ours32auto.backend_used})",
+                         *best_time(lambda img=img: ours32auto.upscale_array(img), args.repeat)))
         if ours16:  # not the default here (no native bf16): shown for its accuracy
             rows.append(("ours --precision bf16", *best_time(lambda img=img: ours16.upscale_array(img), args.repeat)))
         if ncnn_run:
             rows.append(("ncnn fp32", *best_time(lambda img=img: ncnn_run(img), args.repeat)))
         print(f"\n{args.model}, input {size}x{size} -> {4 * size}x{4 * size}")
-        for label, t, out in rows:
-            d = np.abs(out - ref).max()
-            print(f"  {label:<26} {t:8.2f} s   speed-up vs reference {t_ref / t:5.2f}x   "
-                  f"max |diff| {d:.2e}   PSNR vs reference {psnr(out, ref):6.1f} dB")
+        for label, t, out, *against in rows:
+            against = against[0] if against else ref  # 8-bit outputs: the reference rounded to 8 bits
+            d = np.abs(out - against).max()
+            print(f"  {label:<30} {t:8.2f} s   speed-up vs reference {t_ref / t:5.2f}x   "
+                  f"max |diff| {d:.2e}   PSNR vs reference {psnr(out, against):6.1f} dB")
         if ncnn_run:
             print(f"  default vs ncnn: {rows[-1][1] / rows[2][1]:.2f}x")
 

@@ -94,9 +94,14 @@ def test_dtype_and_layout_are_kept(shape, dtype):
 def test_sixteen_bit_keeps_precision(photos):
     img16 = (photos["chelsea"][:32, :32, :3] * 65535).round().astype(np.uint16)
     out16 = upscale(img16, model="realesr-animevideov3")
-    out8 = upscale((img16 // 257).astype(np.uint8), model="realesr-animevideov3")
+    out8 = upscale((img16 // 257).astype(np.uint8), model="realesr-animevideov3", precision="fp32")
     assert len(np.unique(out16 % 257)) > 200  # real 16-bit values, not 8-bit ones scaled
     assert np.abs(out16 / 257.0 - out8).max() < 3
+    # auto runs 16-bit and float images in fp32, also where 8-bit ones run in bf16 (native-bf16 CPUs)
+    assert np.array_equal(out16, upscale(img16, model="realesr-animevideov3", precision="fp32"))
+    as_float = img16.astype(np.float32) / 65535
+    assert np.array_equal(upscale(as_float, model="realesr-animevideov3"),
+                          upscale(as_float, model="realesr-animevideov3", precision="fp32"))
 
 
 def test_transparent_color_does_not_bleed():

@@ -611,7 +611,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: 8-bit images in bf16 on CPUs with native bf16 and fp16 on CUDA, else fp32")
     p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
                    help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")
 

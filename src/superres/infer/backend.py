@@ -2,7 +2,8 @@
 
 CPU: bf16 weights and activations in channels-last layout where the CPU computes bf16 natively
 (``avx512_bf16`` or AMX, where oneDNN's bf16 convolutions are several times faster than fp32),
-fp32 elsewhere (emulated bf16 is slower than fp32). For fp32 on the CPU, the named models that
+fp32 elsewhere (emulated bf16 is slower than fp32); 16-bit and float images stay in fp32 (see
+``Upscaler._runner_for``). For fp32 on the CPU, the named models that
 ship as ncnn files run on the ncnn runtime when it is installed: its Winograd 3x3 convolutions
 are 1.2-1.8x faster than PyTorch's on these networks (measured; see benchmarks/), with the same
 weights and outputs within 1e-5. CUDA: fp16 on GPUs with tensor cores, channels-last (the layout

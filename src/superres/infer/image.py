@@ -62,18 +62,31 @@ class Upscaler:
         self.precision_used = pick_precision(self.precision, self.torch_device, desc.supports_half)
         if self.torch_device.type == "cpu":
             flush_denormals()
-        multiple = {4: 1, 2: 2, 1: 4}[desc.scale] if desc.arch == "RRDBNet" else 1
         spec = MODELS.get(str(self.model))
-        files = source_files(spec) if spec and not bundled(spec) else None
-        self.backend_used = pick_backend(self.backend, self.torch_device, self.precision_used, files is not None)
-        if self.backend_used == "ncnn":
-            self.runner = NcnnRunner(*files)
-        else:
-            self.runner = Runner(desc.module, self.torch_device, self.precision_used, multiple)
+        self._ncnn_files = source_files(spec) if spec and not bundled(spec) else None
+        self.runner, self.backend_used = self._make_runner(self.precision_used)
+        self._fp32_runner = self.runner if self.precision_used == "fp32" else None
         known_margin = spec.margin if spec else None
         self.margin = self.tile_pad if self.tile_pad is not None else known_margin or self._measured_margin()
         known_bpp = spec.bytes_per_pixel if spec else None
         self.bytes_per_pixel = known_bpp or _estimate_bytes_per_pixel(desc)
+
+    def _make_runner(self, precision: str):
+        backend = pick_backend(self.backend, self.torch_device, precision, self._ncnn_files is not None)
+        if backend == "ncnn":
+            return NcnnRunner(*self._ncnn_files), backend
+        multiple = {4: 1, 2: 2, 1: 4}[self.desc.scale] if self.desc.arch == "RRDBNet" else 1
+        return Runner(self.desc.module, self.torch_device, precision, multiple), backend
+
+    def _runner_for(self, dtype: np.dtype):
+        """``auto`` runs 8-bit images in bf16/fp16, which keeps their 256 levels (>= 50 dB), and
+        16-bit and float images in fp32: half precision's 8 or 11 mantissa bits would throw away
+        the levels they were saved with."""
+        if self.precision != "auto" or dtype == np.uint8:
+            return self.runner
+        if self._fp32_runner is None:
+            self._fp32_runner = self._make_runner("fp32")[0]
+        return self._fp32_runner
 
     def _measured_margin(self) -> int:
         from superres.infer.context import cached_margin, measure_margin
@@ -92,13 +105,14 @@ class Upscaler:
 
     # --- planning ---------------------------------------------------------------------------
 
-    def plan(self, height: int, width: int) -> TilePlan:
-        """Tiles for an image of this size: ``tile`` as given, or the largest the memory budget allows."""
+    def plan(self, height: int, width: int, fp32: bool = False) -> TilePlan:
+        """Tiles for an image of this size: ``tile`` as given, or the largest the memory budget allows
+        (for the fp32 runner if ``fp32``: see :meth:`_runner_for`)."""
         ramp = max(4, self.margin // 8)
         if self.runner is None:
             return TilePlan(0, 0, 0)
         if self.tile == "auto":
-            tile = self._auto_tile(self.budget or _default_budget(self.torch_device))
+            tile = self._auto_tile(self.budget or _default_budget(self.torch_device), fp32)
             if height * width <= tile * tile:
                 return TilePlan(0, self.margin, ramp)
         else:
@@ -111,14 +125,14 @@ class Upscaler:
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
         return TilePlan(tile, self.margin, ramp)
 
-    def _auto_tile(self, budget: int) -> int:
+    def _auto_tile(self, budget: int, fp32: bool = False) -> int:
         """The largest tile side t whose working memory fits the budget: the network's activations
         (t^2 x bytes_per_pixel, measured) and its float output (t^2 x scale^2 x 3 x 4 bytes).
 
         Not counted: the float band of output rows being blended (t x scale rows of the output,
         in float32), which grows with the output like the output array itself does.
         """
-        activations = self.bytes_per_pixel * (1 if self.precision_used == "fp32" else 0.5)
+        activations = self.bytes_per_pixel * (1 if fp32 or self.precision_used == "fp32" else 0.5)
         return int(math.sqrt(budget / (activations + self.scale**2 * 12)))
 
     # --- running ----------------------------------------------------------------------------
@@ -137,6 +151,7 @@ class Upscaler:
             raise ValueError(f"image is empty ({image.shape})")
         if self.runner is None:
             return self._bicubic(img, outscale)
+        runner = self._runner_for(np.dtype(dtype))
         peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype), 1.0)
         x = img.astype(np.float32) / np.float32(peak) if peak != 1.0 else np.clip(img, 0, 1).astype(np.float32)
         channels = x.shape[2]
@@ -157,10 +172,10 @@ class Upscaler:
         h, w = x.shape[:2]
         result = np.empty((h * self.scale, w * self.scale, channels), out_dtype)
         if channels == 3:
-            self._run(color, result, finish, progress)
+            self._run(runner, color, result, finish, progress)
         else:
             color_out = np.empty((h * self.scale, w * self.scale, 3), out_dtype)
-            self._run(color, color_out, finish, progress)
+            self._run(runner, color, color_out, finish, progress)
             if channels <= 2:
                 result[..., 0] = cv2.cvtColor(color_out, cv2.COLOR_RGB2GRAY)
             else:
@@ -169,7 +184,7 @@ class Upscaler:
         if alpha is not None:
             if self.alpha == "model":
                 alpha_out = np.empty((h * self.scale, w * self.scale, 3), out_dtype)
-                self._run(np.repeat(alpha[..., None], 3, axis=2), alpha_out, finish, progress)
+                self._run(runner, np.repeat(alpha[..., None], 3, axis=2), alpha_out, finish, progress)
                 result[..., -1] = cv2.cvtColor(alpha_out, cv2.COLOR_RGB2GRAY)
             else:
                 up = cv2.resize(alpha, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
@@ -177,17 +192,18 @@ class Upscaler:
         result = resize_to(result, outscale, self.scale, h, w)
         return result[..., 0] if squeeze else result
 
-    def _run(self, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
-        model = self._luma_model() if self.in_channels == 1 else self.runner
-        run_tiled(color, model, self.scale, self.plan(*color.shape[:2]), out, finish, progress)
+    def _run(self, runner, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
+        model = self._luma_model(runner) if self.in_channels == 1 else runner
+        plan = self.plan(*color.shape[:2], fp32=runner is not self.runner)
+        run_tiled(color, model, self.scale, plan, out, finish, progress)
 
-    def _luma_model(self):
+    def _luma_model(self, runner):
         """One-channel networks (SRCNN, FSRCNN, ESPCN) see Y; Cb and Cr are upscaled by bicubic."""
         from superres.ops import rgb2ycbcr, ycbcr2rgb
 
         def run(tile: np.ndarray) -> np.ndarray:
             ycc = rgb2ycbcr(tile)
-            y = self.runner(ycc[..., :1])
+            y = runner(ycc[..., :1])
             h, w = y.shape[:2]
             cbcr = cv2.resize(ycc[..., 1:], (w, h), interpolation=cv2.INTER_CUBIC)
             return np.clip(ycbcr2rgb(np.concatenate([y, cbcr], axis=2)), 0, 1).astype(np.float32)
