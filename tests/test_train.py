@@ -479,3 +479,22 @@ def _tan(state: dict, args: dict):
     net = TemporalAdaptiveNet(**args)
     net.load_state_dict(state)
     return net
+
+
+def test_single_frame_ablation_of_clips_trains_on_the_same_clips_frame_by_frame(tmp_path, tiny_data, clip_data):
+    """data.video.single_frame in clip mode: the same clips as the multi-frame run, each frame fed on
+    its own, so the ablation differs from it only in what the network may see."""
+    video = {"frames": 3, "mode": "clip", "motion": {}}
+    changes = {**VIDEO, "model": {"arch": "BasicVSR", "args": {"num_feat": 8, "num_block": 1}}, "val": [],
+               "data.hr": str(clip_data / "stills"), "data.video": video}
+    multi = Trainer(load_config(write_config(tmp_path / "multi", tiny_data, **changes)), quiet=True)
+    single = Trainer(load_config(write_config(tmp_path / "single", tiny_data, **{
+        **changes, "data.video": {**video, "single_frame": True}})), quiet=True)
+    for key in ("lr", "hr"):
+        assert torch.equal(multi.dataset[(1, 5)][key], single.dataset[(1, 5)][key])
+    seen = []
+    single.net_g.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    (iteration, batch), = steps(single, 1)
+    single.train_step(batch, iteration)
+    assert seen[0].shape == (2 * 3, 1, 3, 16, 16)
+    assert torch.equal(seen[0][:, 0], batch["lr"].flatten(0, 1))

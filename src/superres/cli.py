@@ -417,8 +417,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     _make_out_dir(args.output.parent if single_file else args.output)
     upscaler = Upscaler(args.model, tile, args.tile_pad, args.precision, args.device, args.alpha, backend=args.backend)
     if not args.quiet:
-        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.precision_used}, "
-              f"{upscaler.backend_used})"
+        precision = upscaler.precision_used
+        if args.precision == "auto" and precision not in ("fp32", "fp64"):  # see Upscaler._runner_for
+            precision += " for 8-bit images, fp32 for 16-bit and float"
+        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({precision}, {upscaler.backend_used})"
               + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
 
     from tqdm import tqdm

@@ -116,9 +116,7 @@ class _ClipSampler(Dataset):
             raise ValueError(f"mode must be 'window' or 'clip', got {mode!r}")
         self.scale, self.patch_size, self.frames, self.mode = scale, patch_size, frames, mode
         self.degradation, self.flip, self.rot90, self.reverse = degradation, flip, rot90, reverse
-        self.single_frame = single_frame
-        if single_frame and mode != "window":
-            raise ValueError("single_frame (every input frame a copy of the centre one) needs mode 'window'")
+        self.single_frame = single_frame  # clip mode: the trainer feeds each frame on its own
 
     def _finish(self, rng: np.random.Generator, lr: list[np.ndarray], hr: list[np.ndarray]) -> dict[str, torch.Tensor]:
         n = len(lr)
@@ -126,7 +124,7 @@ class _ClipSampler(Dataset):
         lr, hr = arrays[:n], arrays[n:]
         if self.reverse and rng.random() < 0.5:
             lr, hr = lr[::-1], hr[::-1]
-        if self.single_frame:  # the ablation: the same network, one frame of information
+        if self.single_frame and self.mode == "window":  # the ablation: the same network, one frame of information
             lr = [lr[n // 2]] * n
         to = lambda fs: torch.from_numpy(np.stack(fs).transpose(0, 3, 1, 2).astype(np.float32) / 255)  # noqa: E731
         lr_t, hr_t = to(lr), to(hr)

@@ -103,8 +103,9 @@ class VideoData(_Strict):
     include: list[str] | None = Field(None, description="only these clips (paths relative to hr)")
     exclude: list[str] = Field(default_factory=list, description="never these clips (REDS4: 000, 011, 015, 020)")
     motion: CameraMotion | None = None
-    single_frame: bool = Field(False, description="window mode: every input frame is a copy of the centre one "
-                               "(the single-frame ablation of a multi-frame network)")
+    single_frame: bool = Field(False, description="the single-frame ablation of a multi-frame network, on the same "
+                               "clips: in window mode every input frame is a copy of the centre one; in clip mode "
+                               "every frame is fed on its own (nothing propagates between frames)")
 
 
 class ValData(_Strict):

