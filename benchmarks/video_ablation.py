@@ -96,7 +96,7 @@ def main() -> None:
         better = sum(a > b for a, b in zip(s["clips"], ablation, strict=True))
         print(f"{name:<46}  {s['psnr']:6.2f}  {s['ssim']:.4f}  {better} of {len(ablation)}")
     if arch in ("BasicVSR", "IconVSR"):  # the recurrent networks align with SPyNet flow
-        error, zero = flow_error(str(args.runs / args.multi / "model.safetensors"), args.data)
+        error, zero = flow_error(multi, args.data)
         rows["flow end-point error"] = {"spynet": error, "zero_flow": zero}
         print(f"its SPyNet's flow error on Set5 camera motion: {error:.3f} LR px (zero flow: {zero:.3f})")
     if args.json:

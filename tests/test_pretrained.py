@@ -100,54 +100,50 @@ def test_shipped_classic_models(name, photos):
     assert psnr(np.clip(sr, 0, 1) * 255, gt, 3) > psnr(np.clip(bicubic, 0, 1) * 255, gt, 3) + 0.3
 
 
-@pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_models_reproduce_their_model_card(name, shared_data, tmp_path):
+def _eval(model: str, folder: Path, scale: int, tmp_path: Path, *flags: str) -> dict[str, float]:
+    """The mean row of ``superres eval`` (the command the model card's numbers come from)."""
     import json
     import subprocess
     import sys
 
     report = tmp_path / "eval.json"
-    result = subprocess.run([sys.executable, "-m", "superres", "eval", "-m", name, str(shared_data / "Set5" / "HR"),
-                             "--scale", "3", "--json", str(report)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "superres", "eval", "-m", model, str(folder), "--scale", str(scale),
+                             "--json", str(report), *flags], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    mean = json.loads(report.read_text())[-1]
+    return json.loads(report.read_text())[-1]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_models_reproduce_their_model_card(name, shared_data, tmp_path):
+    mean = _eval(name, shared_data / "Set5" / "HR", 3, tmp_path)
     assert mean["psnr"] == pytest.approx(SHIPPED[name][0], abs=0.005)
     assert mean["ssim"] == pytest.approx(SHIPPED[name][1], abs=0.0005)
-
-
-def _video_scores(model: str, clips: list, single_frame: bool = False) -> dict[str, float]:
-    from superres.infer.video import video_runner
-    from superres.metrics.evaluate import bicubic_forward, evaluate_clips, frame_runner, mean_scores
-
-    runner = (frame_runner(bicubic_forward(4), 3, 4) if model == "bicubic"
-              else video_runner(load_model(model), device="cpu", single_frame=single_frame))
-    with torch.inference_mode():
-        return mean_scores(evaluate_clips(runner, clips))
 
 
 def test_shipped_video_model_uses_its_neighbours(tmp_path):
     """basicvsr-small-x4 on camera-motion clips over the bundled photos (never trained on): the
     clip beats the same weights fed one frame at a time, which beat bicubic."""
     import superres
-    from superres.data.video import eval_clips, write_motion_clips
+    from superres.data.video import write_motion_clips
 
     desc = load_model("basicvsr-small-x4")
     assert (desc.arch, desc.scale, desc.purpose) == ("BasicVSR", 4, "video")
     assert sum(p.numel() for p in desc.module.parameters()) == MODELS["basicvsr-small-x4"].params
-    write_motion_clips([str(Path(superres.__file__).parent / "samples")], tmp_path, count=2, frames=6, size=96, seed=0)
-    clips = eval_clips(tmp_path, 4)
-    multi, one = _video_scores("basicvsr-small-x4", clips), _video_scores("basicvsr-small-x4", clips, True)
-    assert multi["psnr"] > one["psnr"] + 0.2 > _video_scores("bicubic", clips)["psnr"] + 2
+    clips = tmp_path / "clips"
+    write_motion_clips([str(Path(superres.__file__).parent / "samples")], clips, count=2, frames=6, size=96, seed=0)
+    multi = _eval("basicvsr-small-x4", clips, 4, tmp_path)
+    one = _eval("basicvsr-small-x4", clips, 4, tmp_path, "--single-frame")
+    assert multi["psnr"] > one["psnr"] + 0.2 > _eval("bicubic", clips, 4, tmp_path, "--clips")["psnr"] + 2
 
 
 def test_shipped_video_model_reproduces_its_model_card(shared_data, tmp_path):
     """The temporal ablation's test clips (benchmarks/video_ablation.py --render: 10 clips of 10
     frames over Set5), Y, crop 0, as recorded in docs/model-card.md."""
-    from superres.data.video import eval_clips, write_motion_clips
+    from superres.data.video import write_motion_clips
 
-    write_motion_clips([str(shared_data / "Set5" / "HR")], tmp_path, count=10, frames=10, size=128, seed=2)
-    clips = eval_clips(tmp_path, 4)
-    for single_frame, (psnr, ssim) in ((False, (34.0048, 0.9110)), (True, (33.0821, 0.8985))):
-        scores = _video_scores("basicvsr-small-x4", clips, single_frame)
-        assert scores["psnr"] == pytest.approx(psnr, abs=0.005)
-        assert scores["ssim"] == pytest.approx(ssim, abs=0.0005)
+    clips = tmp_path / "clips"
+    write_motion_clips([str(shared_data / "Set5" / "HR")], clips, count=10, frames=10, size=128, seed=2)
+    for flags, (psnr, ssim) in (((), (34.0048, 0.9110)), (("--single-frame",), (33.0821, 0.8985))):
+        mean = _eval("basicvsr-small-x4", clips, 4, tmp_path, *flags)
+        assert mean["psnr"] == pytest.approx(psnr, abs=0.005)
+        assert mean["ssim"] == pytest.approx(ssim, abs=0.0005)
