@@ -21,8 +21,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from superres.config import Strict
 from superres.data.jpeg import jpeg
 
 KernelType = Literal["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
@@ -30,15 +31,11 @@ KERNEL_TYPES: tuple[str, ...] = KernelType.__args__
 MAX_KERNEL = 21  # every kernel is padded to 21x21, the official largest size
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BlurSettings(_Strict):
+class BlurSettings(Strict):
     """How one stage samples its blur kernel (Real-ESRGAN Sec. 3.1, "Blur")."""
 
-    kernel_list: list[KernelType] = list(KERNEL_TYPES)
-    kernel_prob: list[float] = [0.45, 0.25, 0.12, 0.03, 0.12, 0.03]
+    kernel_list: list[KernelType] = Field(list(KERNEL_TYPES))
+    kernel_prob: list[float] = Field([0.45, 0.25, 0.12, 0.03, 0.12, 0.03])
     sinc_prob: float = Field(0.1, ge=0, le=1, description="probability of a 2-D sinc kernel instead")
     blur_sigma: tuple[float, float] = (0.2, 3.0)
     betag_range: tuple[float, float] = (0.5, 4.0)
@@ -54,7 +51,7 @@ class BlurSettings(_Strict):
         return self
 
 
-class StageSettings(_Strict):
+class StageSettings(Strict):
     """One degradation pass: blur, resize, noise, JPEG (Real-ESRGAN Sec. 3.1-3.2)."""
 
     blur: BlurSettings = Field(default_factory=BlurSettings)
@@ -73,7 +70,7 @@ def _second_stage() -> StageSettings:
                          resize_range=(0.3, 1.2), noise_range=(1.0, 25.0), poisson_scale_range=(0.05, 2.5))
 
 
-class RealDegradation(_Strict):
+class RealDegradation(Strict):
     """The whole pipeline; defaults are the official ``train_realesrgan_x4plus.yml``."""
 
     first: StageSettings = Field(default_factory=StageSettings)

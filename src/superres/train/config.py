@@ -14,21 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from superres.config import ConfigError, Strict, read_yaml, validate
 from superres.data.degradations import RealDegradation
-from superres.errors import SuperresError
 
 
-class ConfigError(SuperresError):
-    """A config that cannot be trained: the message names the file and the key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """A network from ``superres.archs`` and its constructor arguments."""
 
     arch: str
@@ -47,7 +39,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class TrainData(_Strict):
+class TrainData(Strict):
     """HR images (LR made on the fly by ``degradation``) or HR/LR pairs matched by file name."""
 
     hr: list[str]
@@ -84,7 +76,7 @@ class TrainData(_Strict):
         return data
 
 
-class CameraMotion(_Strict):
+class CameraMotion(Strict):
     """Synthetic clips from still images: a camera moving at a constant random pan, zoom and rotation."""
 
     max_shift: float = Field(2.0, ge=0, description="pixels per frame (HR), per axis")
@@ -92,7 +84,7 @@ class CameraMotion(_Strict):
     max_rotation: float = Field(0.3, ge=0, description="degrees per frame")
 
 
-class VideoData(_Strict):
+class VideoData(Strict):
     """Clips for video networks: ``hr`` holds folders of frames (REDS, Vimeo-90K, Vid4, ...), or still
     images when ``motion`` is set."""
 
@@ -108,7 +100,7 @@ class VideoData(_Strict):
                                "every frame is fed on its own (nothing propagates between frames)")
 
 
-class ValData(_Strict):
+class ValData(Strict):
     """A validation set: scored by Y-PSNR/SSIM with crop = scale unless told otherwise."""
 
     name: str
@@ -129,7 +121,7 @@ class ValData(_Strict):
         return self
 
 
-class Optimizer(_Strict):
+class Optimizer(Strict):
     type: Literal["Adam", "AdamW", "SGD"] = "Adam"
     lr: float = Field(1e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -139,13 +131,13 @@ class Optimizer(_Strict):
         default_factory=dict, description="parameter-name prefix -> lr factor (SRCNN's last layer: 0.1)")
 
 
-class MultiStep(_Strict):
+class MultiStep(Strict):
     type: Literal["MultiStep"]
     milestones: list[int]
     gamma: float = 0.5
 
 
-class CosineAnnealingRestart(_Strict):
+class CosineAnnealingRestart(Strict):
     type: Literal["CosineAnnealingRestart"]
     periods: list[int]
     restart_weights: list[float] | None = None
@@ -158,20 +150,20 @@ class CosineAnnealingRestart(_Strict):
         return self
 
 
-class Constant(_Strict):
+class Constant(Strict):
     type: Literal["Constant"]
 
 
 Scheduler = Annotated[MultiStep | CosineAnnealingRestart | Constant, Field(discriminator="type")]
 
 
-class PixelLoss(_Strict):
+class PixelLoss(Strict):
     type: Literal["L1", "MSE", "Charbonnier"] = "L1"
     weight: float = 1.0
     eps: float = 1e-12  # Charbonnier only
 
 
-class PerceptualLoss(_Strict):
+class PerceptualLoss(Strict):
     """VGG19 features before activation (ESRGAN), compared with L1, weighted per layer."""
 
     weight: float = 1.0
@@ -183,7 +175,7 @@ class PerceptualLoss(_Strict):
     criterion: Literal["L1", "MSE"] = "L1"
 
 
-class GanConfig(_Strict):
+class GanConfig(Strict):
     """Adversarial training: SRGAN (vanilla) or ESRGAN (relativistic average)."""
 
     discriminator: ModelConfig
@@ -196,7 +188,7 @@ class GanConfig(_Strict):
     d_init_iters: int = Field(0, ge=0, description="train only D for this many iterations first")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     iterations: int = Field(gt=0)
     optimizer: Optimizer = Field(default_factory=Optimizer)
     scheduler: Scheduler = Field(default_factory=lambda: Constant(type="Constant"))
@@ -222,19 +214,19 @@ class TrainConfig(_Strict):
         return self
 
 
-class Checkpoints(_Strict):
+class Checkpoints(Strict):
     every: int = Field(1000, gt=0)
     keep_last: int = Field(3, ge=1)
 
 
-class Logging(_Strict):
+class Logging(Strict):
     every: int = Field(100, gt=0)
     val_every: int = Field(1000, gt=0)
     tensorboard: bool = True
     val_samples: int = Field(2, ge=0, description="validation images written to TensorBoard")
 
 
-class Config(_Strict):
+class Config(Strict):
     """One training run. ``output`` holds checkpoints, logs and the exported model."""
 
     name: str
@@ -253,30 +245,6 @@ class Config(_Strict):
     @property
     def output_dir(self) -> Path:
         return Path(self.output.replace("${name}", self.name))
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    if path in seen:
-        raise ConfigError(f"{path}: 'base' files include each other")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    return _merge(_read_yaml((path.parent / base).resolve(), (*seen, path)), data)
 
 
 def _apply_override(data: dict, assignment: str, path: Path) -> None:
@@ -298,22 +266,13 @@ def _apply_override(data: dict, assignment: str, path: Path) -> None:
         raise ConfigError(f"{path}: --set {key}: no such place in the config") from None
 
 
-def _location(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p in (
-        "MultiStep", "CosineAnnealingRestart", "Constant", "function-after[_known()]")))
-
-
 def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
     """Read, merge and validate a config; every problem is reported with its key path."""
     path = Path(path)
-    data = _read_yaml(path.resolve())
+    data = read_yaml(path)
     for assignment in overrides:
         _apply_override(data, assignment, path)
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as e:
-        problems = "; ".join(f"{_location(err['loc']) or '(top)'}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+    config = validate(Config, data, path)
     if check_paths:
         for key, folder in _data_folders(config):
             if not Path(folder).is_dir():

@@ -1,0 +1,92 @@
+"""YAML settings files: one reader and one validation for every file the package reads settings from.
+
+Training recipes (``superres.train.config``) and the degradation settings of ``superres degrade
+--real-config`` are read here, so a file means the same thing wherever it is given. A file may
+name a ``base`` file (relative to itself) whose values it overrides, key by key. Validation is
+strict (unknown keys are errors) and a problem is reported in one line with the file and the
+key's dotted path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from superres.errors import SuperresError
+
+
+class ConfigError(SuperresError):
+    """A settings file that cannot be used: the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    """Base of every settings class: an unknown key is an error, not a silently ignored typo."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``base`` with the values of ``over``; mappings are merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """The mapping in a YAML file, with its ``base`` file (relative to it, recursively) merged under it."""
+    return _read(Path(path).resolve(), ())
+
+
+def _read(path: Path, seen: tuple[Path, ...]) -> dict:
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' files include each other")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return merge(_read((path.parent / base).resolve(), (*seen, path)), data)
+
+
+def validate(model: type[M], data: Any, path: str | os.PathLike, prefix: tuple[str, ...] = ()) -> M:
+    """``data`` as a ``model``; every problem in one line, ``path: key.path: message; ...``.
+
+    ``prefix`` is where ``data`` stands in the file (e.g. ``("data", "real")``), for the key paths.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"{_location(prefix, err['loc'], data)}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def _location(prefix: tuple[str, ...], loc: tuple, data: Any) -> str:
+    """The dotted key path of ``loc`` without pydantic's own steps: validator names (``function-after[...]``)
+    and the tags of discriminated unions (a step that is the ``type`` of the mapping it stands in)."""
+    node, parts = data, list(prefix)
+    for part in loc:
+        if isinstance(part, str) and ("[" in part or (isinstance(node, dict) and part not in node
+                                                      and node.get("type") == part)):
+            continue
+        parts.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return ".".join(parts) or "(top)"
