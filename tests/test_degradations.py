@@ -4,6 +4,7 @@ OpenCV's JPEG and the configured distributions."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,6 +29,9 @@ from superres.data.degradations import (
     usm_sharpen,
 )
 from superres.data.jpeg import jpeg, quality_tables
+from superres.errors import SuperresError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _batch(photos, size: int = 96) -> torch.Tensor:
@@ -240,3 +244,31 @@ def test_degrade_real_cli_is_seeded_and_reports_bad_settings(tmp_path, photos):
     bad.write_text("first: {noise_range: loud}\n")
     result = run(str(tmp_path / "d"), "--real", "--real-config", str(bad))
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "first.noise_range" in result.stderr
+
+
+def test_degrade_real_config_reads_a_training_config_with_base(tmp_path, monkeypatch):
+    # realesrgan_x4plus.yaml names a base file: the settings are its data.real after merging, not an error.
+    from superres.cli import main
+    from superres.io import read_rgb8, write_image
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_image(hr / f"{name}.png", rng.integers(0, 256, (36, 44, 3), dtype=np.uint8))
+    monkeypatch.chdir(CONFIGS.parent)
+    assert main(["degrade", str(hr), str(tmp_path / "lr"), "--scale", "4", "--real",
+                 "--real-config", "configs/realesrgan_x4plus.yaml", "-q"]) == 0
+    assert [read_rgb8(tmp_path / "lr" / f"{name}.png").shape for name in ("a", "b")] == [(9, 11, 3)] * 2
+
+
+def test_real_settings_of_a_training_config_name_the_key_path(tmp_path):
+    from superres.data.degradations import read_real_settings
+
+    assert read_real_settings(CONFIGS / "realesrgan_x4plus.yaml").gt_size == 256  # from its base file
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {CONFIGS / 'realesrgan_x4plus.yaml'}\ndata: {{real: {{first: {{noise_range: loud}}}}}}\n")
+    with pytest.raises(SuperresError, match=r"child\.yaml: data\.real\.first\.noise_range: "):
+        read_real_settings(child)
+    with pytest.raises(SuperresError, match=r"data\.real: not set"):
+        read_real_settings(CONFIGS / "edsr_baseline_x2.yaml")

@@ -75,44 +75,16 @@ def _degrade_one(src: Path, out_dir: Path, scale: int, kind: str) -> None:
 
 
 def _degrade_real_one(src: Path, out_dir: Path, scale: int, settings, seed: int) -> None:
-    """Real-ESRGAN's degradations of one whole image, as training makes them (USM first); the seed
-    mixes ``seed`` with the file name, so an image gets the same LR whatever else is in the folder."""
+    """The seed mixes ``seed`` with the file name, so an image gets the same LR whatever else is in the folder."""
     import zlib
 
-    import torch
-
-    from superres.data.degradations import degrade, usm_sharpen
+    from superres.data.degradations import degrade_real
     from superres.data.paired import sample_seed
     from superres.io import read_rgb8, write_image
 
     hr = _modcrop_checked(read_rgb8(src), src, scale)
-    gt = torch.from_numpy(hr).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        lr = degrade(usm_sharpen(gt, settings.usm_weight, settings.usm_radius, settings.usm_threshold), scale,
-                     settings, sample_seed(seed, zlib.crc32(src.stem.encode())))
-    write_image(_output_path(out_dir, src), (lr[0].permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
-
-
-def _real_settings(path: Path | None):
-    """The defaults, or the ``data.real`` section of a training config, or a YAML file of the settings."""
-    import yaml
-    from pydantic import ValidationError
-
-    from superres.data.degradations import RealDegradation
-
-    if path is None:
-        return RealDegradation()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise SuperresError(f"{path}: cannot read the settings: {e}") from None
-    if isinstance(data, dict) and isinstance(data.get("data"), dict) and "real" in data["data"]:
-        data = data["data"]["real"] or {}
-    try:
-        return RealDegradation.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise SuperresError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    lr = degrade_real(hr, scale, settings, sample_seed(seed, zlib.crc32(src.stem.encode())))
+    write_image(_output_path(out_dir, src), lr)
 
 
 def _resize_one(src: Path, out_dir: Path, scale: float) -> None:
@@ -138,7 +110,9 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         raise SuperresError("--real-config needs --real")
     scale = int(args.scale)
     if args.real:
-        settings = _real_settings(args.real_config)
+        from superres.data.degradations import read_real_settings
+
+        settings = read_real_settings(args.real_config)
         work = lambda f: _degrade_real_one(f, args.lr_dir, scale, settings, args.seed)  # noqa: E731
     else:
         work = lambda f: _degrade_one(f, args.lr_dir, scale, args.kind)  # noqa: E731

@@ -17,13 +17,15 @@ pair pool") mixes batches to make up for it.
 from __future__ import annotations
 
 import math
+import os
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from superres.config import Strict
+from superres.config import ConfigError, Strict, read_yaml, validate
 from superres.data.jpeg import jpeg
 
 KernelType = Literal["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
@@ -85,6 +87,20 @@ class RealDegradation(Strict):
     gt_size: int | None = Field(None, gt=0, description="crop the degraded pair to this HR size "
                                 "(the official 400 -> 256); none: keep the dataset's patch")
     queue_size: int = Field(180, ge=0, description="training pair pool size; 0 disables it")
+
+
+def read_real_settings(path: str | os.PathLike | None) -> RealDegradation:
+    """The paper's settings (``None``), the ``data.real`` section of a training config (its ``base``
+    files merged), or a YAML file of just those keys."""
+    if path is None:
+        return RealDegradation()
+    data = read_yaml(path)
+    if "data" not in data:  # no setting is named data: a file of the settings themselves
+        return validate(RealDegradation, data, path)
+    section = data["data"]
+    if not isinstance(section, dict) or section.get("real") is None:
+        raise ConfigError(f"{path}: data.real: not set (the config makes no real degradations)")
+    return validate(RealDegradation, section["real"], path, ("data", "real"))
 
 
 # --- blur kernels (Sec. 3.1) -------------------------------------------------------------------
@@ -351,6 +367,16 @@ def degrade(gt_usm: torch.Tensor, scale: int, settings: RealDegradation, seed: i
     return (out * 255).round().clamp(0, 255) / 255
 
 
+def degrade_real(hr: np.ndarray, scale: int, settings: RealDegradation, seed: int) -> np.ndarray:
+    """The LR image (uint8 H/scale x W/scale x 3) of one whole uint8 RGB image whose sides are multiples
+    of ``scale``, degraded as training degrades its patches: USM sharpening, then :func:`degrade`."""
+    gt = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        lr = degrade(usm_sharpen(gt, settings.usm_weight, settings.usm_radius, settings.usm_threshold), scale,
+                     settings, seed)
+    return (lr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
 def paired_random_crop(hr: list[torch.Tensor], lr: torch.Tensor, gt_size: int, scale: int,
                        generator: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The same random aligned crop (HR side ``gt_size``) of a batch of HR tensors and their LR."""
@@ -407,6 +433,6 @@ class PairPool:
         self.size, self.filled, self.lr, self.hr = state["size"], state["filled"], move(state["lr"]), move(state["hr"])
 
 
-__all__ = ["KERNEL_TYPES", "BlurSettings", "PairPool", "RealDegradation", "StageSettings", "degrade", "filter2d",
-           "final_sinc_kernels", "gaussian_family_kernels", "gaussian_noise", "paired_random_crop",
-           "poisson_noise", "sample_kernels", "sample_stage", "sinc_kernels", "usm_sharpen"]
+__all__ = ["KERNEL_TYPES", "BlurSettings", "PairPool", "RealDegradation", "StageSettings", "degrade", "degrade_real",
+           "filter2d", "final_sinc_kernels", "gaussian_family_kernels", "gaussian_noise", "paired_random_crop",
+           "poisson_noise", "read_real_settings", "sample_kernels", "sample_stage", "sinc_kernels", "usm_sharpen"]
