@@ -155,13 +155,13 @@ def test_models_lists_the_pretrained_models():
 
 
 def test_set5_end_to_end_with_the_default_model(shared_data, tmp_path):
-    from superres.cli import compute_metrics
+    from superres.metrics.folders import score_folders
 
     out = tmp_path / "sr"
     result = run_cli("upscale", shared_data / "Set5" / "LR_bicubic" / "X4", "-o", out)
     assert result.returncode == 0, result.stderr
-    records, _, problems = compute_metrics(shared_data / "Set5" / "HR", out, crop_border=4, y_channel=True,
-                                           suffix="x4", modcrop=4)
+    records, _, problems = score_folders(shared_data / "Set5" / "HR", out, crop_border=4, y_channel=True,
+                                         suffix="x4", modcrop=4)
     assert not problems and len(records) == 5
     psnr = np.mean([r["psnr"] for r in records])
     assert 25 < psnr < 30  # a GAN model trained on real degradations: sharp, not PSNR-optimal

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import math
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
@@ -132,124 +129,26 @@ def cmd_resize(args: argparse.Namespace) -> int:
 
 
 def _input_files(folder: Path, recursive: bool = False) -> list[Path]:
-    from superres.io import list_images
+    from superres.io import require_images
 
-    files = list_images(folder, recursive)
-    if not files:
-        raise SuperresError(f"{folder}: no images found (looked for .png .jpg .jpeg .webp .tif .tiff .bmp)")
-    return files
+    return require_images(folder, recursive)
 
 
 # --- metrics --------------------------------------------------------------------------------
 
-def _load_for_metrics(path: Path):
-    """The image on the 0-255 scale; gray files keep a single channel (scored on gray values)."""
-    from superres.io import read_image
-
-    img, info = read_image(path)
-    img = img[..., :3] * 255.0
-    return img[..., :1] if info.gray else img
-
-
-def score_pair(gt_path: Path, sr_path: Path, crop_border: int, y_channel: bool, modcrop: int = 0) -> dict:
-    """PSNR and SSIM of one SR image against its ground truth, as a record."""
-    from superres.metrics import psnr, ssim
-
-    gt, sr = _load_for_metrics(gt_path), _load_for_metrics(sr_path)
-    if modcrop:
-        gt = gt[: gt.shape[0] - gt.shape[0] % modcrop, : gt.shape[1] - gt.shape[1] % modcrop]
-    if gt.shape[:2] != sr.shape[:2]:
-        hint = "" if modcrop else " (add --modcrop SCALE if the ground truth is not cropped to a multiple of it)"
-        raise SuperresError(f"{sr_path}: size {sr.shape[1]}x{sr.shape[0]} differs from ground truth "
-                            f"{gt_path.name} {gt.shape[1]}x{gt.shape[0]}{hint}")
-    if gt.shape[2] != sr.shape[2]:  # one gray, one color: compare both as color
-        gt, sr = (x if x.shape[2] == 3 else x.repeat(3, axis=2) for x in (gt, sr))
-    return {"name": gt_path.stem, "psnr": psnr(gt, sr, crop_border, y_channel),
-            "ssim": ssim(gt, sr, crop_border, y_channel)}
-
-
-def _pair_files(gt_dir: Path, sr_dir: Path, suffix: str) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Match SR files to GT files by stem (SR stems may carry ``suffix``); also the problems found."""
-    gt_files, sr_files = _input_files(gt_dir), _input_files(sr_dir)
-    by_stem = {}
-    for f in sr_files:
-        stem = f.stem[: -len(suffix)] if suffix and f.stem.endswith(suffix) else f.stem
-        by_stem.setdefault(stem, f)
-    pairs, problems = [], []
-    for g in gt_files:
-        if g.stem in by_stem:
-            pairs.append((g, by_stem[g.stem]))
-        else:
-            problems.append(f"{g}: no SR image named {g.stem}{suffix}.* in {sr_dir}")
-    return pairs, problems
-
-
-def _mean_record(records: list[dict], keys: list[str]) -> dict:
-    mean = {"name": "mean", "count": len(records)}
-    for k in keys:
-        values = [r[k] for r in records]
-        mean[k] = sum(values) / len(values) if values else math.nan
-    return mean
-
-
-def _format_table(records: list[dict], keys: list[str]) -> str:
-    width = max([len(r["name"]) for r in records] + [4])
-    digits = {"psnr": 4, "ssim": 4, "niqe": 4, "frames": 0}
-    lines = [f"{'name':<{width}}  " + "  ".join(f"{k.upper():>9}" for k in keys)]
-    for r in records:
-        lines.append(f"{r['name']:<{width}}  " + "  ".join(f"{r[k]:>9.{digits[k]}f}" for k in keys))
-    return "\n".join(lines)
-
-
-def _write_report(records: list[dict], keys: list[str], json_path: Path | None, csv_path: Path | None) -> None:
-    from superres.io import atomic_write
-
-    if json_path:
-        atomic_write(json_path, (json.dumps(records, indent=2, allow_nan=True) + "\n").encode())
-    if csv_path:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["name", *keys], extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-        atomic_write(csv_path, buf.getvalue().encode())
-
-
-def compute_metrics(gt_dir: Path, sr_dir: Path | None, crop_border: int = 0, y_channel: bool = False,
-                    suffix: str = "", modcrop: int = 0) -> tuple[list[dict], list[str], list[str]]:
-    """Score a folder: (per-image records, metric keys, problems). NIQE alone when ``sr_dir`` is None."""
-    from superres.metrics import niqe
-
-    records: list[dict] = []
-    problems: list[str] = []
-    if sr_dir is None:
-        keys = ["niqe"]
-        for f in _input_files(gt_dir):
-            try:
-                img = _load_for_metrics(f)
-                records.append({"name": f.stem, "niqe": niqe(img, crop_border)})
-            except (SuperresError, ValueError) as e:
-                problems.append(f"{f}: {e}" if str(f) not in str(e) else str(e))
-        return records, keys, problems
-    keys = ["psnr", "ssim"]
-    pairs, problems = _pair_files(gt_dir, sr_dir, suffix)
-    for g, s in pairs:
-        try:
-            records.append(score_pair(g, s, crop_border, y_channel, modcrop))
-        except (SuperresError, ValueError) as e:
-            problems.append(str(e) if str(s) in str(e) or str(g) in str(e) else f"{s}: {e}")
-    return records, keys, problems
-
-
 def cmd_metrics(args: argparse.Namespace) -> int:
-    records, keys, problems = compute_metrics(args.gt_dir, args.sr_dir, args.crop_border, args.y,
-                                              args.suffix, args.modcrop)
+    from superres.metrics.folders import mean_record, score_folders
+    from superres.metrics.report import format_table, write_report
+
+    records, keys, problems = score_folders(args.gt_dir, args.sr_dir, args.crop_border, args.y,
+                                            args.suffix, args.modcrop)
     for p in problems:
         _error(p)
     if not records:
         raise SuperresError("no image could be scored")
-    rows = [*records, _mean_record(records, keys)]
-    print(_format_table(rows, keys))
-    _write_report(rows, keys, args.json, args.csv)
+    rows = [*records, mean_record(records, keys)]
+    print(format_table(rows, keys))
+    write_report(rows, keys, args.json, args.csv)
     return 1 if problems else 0
 
 
@@ -258,8 +157,10 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the bundled photos: shrink x4, upscale back with Real-ESRGAN and bicubic, score."""
     from superres.infer import Upscaler
-    from superres.io import read_image, write_image
+    from superres.io import write_image
     from superres.metrics import niqe
+    from superres.metrics.folders import load_for_metrics, score_folders
+    from superres.metrics.report import format_table
 
     out = args.out or Path(tempfile.mkdtemp(prefix="superres-demo-"))
     lr_dir, bic_dir, sr_dir = out / "lr_x4", out / "bicubic_x4", out / f"{args.model}_x4"
@@ -280,14 +181,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("4. scores against the originals (Y channel, border 4; NIQE: lower is more natural):")
     rows = []
     for method, folder in (("bicubic", bic_dir), (args.model, sr_dir)):
-        records, _, problems = compute_metrics(SAMPLES, folder, crop_border=4, y_channel=True, modcrop=4)
+        records, _, problems = score_folders(SAMPLES, folder, crop_border=4, y_channel=True, modcrop=4)
         for p in problems:
             _error(p)
         for r in records:
-            r["niqe"] = niqe(read_image(folder / f"{r['name']}.png")[0][..., :3] * 255.0, 4)
+            r["niqe"] = niqe(load_for_metrics(folder / f"{r['name']}.png"), 4)
             r["name"] = f"{r['name']} {method}"
         rows += records
-    print(_format_table(rows, ["psnr", "ssim", "niqe"]))
+    print(format_table(rows, ["psnr", "ssim", "niqe"]))
     print("(PSNR rewards the mean guess, i.e. blur; NIQE needs no reference and rewards natural-looking detail.)")
     return 1 if failed or failed2 or failed3 else 0
 
@@ -557,6 +458,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from superres.data import eval_pairs
     from superres.metrics.evaluate import bicubic_forward, evaluate
+    from superres.metrics.folders import mean_record
+    from superres.metrics.report import format_table, write_report
     from superres.zoo import load_model
 
     desc = None
@@ -577,9 +480,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             records = evaluate(forward, pairs, args.scale, in_channels, not args.rgb, args.crop_border)
         keys = ["psnr", "ssim"]
-    rows = [*records, _mean_record(records, keys)]
-    print(_format_table(rows, keys))
-    _write_report(rows, keys, args.json, args.csv)
+    rows = [*records, mean_record(records, keys)]
+    print(format_table(rows, keys))
+    write_report(rows, keys, args.json, args.csv)
     return 0
 
 

@@ -73,3 +73,11 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     except PermissionError as e:
         raise SuperresError(f"{e.filename or folder}: permission denied") from None
     return files
+
+
+def require_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """:func:`list_images`, where a folder without images is an error naming it."""
+    files = list_images(folder, recursive)
+    if not files:
+        raise SuperresError(f"{folder}: no images found (looked for .png .jpg .jpeg .webp .tif .tiff .bmp)")
+    return files
