@@ -1,0 +1,75 @@
+"""What every sub-command shares: one-line errors, batches that go on past a bad file, output folders,
+the tile and runtime arguments. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from superres.errors import SuperresError
+
+
+def error(message: str) -> None:
+    if "tqdm" in sys.modules:  # print below any progress bar, not on its line
+        sys.modules["tqdm"].tqdm.write(f"superres: error: {message}", file=sys.stderr)
+    else:
+        print(f"superres: error: {message}", file=sys.stderr)
+
+
+def run_batch(items: Iterable, work: Callable, quiet: bool = False,
+              name: Callable = lambda item: item) -> tuple[int, int]:
+    """Apply ``work`` to each item; a failing item is reported in one line and the batch goes on."""
+    done = failed = 0
+    for item in items:
+        try:
+            work(item)
+            done += 1
+        except (SuperresError, ValueError, OSError) as e:
+            error(str(e) if str(name(item)) in str(e) else f"{name(item)}: {e}")
+            failed += 1
+    if not quiet:
+        print(f"{done} done, {failed} failed", file=sys.stderr)
+    return done, failed
+
+
+def output_path(out_dir: Path, src: Path) -> Path:
+    return out_dir / f"{src.stem}.png"
+
+
+def make_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SuperresError(f"{out_dir}: cannot create the output folder: {e.strerror or e}") from None
+
+
+def read_integer(src: Path):
+    """The file's own integer samples: MATLAB resizes uint8 images with rounding after each pass."""
+    from superres.io import read_image, to_integer
+
+    img, info = read_image(src)
+    return to_integer(img, info.bit_depth), info
+
+
+def _non_negative_int(value: str, name: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise SuperresError(f"{name} must be auto or a whole number of pixels, got {value!r}") from None
+    if n < 0:
+        raise SuperresError(f"{name} must be >= 0, got {n}")
+    return n
+
+
+def tile_argument(value: str) -> int | str:
+    return value if value == "auto" else _non_negative_int(value, "--tile")
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: 8-bit images in bf16 on CPUs with native bf16 and fp16 on CUDA, else fp32")
+    p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
+                   help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")

@@ -1,0 +1,49 @@
+"""``superres train`` (a YAML config, also under torchrun) and ``superres schema`` (its JSON schema)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from superres.infer.backend import keep_freed_memory
+    from superres.train import load_config, train
+
+    config = load_config(args.config, args.set or [])
+    if args.check:
+        print(f"{args.config}: OK ({config.name}, x{config.scale}, {config.model.arch}, "
+              f"{config.train.iterations} iterations -> {config.output_dir})")
+        return 0
+    keep_freed_memory()
+    scores = train(config, args.resume, args.quiet)
+    if scores and not args.quiet:
+        print(", ".join(f"{n}: {s['psnr']:.3f} dB / {s['ssim']:.4f}" for n, s in scores.items()))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from superres.train import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config (also under torchrun for DDP)",
+                       description="Train as CONFIG says. The config is checked before anything runs. "
+                       "Checkpoints, log.jsonl, TensorBoard logs and the exported model.safetensors go to "
+                       "the config's output folder. Under `torchrun --nproc_per_node N -m superres train` "
+                       "the global batch is split over N processes (gloo on CPU, nccl on GPU).")
+    p.add_argument("config", type=Path, metavar="CONFIG")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
+                   help="continue from the latest checkpoint in the output folder (auto) or from PATH")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.iterations=1000 (repeatable)")
+    p.add_argument("--check", action="store_true", help="only check the config and print what it would do")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("schema", help="print the training config's JSON schema (for editors)")
+    p.set_defaults(func=cmd_schema)

@@ -1,0 +1,168 @@
+"""``superres upscale``: images, folders and globs through a network, resumable, shared out under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from superres.cli.common import add_runtime_arguments, make_out_dir, read_integer, run_batch, tile_argument
+from superres.errors import SuperresError
+
+_FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tif": ".tif"}
+
+
+def _collect_inputs(inputs: list[str], recursive: bool) -> list[tuple[Path, Path]]:
+    """(file, path relative to its root) for files, folders and globs; folders keep their sub-folders."""
+    import glob
+
+    from superres.io import IMAGE_EXTENSIONS, list_images
+
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            images = list_images(path, recursive)
+            if not images:
+                raise SuperresError(f"{path}: no images found (looked for {' '.join(sorted(IMAGE_EXTENSIONS))}"
+                                    f"{'' if recursive else '; add -r for sub-folders'})")
+            found += [(f, f.relative_to(path)) for f in images]
+        elif path.exists():
+            found.append((path, Path(path.name)))
+        elif glob.has_magic(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive) if Path(m).is_file())
+            if not matches:
+                raise SuperresError(f"{item}: no file matches")
+            found += [(m, Path(m.name)) for m in matches]
+        else:
+            raise SuperresError(f"{item}: no such file or folder")
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for src, rel in found:  # a file named twice (or inside a folder also given) is done once
+        unique.setdefault(src.resolve(), (src, rel))
+    return list(unique.values())
+
+
+def _shard(items: list, rank: int, world: int) -> list:
+    """This process's share under torchrun (RANK / WORLD_SIZE): every file exactly once."""
+    return items[rank::world]
+
+
+def _upscale_target(src: Path, rel: Path, out: Path, single_file: bool, fmt: str, suffix: str) -> Path:
+    ext = src.suffix.lower() if fmt == "same" else _FORMAT_EXT[fmt]
+    if single_file:
+        return out
+    return out / rel.parent / f"{rel.stem}{suffix}{ext}"
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    import os
+
+    from superres.infer import Upscaler
+    from superres.io import IMAGE_EXTENSIONS
+
+    tile = tile_argument(args.tile)
+    items = _collect_inputs(args.inputs, args.recursive)
+    single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and args.output.suffix.lower() in IMAGE_EXTENSIONS
+    claimed: dict[Path, Path] = {}
+    pairs = []
+    for src, rel in items:
+        target = _upscale_target(src, rel, args.output, single_file, args.format, args.suffix)
+        if target.resolve() == src.resolve():
+            raise SuperresError(f"{src}: the output would overwrite the input; choose another folder or a --suffix")
+        if target.resolve() in claimed:
+            raise SuperresError(f"{src}: its output {target} is also the output of {claimed[target.resolve()]}; "
+                                "give the inputs as one folder (sub-folders are kept) or upscale them separately")
+        claimed[target.resolve()] = src
+        pairs.append((src, target))
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    jobs, skipped = [], 0
+    for src, target in _shard(pairs, rank, world):
+        if target.exists() and not args.overwrite:
+            skipped += 1
+            if not args.quiet:
+                print(f"skip {target} (exists; --overwrite to redo)", file=sys.stderr)
+            continue
+        jobs.append((src, target))
+    if args.dry_run:
+        for src, target in jobs:
+            print(f"{src} -> {target}")
+        print(f"{len(jobs)} to do, {skipped} skipped (dry run: nothing written)", file=sys.stderr)
+        return 0
+    if not jobs:
+        if not args.quiet:
+            print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
+        return 0
+    make_out_dir(args.output.parent if single_file else args.output)
+    upscaler = Upscaler(args.model, tile, args.tile_pad, args.precision, args.device, args.alpha, backend=args.backend)
+    if not args.quiet:
+        precision = upscaler.precision_used
+        if args.precision == "auto" and precision not in ("fp32", "fp64"):  # see Upscaler._runner_for
+            precision += " for 8-bit images, fp32 for 16-bit and float"
+        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({precision}, {upscaler.backend_used})"
+              + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="img", disable=args.quiet, file=sys.stderr)
+
+    def work(job: tuple[Path, Path]) -> None:
+        src, target = job
+        _upscale_one(upscaler, src, target, args, bar)
+        bar.update(1)
+
+    done, failed = run_batch(jobs, work, quiet=True, name=lambda job: job[0])
+    bar.close()
+    if not args.quiet:
+        print(f"{done} done, {skipped} skipped, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _upscale_one(upscaler, src: Path, target: Path, args: argparse.Namespace, bar) -> None:
+    from tqdm import tqdm
+
+    from superres.io import write_image
+
+    img, info = read_integer(src)  # the file's own samples: 16-bit stays 16-bit
+    tiles = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal tiles
+        if total > 1 and tiles is None and not args.quiet:
+            tiles = tqdm(total=total, unit="tile", desc=src.name, leave=False, file=sys.stderr)
+        if tiles is not None:
+            tiles.n = done
+            tiles.refresh()
+
+    try:
+        out = upscaler.upscale_array(img, args.outscale, progress)
+    finally:
+        if tiles is not None:
+            tiles.close()
+    make_out_dir(target.parent)
+    write_image(target, out, info, quality=args.quality)
+    if not args.quiet:
+        bar.write(f"{src} -> {target}", file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upscale", help="upscale images with a pretrained network (default realesrgan-x4plus)",
+                       description="Upscale images, folders or globs. Outputs are written atomically; existing "
+                       "outputs are skipped unless --overwrite, so re-running resumes. Under torchrun the inputs "
+                       "are shared out between the processes.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (or a file, for one input)")
+    p.add_argument("-m", "--model", default="realesrgan-x4plus",
+                   help="a name from `superres models`, a checkpoint path, or bicubic")
+    p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's own)")
+    p.add_argument("--tile", default="auto", help="tile size in input pixels: auto (from memory), 0 (none) or N")
+    p.add_argument("--tile-pad", type=int, help="context margin per tile edge (default: the model's measured one)")
+    p.add_argument("--format", choices=["same", "png", "jpg", "webp", "tif"], default="same")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument("--suffix", default="", help="appended to output file stems, e.g. _x4")
+    p.add_argument("--alpha", choices=["model", "bicubic"], default="model", help="how the alpha channel is upscaled")
+    add_runtime_arguments(p)
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.add_argument("--dry-run", action="store_true", help="list what would be done")
+    p.add_argument("-r", "--recursive", action="store_true", help="look into sub-folders")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_upscale)

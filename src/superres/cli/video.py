@@ -1,0 +1,65 @@
+"""``superres video``: a video file or a folder of frames, streamed through a network."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from superres.cli.common import add_runtime_arguments, tile_argument
+from superres.errors import SuperresError
+
+
+def _seconds(text: str | None) -> float | None:
+    """Seconds from ``12.5``, ``1:02.5`` or ``0:01:02.5``."""
+    if text is None:
+        return None
+    try:
+        value = 0.0
+        for part in text.split(":"):
+            value = value * 60 + float(part)
+        return value
+    except ValueError:
+        raise SuperresError(f"{text!r} is not a time (seconds, MM:SS or HH:MM:SS)") from None
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from superres.infer.video import upscale_video
+
+    if args.output.exists() and args.output.is_file() and not args.overwrite:
+        raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
+    tile = tile_argument(args.tile)
+    result = upscale_video(args.input, args.output, model=args.model, outscale=args.outscale, codec=args.codec,
+                           crf=args.crf, pix_fmt=args.pix_fmt, start=_seconds(args.start), end=_seconds(args.end),
+                           fps=args.fps, tile=tile, precision=args.precision, device=args.device,
+                           backend=args.backend, progress=not args.quiet, preset=args.preset)
+    if not args.quiet:
+        print(f"{args.output}: {result.frames} frames at {result.size[0]}x{result.size[1]} "
+              f"({result.fps:.2f} frames/s)", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("video", help="upscale a video (sound, subtitles and timing kept) or a folder of frames",
+                       description="Stream a video through a network frame by frame: memory does not grow with "
+                       "its length. Frame timestamps (variable frame rates too), rotation and pixel aspect are "
+                       "kept; audio and subtitle streams are copied without re-encoding. The output appears only "
+                       "when complete. IN/OUT may be folders of frames (PNG out).")
+    p.add_argument("input", type=Path, metavar="IN", help="a video file or a folder of frames")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="a video file or a folder")
+    p.add_argument("-m", "--model", default="realesr-animevideov3",
+                   help="a name from `superres models`, a checkpoint path, or bicubic")
+    p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's own)")
+    p.add_argument("--codec", default="libx264", help="video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1")
+    p.add_argument("--crf", type=int, default=18, help="quality for x264/x265/vp9/av1 (lower is better)")
+    p.add_argument("--pix-fmt", default="yuv420p", help="pixel format of the output, e.g. yuv420p, yuv444p")
+    p.add_argument("--preset", default="veryfast",
+                   help="x264/x265 speed preset (ultrafast ... veryslow); slower ones make smaller files")
+    p.add_argument("--start", help="start time (seconds or [HH:]MM:SS)")
+    p.add_argument("--end", help="end time (seconds or [HH:]MM:SS)")
+    p.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")
+    p.add_argument("--tile", default="auto", help="tile size in input pixels: auto, 0 (none) or N")
+    add_runtime_arguments(p)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_video)
