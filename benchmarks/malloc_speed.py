@@ -1,6 +1,6 @@
 """Training steps with glibc's default malloc against ``keep_freed_memory()``, side by side.
 
-``superres train`` calls :func:`superres.infer.backend.keep_freed_memory` first. This measures
+``superres train`` calls :func:`superres.runtime.keep_freed_memory` first. This measures
 what that buys on the small x3 networks of the shipped recipes: Adam steps of ESPCN and FSRCNN
 (batch 16, 32x32 LR patches on Y, channels_last, one thread, as the recipes run), each setting in
 its own process (malloc settings are per process), the two taking turns over a few rounds.
@@ -23,7 +23,7 @@ import json, os, sys, time
 import torch
 from superres.archs.espcn import ESPCN
 from superres.archs.fsrcnn import FSRCNN
-from superres.infer.backend import keep_freed_memory
+from superres.runtime import keep_freed_memory
 
 arch, steps, tuned = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 applied = keep_freed_memory() if tuned else False

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from superres.infer import Upscaler
-from superres.infer.backend import cpu_flags
 from superres.io import read_image
+from superres.runtime import cpu_flags
 from superres.zoo import MODELS, load_model
 from superres.zoo.pretrained import source_files
 
@@ -50,7 +50,8 @@ def best_time(fn, repeat: int):
 
 def ncnn_runner(name: str, threads: int):
     """The ncnn runtime on the model's own .param/.bin files, or None without the ncnn package."""
-    from superres.infer.backend import NcnnRunner, ncnn_available
+    from superres.infer.runner import NcnnRunner
+    from superres.runtime import ncnn_available
 
     return NcnnRunner(*source_files(MODELS[name]), threads) if ncnn_available() else None
 

@@ -36,19 +36,9 @@ def render(data: Path) -> None:
 
 
 def score(model: str, single_frame: bool = False) -> dict:
-    from superres.data.video import eval_clips
-    from superres.metrics.evaluate import bicubic_forward, evaluate_clips, frame_runner, mean_scores
+    from superres.metrics.evaluate import evaluate_model, mean_scores
 
-    clips = eval_clips(CLIPS / "set5", 4)
-    if model == "bicubic":
-        runner = frame_runner(bicubic_forward(4), 3, 4)
-    else:
-        from superres.infer.video import video_runner
-        from superres.zoo import load_model
-
-        runner = video_runner(load_model(model), device="cpu", single_frame=single_frame)
-    with torch.inference_mode():
-        records = evaluate_clips(runner, clips)
+    records, _ = evaluate_model(model, CLIPS / "set5", 4, clips=True, single_frame=single_frame)
     return {**mean_scores(records), "clips": [r["psnr"] for r in records]}
 
 

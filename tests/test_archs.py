@@ -27,7 +27,7 @@ PARAM_COUNTS = [
 
 @pytest.mark.parametrize("arch, kwargs, expected", PARAM_COUNTS)
 def test_parameter_counts(arch, kwargs, expected):
-    assert n_params(superres.create_model(arch, **kwargs)) == expected
+    assert n_params(superres.create_model(arch, **kwargs).module) == expected
 
 
 def _basicsr_references(basicsr):
@@ -62,7 +62,7 @@ def test_basicsr_state_dicts_load_strictly_and_compute_the_same(basicsr):
         x = torch.rand(shape)
         with torch.no_grad():
             expected = reference(x)
-        assert (loaded(x) - expected).abs().max().item() <= 1e-5, loaded.arch
+        assert (loaded.module(x) - expected).abs().max().item() <= 1e-5, loaded.arch
 
 
 SR_CASES = [
@@ -77,10 +77,10 @@ SR_CASES = [
 
 @pytest.mark.parametrize("arch, kwargs", SR_CASES)
 def test_forward_backward_odd_sizes(arch, kwargs):
-    model = superres.create_model(arch, **kwargs)
-    channels = 1 if arch in ("FSRCNN", "ESPCN") else 3
-    scale = next(v for k, v in kwargs.items() if k in ("upscale", "scale", "upscale_factor"))
-    h, w = (12, 16) if (arch == "RRDBNet" and scale < 4) else (13, 17)  # pixel-unshuffle needs multiples
+    desc = superres.create_model(arch, **kwargs)
+    model, channels, scale, m = desc.module, desc.in_channels, desc.scale, desc.size_multiple
+    assert channels == (1 if arch in ("FSRCNN", "ESPCN") else 3)
+    h, w = 13 + -13 % m, 17 + -17 % m  # pixel-unshuffle (RRDBNet x2, x1) needs multiples
     x = torch.rand(2, channels, h, w, requires_grad=True)
     out = model(x)
     assert out.shape == (2, channels, h * scale, w * scale)
@@ -90,9 +90,9 @@ def test_forward_backward_odd_sizes(arch, kwargs):
 
 def test_clear_errors_for_impossible_inputs():
     with pytest.raises(ValueError, match="divisible by 2"):
-        superres.create_model("RRDBNet", scale=2, num_block=1)(torch.rand(1, 3, 13, 17))
+        superres.create_model("RRDBNet", scale=2, num_block=1).module(torch.rand(1, 3, 13, 17))
     with pytest.raises(ValueError, match="128x128"):
-        superres.create_model("VGGStyleDiscriminator")(torch.rand(1, 3, 100, 100))
+        superres.create_model("VGGStyleDiscriminator").module(torch.rand(1, 3, 100, 100))
     with pytest.raises(ValueError, match="x2, x3 and x4"):
         superres.create_model("MSRResNet", upscale=8)
     with pytest.raises(ValueError, match="unknown architecture"):
@@ -105,8 +105,8 @@ def test_clear_errors_for_impossible_inputs():
 def test_srcnn_matlab_upsampling_matches_imresize():
     from superres.ops import imresize
 
-    model = superres.create_model("SRCNN", upscale_factor=3, upsample_mode="none")
-    matlab = superres.create_model("SRCNN", upscale_factor=3, upsample_mode="matlab")
+    model = superres.create_model("SRCNN", upscale_factor=3, upsample_mode="none").module
+    matlab = superres.create_model("SRCNN", upscale_factor=3, upsample_mode="matlab").module
     matlab.load_state_dict(model.state_dict())
     x = torch.rand(1, 3, 10, 12)
     with torch.no_grad():

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from superres.infer import upscale
-from superres.infer.backend import Runner, pick_precision
+from superres.infer.runner import Runner
 from superres.metrics import psnr
+from superres.runtime import RunOptions, pick_precision
+from superres.zoo import ModelDescriptor
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -45,11 +47,14 @@ def test_non_finite_half_output_falls_back_to_fp32():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * 1e5 / 1e5
 
-    runner = Runner(Overflows(), torch.device("cuda"), "fp16")
+    from superres.archs.spec import ModelFacts
+
+    desc = ModelDescriptor(Overflows(), "Overflows", {}, ModelFacts("sr", 1, 3, 3))
+    runner = Runner(desc, RunOptions(device="cuda", precision="fp16"))
     tile = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
     with pytest.warns(UserWarning, match="non-finite"):
         out = runner(tile)
-    assert runner.precision == "fp32"
+    assert runner.precision_used == "fp32"
     np.testing.assert_allclose(out, tile, atol=1e-6)
 
 

@@ -16,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from superres.infer import Upscaler, upscale
-from superres.infer.backend import Runner, pick_precision
 from superres.infer.context import measure_margin
 from superres.infer.image import fill_transparent
-from superres.infer.tiling import TilePlan, axis_weights, plan_overhead, run_tiled, tile_starts
-from superres.zoo import MODELS, load_model
+from superres.infer.runner import Runner
+from superres.ops.tiling import TilePlan, axis_weights, plan_overhead, run_tiled, tile_starts
+from superres.runtime import RunOptions, pick_precision
+from superres.zoo import MODELS, ModelDescriptor, load_model
 
 
 @settings(max_examples=60, deadline=None)
@@ -76,7 +77,8 @@ def test_auto_tiles_are_big_enough_on_big_images():
 @pytest.mark.parametrize("name", ["realesr-animevideov3", "realesrgan-x4plus-anime"])
 def test_registered_margins_are_the_measured_ones(name):
     desc = load_model(name)
-    assert measure_margin(desc, desc.scale) == MODELS[name].margin
+    forward = Runner(desc, RunOptions(precision="fp32", backend="torch")).forward
+    assert measure_margin(forward, desc.scale) == MODELS[name].margin
 
 
 @pytest.mark.parametrize("shape, dtype", [((20, 24), np.uint8), ((20, 24, 1), np.uint16), ((20, 24, 3), np.float32),
@@ -152,27 +154,36 @@ def test_non_finite_half_output_falls_back_to_fp32():
             y = torch.nn.functional.interpolate(x * self.w, scale_factor=2)
             return y * torch.nan if x.dtype != torch.float32 else y
 
-    runner = Runner(HalfBreaks(), torch.device("cpu"), "bf16")
+    from superres.archs.spec import ModelFacts
+
+    desc = ModelDescriptor(HalfBreaks(), "HalfBreaks", {}, ModelFacts("sr", 2, 3, 3))
+    runner = Runner(desc, RunOptions(device="cpu", precision="bf16"))
     with pytest.warns(UserWarning, match="using fp32"):
-        out = runner(np.full((4, 4, 3), 0.5, np.float32))
-    assert runner.precision == "fp32" and np.allclose(out, 0.5)
+        out = runner(np.full((4, 4, 3), 128, np.uint8))
+    assert runner.precision_used == "fp32" and runner.precision_for(np.uint8) == "fp32"
+    assert out.shape == (8, 8, 3) and (out == 128).all()  # reported truthfully, computed in fp32
 
 
 def test_precision_choice(monkeypatch):
-    import superres.infer.backend as backend
+    import superres.runtime as runtime
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(backend, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))
     assert pick_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(backend, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     assert pick_precision("auto", cpu) == "bf16"
-    assert pick_precision("auto", cpu, supports_half=False) == "fp32"
+    assert pick_precision("auto", cpu, image_dtype=np.uint8) == "bf16"
+    for deep in (np.uint16, np.float32):  # half precision would drop the levels these were saved with
+        assert pick_precision("auto", cpu, image_dtype=deep) == "fp32"
+    assert pick_precision("auto", cpu, supported=("fp32",)) == "fp32"  # the architecture's facts say so
     with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
         pick_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="computes in fp32 only"):
+        pick_precision("bf16", cpu, supported=("fp32",))
 
 
 def test_backend_choice_and_ncnn_matches_torch(photos, tmp_path):
-    from superres.infer.backend import pick_backend
+    from superres.runtime import pick_backend
     from superres.zoo import save_model
 
     cpu = torch.device("cpu")
@@ -207,7 +218,7 @@ def test_realesrgan_beats_bicubic_on_niqe(photos):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_keep_freed_memory_applies_on_glibc_unless_the_user_set_malloc_env():
-    code = "from superres.infer.backend import keep_freed_memory as k; print(k())"
+    code = "from superres.runtime import keep_freed_memory as k; print(k())"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     run = functools.partial(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run(env=env).stdout.strip() == "True"  # glibc accepted both thresholds

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from superres.infer.backend import NcnnRunner
+from superres.infer.runner import NcnnRunner
 from superres.zoo import MODELS, CheckpointError, load_model
 from superres.zoo import pretrained as pretrained_mod
 from superres.zoo.ncnn import read_ncnn, read_param
@@ -25,7 +25,8 @@ def test_imported_weights_match_the_ncnn_runtime(name, photos):
     assert sum(p.numel() for p in desc.module.parameters()) == spec.params
     runtime = NcnnRunner(*source_files(spec))
     for crop in (photos["chelsea"][60:108, 200:256, :3], photos["astronaut"][:40, 300:348, :3]):
-        ours = desc(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None])[0].numpy()
+        with torch.no_grad():
+            ours = desc.module(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None])[0].numpy()
         theirs = runtime(crop)
         assert np.abs(np.clip(ours.transpose(1, 2, 0), 0, 1) - theirs).max() <= 1e-4
 
@@ -94,7 +95,7 @@ def test_shipped_classic_models(name, photos):
     hr = (photos["chelsea"][:240, :300, :3] * 255).round().astype(np.uint8)
     lr = imresize(hr, 1 / 3)
     with torch.no_grad():
-        sr = desc(torch.from_numpy(to_y(lr).transpose(2, 0, 1))[None])[0, 0].numpy()
+        sr = desc.module(torch.from_numpy(to_y(lr).transpose(2, 0, 1))[None])[0, 0].numpy()
     bicubic = imresize(to_y(lr)[..., 0].astype(np.float64), 3)
     gt = to_y(hr)[..., 0] * 255
     assert psnr(np.clip(sr, 0, 1) * 255, gt, 3) > psnr(np.clip(bicubic, 0, 1) * 255, gt, 3) + 0.3

@@ -166,6 +166,17 @@ def test_training_lowers_the_loss_and_exports_an_upscaler(tmp_path, tiny_data):
     assert (tmp_path / "run" / "best.safetensors").is_file() and scores["val"]["psnr"] > 15
 
 
+@pytest.mark.parametrize("scale", [2, 1])
+def test_pixel_unshuffle_rrdbnet_validates(tmp_path, tiny_data, scale):
+    """RRDBNet x2 / x1 fold their input (pixel-unshuffle): the first convolution takes 12 or 48 channels,
+    the network 3. Validation asks the architecture's facts, not the first layer."""
+    path = write_config(tmp_path, tiny_data, **{
+        "scale": scale, "train.iterations": 2, "checkpoint.every": 2, "log.val_every": 2, "data.patch_size": 16,
+        "model": {"arch": "RRDBNet", "args": {"scale": scale, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}}})
+    scores = Trainer(load_config(path), quiet=True).fit()
+    assert scores["val"]["psnr"] > 5
+
+
 def test_y_channel_training_and_eval(tmp_path, tiny_data):
     path = write_config(tmp_path, tiny_data, **{
         "model.args": {"upscale": 2, "num_channels": 1, "d": 8, "s": 4, "m": 1}, "data.y_channel": True,
@@ -407,7 +418,7 @@ def test_init_loads_a_checkpoint_into_a_submodule(tmp_path, tiny_data, clip_data
     from superres.errors import SuperresError
     from superres.zoo import create_model, save_model
 
-    spynet = create_model("SpyNet")
+    spynet = create_model("SpyNet").module
     with torch.no_grad():
         for p in spynet.parameters():
             p.normal_(0, 0.01)

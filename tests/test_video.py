@@ -12,8 +12,14 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from superres.archs.spec import ModelFacts, VideoRun  # noqa: E402
+from superres.infer.runner import Runner  # noqa: E402
 from superres.infer.video import upscale_video  # noqa: E402 - after the PyAV check
 from superres.io.video import VideoError, probe  # noqa: E402
+from superres.runtime import RunOptions  # noqa: E402
+from superres.zoo import ModelDescriptor, create_model, describe, load_model  # noqa: E402
+
+FP32 = RunOptions(device="cpu", precision="fp32")
 
 
 def make_video(path: Path, photo: np.ndarray, frames: int = 20, fps: int = 25, size: tuple[int, int] = (48, 32),
@@ -234,17 +240,16 @@ def test_video_networks_run_on_overlapping_clips(tmp_path, photos):
             self.lengths.append(x.shape[1])
             return x.repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
 
-    class Desc:
-        module, scale = Recorder(), 2
-
+    recorder = Recorder()
+    desc = ModelDescriptor(recorder, "Recorder", {}, ModelFacts("video", 2, 3, 3, video=VideoRun("clip", 5, 1)))
     rng = np.random.default_rng(0)
     clip = [(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8), i * 10, Fraction(1, 100)) for i in range(11)]
-    runner = ClipUpscaler(Desc, None, device="cpu", clip=5, overlap=1)
+    runner = ClipUpscaler(Runner(desc, FP32), None, clip=5, overlap=1)
     out = list(runner(iter(clip)))
     assert [pts for _, pts, _ in out] == [i * 10 for i in range(11)]
     for (sr, _, _), (lr, _, _) in zip(out, clip, strict=True):
         np.testing.assert_array_equal(sr, lr.repeat(2, 0).repeat(2, 1))
-    assert max(Desc.module.lengths) <= 5 and sum(Desc.module.lengths) < 2 * 11  # held frames stay bounded
+    assert max(recorder.lengths) <= 5 and sum(recorder.lengths) < 2 * 11  # held frames stay bounded
 
     model = tmp_path / "basicvsr.safetensors"
     save_model(BasicVSR(num_feat=8, num_block=1), model)
@@ -265,11 +270,10 @@ def test_sliding_window_networks_see_their_neighbours(tmp_path, photos):
         def forward(self, x):
             return x.mean(1).repeat_interleave(2, dim=-1).repeat_interleave(2, dim=-2)
 
-    class Desc:
-        module, scale, kwargs = MeanOfWindow(), 2, {"num_frame": 3}
-
+    facts = ModelFacts("video", 2, 3, 3, video=VideoRun("window", 3))
+    desc = ModelDescriptor(MeanOfWindow(), "MeanOfWindow", {}, facts)
     clip = [(np.full((4, 8, 3), 10 * i, np.uint8), i, Fraction(1, 25)) for i in range(6)]
-    out = list(WindowUpscaler(Desc, None, device="cpu")(iter(clip)))
+    out = list(WindowUpscaler(Runner(desc, FP32), None, frames=3)(iter(clip)))
     # frame i sees frames i-1, i, i+1, with the first and last repeated beyond the ends
     expected = [(0 + 0 + 10) / 3, 10, 20, 30, 40, (40 + 50 + 50) / 3]
     assert [pts for _, pts, _ in out] == list(range(6))
@@ -287,19 +291,16 @@ def test_single_frame_ablation_of_recurrent_networks():
     """Fed one frame, a recurrent network sees each frame alone: clips of one frame, outputs in order."""
     import torch
 
-    from superres.archs.basicvsr import BasicVSR
     from superres.infer.video import video_runner
 
     torch.manual_seed(0)
-    net = BasicVSR(num_feat=8, num_block=1).eval()
+    net = create_model("BasicVSR", num_feat=8, num_block=1).module.eval()
 
-    class Desc:
-        module, scale, arch, kwargs = net, 4, "BasicVSR", {}
-
+    desc = describe(net)
     rng = np.random.default_rng(0)
     clip = [(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8), i, Fraction(1, 25)) for i in range(4)]
-    together = [sr for sr, _, _ in video_runner(Desc, device="cpu")(iter(clip))]
-    alone = list(video_runner(Desc, device="cpu", single_frame=True)(iter(clip)))
+    together = [sr for sr, _, _ in video_runner(desc, options=FP32)(iter(clip))]
+    alone = list(video_runner(desc, options=FP32, single_frame=True)(iter(clip)))
     assert [pts for _, pts, _ in alone] == list(range(4))
     for (sr, _, _), (lr, _, _) in zip(alone, clip, strict=True):
         with torch.inference_mode():
@@ -307,3 +308,39 @@ def test_single_frame_ablation_of_recurrent_networks():
             expected = net(x)[0, 0].clamp(0, 1).permute(1, 2, 0).numpy()
         np.testing.assert_allclose(sr.astype(np.float32) / 255, expected, atol=1 / 255 + 1e-6)
     assert any(not np.array_equal(a, b) for a, b in zip(together, (sr for sr, _, _ in alone), strict=True))
+
+
+def test_video_networks_obey_the_run_options(tmp_path, photos, capsys):
+    """--precision, --backend and --tile reach video networks: honoured, or refused in one line."""
+    import torch
+
+    from superres.cli import main
+    from superres.infer.video import video_runner
+    from superres.zoo import save_model
+
+    torch.manual_seed(0)
+    model = tmp_path / "basicvsr.safetensors"
+    save_model(create_model("BasicVSR", num_feat=8, num_block=1), model)
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=3, size=(72, 64), audio=False)
+    for option, message in ((["--precision", "fp16", "--device", "cpu"], "fp16 is not supported on the CPU"),
+                            (["--backend", "ncnn"], "named models that ship as ncnn files"),
+                            (["--tile", "32"], "runs on whole frames")):
+        code = main(["video", str(src), "-o", str(tmp_path / "out.mp4"), "-m", str(model), "-q", *option])
+        assert code == 1 and message in capsys.readouterr().err, option
+        assert not (tmp_path / "out.mp4").exists()
+    desc = load_model(model)
+    for precision in desc.precisions:
+        if precision == "fp16":
+            continue  # a CUDA precision
+        runner = video_runner(desc, options=RunOptions(device="cpu", precision=precision))
+        frames = [(f, i, Fraction(1, 25)) for i, (_, _, f) in enumerate(decoded(src))]
+        assert len(list(runner(iter(frames)))) == 3
+        assert runner.runner.precision_used == precision
+
+
+def test_upscale_video_takes_options_by_keyword(tmp_path, photos):
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=2, audio=False)
+    with pytest.raises(TypeError):
+        upscale_video(src, tmp_path / "out.mp4", "bicubic", 2)  # outscale must be named
+    result = upscale_video(src, tmp_path / "out.mp4", "bicubic", outscale=2, options=RunOptions(device="cpu"))
+    assert result.frames == 2

@@ -87,7 +87,8 @@ def test_basicsr_layouts_are_detected_and_refused_as_image_upscalers(tmp_path):
                      with_predeblur=True, hr_in=True)):
         torch.save({"params": net.state_dict()}, tmp_path / "net.pth")
         desc = load_model(tmp_path / "net.pth")
-        assert desc.arch == type(net).__name__ and desc.purpose == "video" and desc.scale == 4
+        assert desc.arch == type(net).__name__ and desc.purpose == "video"
+        assert desc.scale == (1 if getattr(net, "hr_in", False) else 4)  # hr_in: deblurring, output at input size
 
 
 @pytest.mark.parametrize("options", [{}, {"with_predeblur": True}, {"with_predeblur": True, "hr_in": True},

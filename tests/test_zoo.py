@@ -12,7 +12,7 @@ from superres.zoo import CheckpointError
 
 def small_rrdb(seed: int = 0):
     torch.manual_seed(seed)
-    return superres.create_model("RRDBNet", num_block=2, num_feat=16, num_grow_ch=8)
+    return superres.create_model("RRDBNet", num_block=2, num_feat=16, num_grow_ch=8).module
 
 
 def same_function(a, b, shape=(1, 3, 11, 13)) -> bool:
@@ -54,7 +54,7 @@ def test_original_esrgan_layout():
 
 
 def test_safetensors_round_trip_is_bit_exact_and_self_describing(tmp_path):
-    net = superres.create_model("SRCNN", channels=(1, 64, 32, 1), kernel_sizes=(9, 5, 5), upscale_factor=3)
+    net = superres.create_model("SRCNN", channels=(1, 64, 32, 1), kernel_sizes=(9, 5, 5), upscale_factor=3).module
     superres.save_model(net, tmp_path / "srcnn.safetensors", provenance="test")
     with safe_open(str(tmp_path / "srcnn.safetensors"), "pt") as f:
         meta = f.metadata()
@@ -110,7 +110,7 @@ def test_interpolation(tmp_path):
     half = superres.interpolate(a, b, 0.5).module.state_dict()
     key = "conv_first.weight"
     torch.testing.assert_close(half[key], (a.module.state_dict()[key] + b.module.state_dict()[key]) / 2)
-    other = superres.load_model(superres.create_model("RRDBNet", num_block=3, num_feat=16, num_grow_ch=8).state_dict())
+    other = superres.create_model("RRDBNet", num_block=3, num_feat=16, num_grow_ch=8)
     with pytest.raises(CheckpointError, match="architectures differ"):
         superres.interpolate(a, other, 0.5)
 
@@ -200,12 +200,12 @@ def test_mmagic_layouts(tmp_path, reference, arch):
     x = torch.rand(1, 3, 11, 13)
     with torch.no_grad():
         expected = reference(x)
-    assert (loaded(x) - expected).abs().max().item() <= 1e-5
+        assert (loaded.module(x) - expected).abs().max().item() <= 1e-5
 
 
 def test_mmagic_srcnn_layout_is_ours():
     """MMagic's SRCNNNet has the same keys (conv1-3) and upsamples with PyTorch bicubic."""
-    net = superres.create_model("SRCNN", channels=(3, 64, 32, 3), kernel_sizes=(9, 1, 5), upscale_factor=4)
+    net = superres.create_model("SRCNN", channels=(3, 64, 32, 3), kernel_sizes=(9, 1, 5), upscale_factor=4).module
     loaded = superres.load_model({"state_dict": {f"generator.{k}": v for k, v in net.state_dict().items()}})
     assert loaded.arch == "SRCNN" and loaded.scale == 4 and same_function(loaded.module, net)
 

@@ -2,8 +2,8 @@
 
 Importing the package is cheap: submodules (``superres.io``, ``superres.ops``,
 ``superres.metrics``, ``superres.zoo``) and the model API (``create_model``, ``load_model``,
-``save_model``, ``list_models``, ``interpolate``), ``upscale`` and ``upscale_video`` are imported when
-first used.
+``save_model``, ``list_models``, ``interpolate``), ``upscale``, ``Upscaler``, ``RunOptions``
+and ``upscale_video`` are imported when first used.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ def __getattr__(name: str):
         return importlib.import_module(f"superres.{name}")
     if name in _ZOO_API:
         return getattr(importlib.import_module("superres.zoo"), name)
-    if name in ("upscale", "Upscaler"):
+    if name in ("upscale", "Upscaler", "Runner", "RunOptions"):
         return getattr(importlib.import_module("superres.infer"), name)
     if name == "upscale_video":
         return importlib.import_module("superres.infer.video").upscale_video
     raise AttributeError(f"module 'superres' has no attribute {name!r}")
 
 
-__all__ = ["Upscaler", "__version__", "upscale", "upscale_video", *sorted(_SUBMODULES), *sorted(_ZOO_API)]
+__all__ = ["RunOptions", "Runner", "Upscaler", "__version__", "upscale", "upscale_video",
+           *sorted(_SUBMODULES), *sorted(_ZOO_API)]

@@ -1,5 +1,24 @@
-"""Network architectures, one paper per file; names and arguments follow the official code."""
+"""Network architectures, one paper per file; names and arguments follow the official code.
 
+Each file ends with ``ARCHS``, its :class:`~superres.archs.spec.ArchSpec` entries (detection from a
+state dict, other layouts' renames, the facts a runner needs); :data:`REGISTRY` collects them.
+"""
+
+from superres.archs import (
+    basicvsr,
+    discriminators,
+    edsr,
+    edvr,
+    espcn,
+    fsrcnn,
+    rrdbnet,
+    spynet,
+    srcnn,
+    srresnet,
+    srvgg,
+    tan,
+    vsrt,
+)
 from superres.archs.basicvsr import BasicVSR, IconVSR
 from superres.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from superres.archs.edsr import EDSR
@@ -7,6 +26,7 @@ from superres.archs.edvr import EDVR
 from superres.archs.espcn import ESPCN
 from superres.archs.fsrcnn import FSRCNN
 from superres.archs.rrdbnet import RRDBNet
+from superres.archs.spec import ArchSpec
 from superres.archs.spynet import SpyNet
 from superres.archs.srcnn import SRCNN
 from superres.archs.srresnet import MSRResNet, SRResNet
@@ -14,10 +34,14 @@ from superres.archs.srvgg import SRVGGNetCompact
 from superres.archs.tan import TemporalAdaptiveNet
 from superres.archs.vsrt import VSRTransformer
 
-ARCHITECTURES = {cls.__name__: cls for cls in (
-    SRCNN, FSRCNN, ESPCN, SRResNet, MSRResNet, EDSR, RRDBNet, SRVGGNetCompact,
-    VGGStyleDiscriminator, UNetDiscriminatorSN, SpyNet, BasicVSR, IconVSR, EDVR,
-    TemporalAdaptiveNet, VSRTransformer,
-)}
+REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
+    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, discriminators, spynet, basicvsr, edvr, tan, vsrt,
+) for spec in module.ARCHS}
 
-__all__ = ["ARCHITECTURES", *ARCHITECTURES]
+ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
+
+__all__ = [
+    "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "REGISTRY", "SRCNN", "BasicVSR", "IconVSR",
+    "MSRResNet", "RRDBNet", "SRResNet", "SRVGGNetCompact", "SpyNet", "TemporalAdaptiveNet",
+    "UNetDiscriminatorSN", "VGGStyleDiscriminator", "VSRTransformer",
+]

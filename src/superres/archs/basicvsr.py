@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from superres.archs.blocks import ResidualBlockNoBN
 from superres.archs.edvr import EDVRFeatureExtractor
-from superres.archs.spynet import SpyNet, flow_warp
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict, VideoRun, count_indices
+from superres.archs.spynet import FLOW_PRECISIONS, SpyNet, flow_warp
 
 
 class ConvResidualBlocks(nn.Module):
@@ -152,3 +153,41 @@ class IconVSR(_Recurrent):
             feat = self.forward_trunk(torch.cat([x[:, i], backward_feats[i], feat], 1))
             outputs.append(self.upsample(feat, x[:, i]))
         return torch.stack(outputs, dim=1)[..., : 4 * h_in, : 4 * w_in]
+
+
+def _detect_basicvsr(s: StateDict) -> dict | None:
+    if not {"backward_trunk.main.0.weight", "fusion.weight", "spynet.basic_module.0.basic_module.0.weight"} <= s.keys():
+        return None
+    return {"num_feat": s["fusion.weight"].shape[0],
+            "num_block": count_indices(s, r"backward_trunk\.main\.2\.(\d+)\.conv1\.weight")}
+
+
+def _detect_iconvsr(s: StateDict) -> dict | None:
+    if not {"forward_fusion.weight", "edvr.fusion.feat_fusion.weight", "backward_trunk.main.0.weight"} <= s.keys():
+        return None
+    num_feat = s["backward_fusion.weight"].shape[0]
+    frames = s["edvr.fusion.feat_fusion.weight"].shape[1] // num_feat
+    return {"num_feat": num_feat, "num_block": count_indices(s, r"backward_trunk\.main\.2\.(\d+)\.conv1\.weight"),
+            "temporal_padding": (frames - 1) // 2}
+
+
+# Recurrent: clips of 15 frames with 3 frames of context on each side.
+_CLIPS = VideoRun("clip", 15, overlap=3)
+
+
+def _facts_basicvsr(kw: dict) -> ModelFacts:
+    return ModelFacts("video", 4, 3, 3, precisions=FLOW_PRECISIONS, video=_CLIPS)  # flow warping: fp32
+
+
+def _facts_iconvsr(kw: dict) -> ModelFacts:
+    # It pads frames to multiples of 4 itself, by reflection, which needs 3 rows and columns.
+    # fp32: flow warping, and EDVR's deformable convolutions (no bf16 kernel in torchvision).
+    # Its key-frame module (EDVR) needs 2 x temporal_padding + 1 frames: no one-frame clips.
+    video = VideoRun("clip", 15, overlap=3, single_frame=False)
+    return ModelFacts("video", 4, 3, 3, min_size=3, precisions=FLOW_PRECISIONS, video=video)
+
+
+ARCHS = (
+    ArchSpec(BasicVSR, _detect_basicvsr, _facts_basicvsr),
+    ArchSpec(IconVSR, _detect_iconvsr, _facts_iconvsr),
+)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 from torch import Tensor, nn
+
+from superres.archs.spec import StateDict, count_indices
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -42,6 +45,18 @@ class Upsample(nn.Sequential):
             if activation is not None:
                 layers.append(activation())
         super().__init__(*layers)
+
+
+def subpixel_scale(s: StateDict, num_feat: int, prefix: str = "upsample") -> int:
+    """The scale of an :class:`Upsample` stored under ``prefix`` (x3 once, or x2 n times)."""
+    convs = [v for k, v in s.items() if re.fullmatch(rf"{prefix}\.\d+\.weight", k) and v.ndim == 4]
+    return 3 if s[f"{prefix}.0.weight"].shape[0] == 9 * num_feat else 2 ** len(convs)
+
+
+def trunk_args(s: StateDict) -> dict:
+    """Arguments shared by EDSR, MSRResNet and SRResNet: conv_first -> body.N -> conv_last."""
+    return {"num_in_ch": s["conv_first.weight"].shape[1], "num_out_ch": s["conv_last.weight"].shape[0],
+            "num_feat": s["conv_first.weight"].shape[0], "num_block": count_indices(s, r"body\.(\d+)\.conv1\.weight")}
 
 
 def init_scaled_kaiming(modules: list[nn.Module], scale: float = 0.1) -> None:

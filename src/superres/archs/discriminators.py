@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict
+
 
 class VGGStyleDiscriminator(nn.Module):
     def __init__(self, num_in_ch: int = 3, num_feat: int = 64, input_size: int = 128):
@@ -88,3 +90,33 @@ class UNetDiscriminatorSN(nn.Module):
             x6 = x6 + x0
         out = act(self.conv8(act(self.conv7(x6))))
         return self.conv9(out)
+
+
+def _detect_vgg(s: StateDict) -> dict | None:
+    if not {"conv0_0.weight", "bn0_1.weight", "linear1.weight"} <= s.keys():
+        return None
+    return {"num_in_ch": s["conv0_0.weight"].shape[1], "num_feat": s["conv0_0.weight"].shape[0],
+            "input_size": 256 if "conv5_0.weight" in s else 128}
+
+
+def _facts_vgg(kw: dict) -> ModelFacts:
+    # One realness value per patch of exactly input_size x input_size.
+    size = kw["input_size"]
+    return ModelFacts("discriminator", 1, kw["num_in_ch"], 1, size_multiple=size, min_size=size)
+
+
+def _detect_unet(s: StateDict) -> dict | None:
+    if not {"conv0.weight", "conv1.weight_orig", "conv9.weight"} <= s.keys():
+        return None
+    return {"num_in_ch": s["conv0.weight"].shape[1], "num_feat": s["conv0.weight"].shape[0]}
+
+
+def _facts_unet(kw: dict) -> ModelFacts:
+    # A realness value per pixel; three stride-2 stages down and back up.
+    return ModelFacts("discriminator", 1, kw["num_in_ch"], 1, size_multiple=8, min_size=8)
+
+
+ARCHS = (
+    ArchSpec(VGGStyleDiscriminator, _detect_vgg, _facts_vgg),
+    ArchSpec(UNetDiscriminatorSN, _detect_unet, _facts_unet),
+)

@@ -9,10 +9,13 @@ MMagic's EDSR is the same network with ``img_range=1`` (it sees [0, 1] - mean).
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import Tensor, nn
 
-from superres.archs.blocks import ResidualBlockNoBN, Upsample
+from superres.archs.blocks import ResidualBlockNoBN, Upsample, subpixel_scale, trunk_args
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict
 
 
 class EDSR(nn.Module):
@@ -34,3 +37,30 @@ class EDSR(nn.Module):
         x = self.conv_first((x - mean) * self.img_range)
         res = self.conv_after_body(self.body(x)) + x
         return self.conv_last(self.upsample(res)) / self.img_range + mean
+
+
+def _detect(s: StateDict) -> dict | None:
+    if not {"conv_first.weight", "body.0.conv1.weight", "conv_after_body.weight", "upsample.0.weight"} <= s.keys():
+        return None
+    if "bn_after_body.weight" in s:  # SRResNet
+        return None
+    args = trunk_args(s)
+    # Residual scaling is not stored in the weights: EDSR (256 features) used 0.1, the baseline 1.
+    return {**args, "upscale": subpixel_scale(s, args["num_feat"]),
+            "res_scale": 0.1 if args["num_feat"] >= 256 else 1.0}
+
+
+def _convert_mmagic(s: StateDict) -> tuple[StateDict, dict] | None:
+    """MMagic's EDSRNet (``upsample.N.upsample_conv``): works on [0, 1] images, so ``img_range=1``."""
+    if not ("upsample.0.upsample_conv.weight" in s and "conv_after_body.weight" in s):
+        return None
+    renamed = {re.sub(r"^upsample\.(\d+)\.upsample_conv\.", lambda m: f"upsample.{2 * int(m[1])}.", k): v
+               for k, v in s.items()}
+    return renamed, {"img_range": 1.0}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    return ModelFacts("sr", kw["upscale"], kw["num_in_ch"], kw["num_out_ch"])
+
+
+ARCHS = (ArchSpec(EDSR, _detect, _facts, convert=_convert_mmagic),)

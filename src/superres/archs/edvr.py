@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 from superres.archs.blocks import ResidualBlockNoBN
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict, VideoRun, count_indices
 
 
 def _blocks(n: int, num_feat: int) -> nn.Sequential:
@@ -247,3 +248,31 @@ class EDVR(_AlignAndFuse):
         out = self.conv_last(self.lrelu(self.conv_hr(out)))
         base = center if self.hr_in else F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False)
         return out + base
+
+
+def _detect(s: StateDict) -> dict | None:
+    if "pcd_align.cas_dcnpack.weight" not in s or "conv_last.weight" not in s:
+        return None
+    num_feat = s["conv_l2_1.weight"].shape[0]
+    with_tsa = "fusion.temporal_attn1.weight" in s
+    fused = s["fusion.feat_fusion.weight" if with_tsa else "fusion.weight"].shape[1]
+    first = s["predeblur.conv_first.weight" if "predeblur.conv_first.weight" in s else "conv_first.weight"]
+    return {"num_in_ch": first.shape[1], "num_out_ch": s["conv_last.weight"].shape[0], "num_feat": num_feat,
+            "num_frame": fused // num_feat,
+            "deformable_groups": s["pcd_align.dcn_pack.l1.conv_offset.weight"].shape[0] // 27,
+            "num_extract_block": count_indices(s, r"feature_extraction\.(\d+)\.conv1\.weight"),
+            "num_reconstruct_block": count_indices(s, r"reconstruction\.(\d+)\.conv1\.weight"),
+            "hr_in": "predeblur.stride_conv_hr1.weight" in s, "with_predeblur": "predeblur.conv_first.weight" in s,
+            "with_tsa": with_tsa}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    # hr_in (deblurring): the input is reduced x4 first and the output has the input's size.
+    multiple = 16 if kw["hr_in"] else 4
+    # fp32 only: torchvision's deform_conv2d has no bf16 kernel (CPU: "deformable_im2col" not
+    # implemented), and in fp16 its sampling positions (pixel coordinates) lose sub-pixel precision.
+    return ModelFacts("video", 1 if kw["hr_in"] else 4, kw["num_in_ch"], kw["num_out_ch"], size_multiple=multiple,
+                      min_size=multiple, precisions=("fp32",), video=VideoRun("window", kw["num_frame"]))
+
+
+ARCHS = (ArchSpec(EDVR, _detect, _facts),)

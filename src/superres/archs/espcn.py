@@ -7,7 +7,11 @@ convolution (PixelShuffle) that rearranges the last layer's r^2 channels into an
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
+
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict
 
 
 class ESPCN(nn.Module):
@@ -26,3 +30,24 @@ class ESPCN(nn.Module):
         out = self.tanh(self.conv1(x))
         out = self.tanh(self.conv2(out))
         return self.pixel_shuffle(self.conv3(out))
+
+
+_THREE_CONVS = {f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}  # SRCNN and ESPCN
+
+
+def _detect(s: StateDict) -> dict | None:
+    if set(s) != _THREE_CONVS:
+        return None
+    channels = s["conv1.weight"].shape[1]
+    upscale = math.isqrt(s["conv3.weight"].shape[0] // channels)
+    if upscale < 2 or upscale**2 * channels != s["conv3.weight"].shape[0]:  # SRCNN's conv3 has as many as conv1
+        return None
+    return {"upscale": upscale, "num_channels": channels,
+            "num_feat": (s["conv1.weight"].shape[0], s["conv2.weight"].shape[0])}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    return ModelFacts("sr", kw["upscale"], kw["num_channels"], kw["num_channels"])
+
+
+ARCHS = (ArchSpec(ESPCN, _detect, _facts),)

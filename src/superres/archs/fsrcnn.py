@@ -13,6 +13,8 @@ import math
 
 from torch import Tensor, nn
 
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
+
 
 class FSRCNN(nn.Module):
     """FSRCNN(d, s, m) for ``upscale`` x2/x3/x4 on ``num_channels`` (1 = Y, as the paper)."""
@@ -41,3 +43,19 @@ class FSRCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.last_part(self.mid_part(self.first_part(x)))
+
+
+def _detect(s: StateDict) -> dict | None:
+    if not {"first_part.0.weight", "mid_part.0.weight", "last_part.weight"} <= s.keys():
+        return None
+    convs = count_indices(s, r"mid_part\.(\d+)\.weight") // 2  # conv + PReLU per layer
+    d, channels = s["first_part.0.weight"].shape[:2]
+    return {"num_channels": channels, "d": d, "s": s["mid_part.0.weight"].shape[0], "m": convs - 2}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    return ModelFacts("sr", kw["upscale"], kw["num_channels"], kw["num_channels"])
+
+
+# The scale is the deconvolution's stride, which the weights do not store: load_model(scale=).
+ARCHS = (ArchSpec(FSRCNN, _detect, _facts, unstored_scale="upscale"),)

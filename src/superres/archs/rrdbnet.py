@@ -9,11 +9,14 @@ Layout as BasicSR (``conv_first``, ``body.N.rdbK.convJ``, ``conv_body``, ``conv_
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from superres.archs.blocks import in_row_strips, init_scaled_kaiming
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
 
 
 class ResidualDenseBlock(nn.Module):
@@ -85,3 +88,42 @@ class RRDBNet(nn.Module):
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+
+def _detect(s: StateDict) -> dict | None:
+    if not {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_up2.weight", "conv_last.weight"} <= s.keys():
+        return None
+    num_out_ch = s["conv_last.weight"].shape[0]
+    folded = s["conv_first.weight"].shape[1]
+    scale = {1: 4, 4: 2, 16: 1}.get(folded // num_out_ch, 4)
+    return {"num_in_ch": folded // {4: 1, 2: 4, 1: 16}[scale], "num_out_ch": num_out_ch, "scale": scale,
+            "num_feat": s["conv_first.weight"].shape[0],
+            "num_block": count_indices(s, r"body\.(\d+)\.rdb1\.conv1\.weight"),
+            "num_grow_ch": s["body.0.rdb1.conv1.weight"].shape[0]}
+
+
+def _convert_esrgan_original(s: StateDict) -> tuple[StateDict, dict] | None:
+    """xinntao/ESRGAN's original ``model.N`` keys (RRDB_ESRGAN_x4.pth) -> ours."""
+    if not ("model.0.weight" in s and "model.1.sub.0.RDB1.conv1.0.weight" in s):
+        return None
+    num_block = count_indices(s, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
+    fixed = {"model.0": "conv_first", f"model.1.sub.{num_block}": "conv_body", "model.3": "conv_up1",
+             "model.6": "conv_up2", "model.8": "conv_hr", "model.10": "conv_last"}
+    out = {}
+    for key, value in s.items():
+        m = re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", key)
+        if m:
+            out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+            continue
+        module, _, param = key.rpartition(".")
+        out[f"{fixed.get(module, module)}.{param}"] = value
+    return out, {}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    scale = kw["scale"]
+    unshuffle = {4: 1, 2: 2, 1: 4}[scale]  # x2 and x1 fold the input by pixel-unshuffle
+    return ModelFacts("sr", scale, kw["num_in_ch"], kw["num_out_ch"], size_multiple=unshuffle, min_size=unshuffle)
+
+
+ARCHS = (ArchSpec(RRDBNet, _detect, _facts, convert=_convert_esrgan_original),)

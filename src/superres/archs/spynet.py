@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
+
 
 def flow_warp(x: Tensor, flow: Tensor, mode: str = "bilinear", padding_mode: str = "zeros") -> Tensor:
     """Sample ``x`` (N x C x H x W) at pixel positions + ``flow`` (N x H x W x 2, x then y, in pixels)."""
@@ -105,3 +107,28 @@ class SpyNet(nn.Module):
         supp = F.interpolate(supp, size=(hp, wp), mode="bilinear", align_corners=False)
         flow = F.interpolate(self._flow(ref, supp), size=(h, w), mode="bilinear", align_corners=False)
         return torch.stack((flow[:, 0] * (w / wp), flow[:, 1] * (h / hp)), dim=1)
+
+
+def _detect(s: StateDict) -> dict | None:
+    # A SPyNet on its own: nothing but the pyramid levels and the normalisation (not one inside a video network).
+    if any(not k.startswith("basic_module.") and k not in ("mean", "std") for k in s):
+        return None
+    if "basic_module.0.basic_module.0.conv.weight" in s:  # MMEditing / MMagic
+        return {"levels": count_indices(s, r"basic_module\.(\d+)\.basic_module\.0\.conv\.weight"), "layout": "mmedit"}
+    if "basic_module.0.basic_module.0.weight" not in s:
+        return None
+    return {"levels": count_indices(s, r"basic_module\.(\d+)\.basic_module\.0\.weight")}
+
+
+# fp32 only: flow_warp builds its sampling grid from pixel positions, which half precision cannot
+# hold (bf16 on CPU: errors of 0.1 at 64 px wide, 0.5 at 1024 px, vs 0.002 input rounding; SPyNet
+# on 256x448 frames gives NaN).
+FLOW_PRECISIONS = ("fp32",)
+
+
+def _facts(kw: dict) -> ModelFacts:
+    # (reference, support) RGB frames in, a 2-channel flow at the same size out.
+    return ModelFacts("optical flow", 1, 3, 2, precisions=FLOW_PRECISIONS)
+
+
+ARCHS = (ArchSpec(SpyNet, _detect, _facts),)

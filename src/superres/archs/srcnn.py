@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict
+
 
 class SRCNN(nn.Module):
     """SRCNN. ``channels`` = (in, n1, n2, out): 1 for the Y channel (the paper), 3 for RGB.
@@ -42,3 +44,27 @@ class SRCNN(nn.Module):
         out = self.relu(self.conv1(x))
         out = self.relu(self.conv2(out))
         return self.conv3(out)
+
+
+_THREE_CONVS = {f"conv{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}  # SRCNN and ESPCN
+
+
+def _detect(s: StateDict) -> dict | None:
+    if set(s) != _THREE_CONVS:
+        return None
+    w1, w2, w3 = s["conv1.weight"], s["conv2.weight"], s["conv3.weight"]
+    if w3.shape[0] != w1.shape[1] or w1.shape[-1] != 9:  # ESPCN's conv3 has r^2 x channels
+        return None
+    return {"channels": (w1.shape[1], w1.shape[0], w2.shape[0], w3.shape[0]),
+            "kernel_sizes": (w1.shape[-1], w2.shape[-1], w3.shape[-1])}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    channels = kw["channels"]
+    # upsample_mode="none": the caller upscales first, so the network itself keeps the size.
+    scale = 1 if kw["upsample_mode"] == "none" else kw["upscale_factor"]
+    return ModelFacts("sr", scale, channels[0], channels[-1])
+
+
+# The scale is not in the weights (it only sets the bicubic pre-upscaling): load_model(scale=).
+ARCHS = (ArchSpec(SRCNN, _detect, _facts, unstored_scale="upscale_factor"),)

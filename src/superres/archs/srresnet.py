@@ -8,10 +8,14 @@ drops batch norm, uses 3x3 convs and LeakyReLU, and adds a bilinear upsampling o
 
 from __future__ import annotations
 
+import math
+import re
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superres.archs.blocks import ResidualBlockNoBN, Upsample, init_scaled_kaiming
+from superres.archs.blocks import ResidualBlockNoBN, Upsample, init_scaled_kaiming, subpixel_scale, trunk_args
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict
 
 
 class ResidualBlockBN(nn.Module):
@@ -89,3 +93,37 @@ class MSRResNet(nn.Module):
             out = self.lrelu(out) if self.upsample_lrelu else out
         out = self.conv_last(self.lrelu(self.conv_hr(out)))
         return out + F.interpolate(x, scale_factor=self.upscale, mode="bilinear", align_corners=False)
+
+
+def _detect_srresnet(s: StateDict) -> dict | None:
+    if not {"conv_first.weight", "body.0.bn1.weight", "bn_after_body.weight", "conv_last.weight"} <= s.keys():
+        return None
+    args = trunk_args(s)
+    return {**args, "upscale": subpixel_scale(s, args["num_feat"])}
+
+
+def _detect_msrresnet(s: StateDict) -> dict | None:
+    if not {"conv_first.weight", "body.0.conv1.weight", "upconv1.weight", "conv_hr.weight"} <= s.keys():
+        return None
+    args = trunk_args(s)
+    upscale = 4 if "upconv2.weight" in s else math.isqrt(s["upconv1.weight"].shape[0] // args["num_feat"])
+    return {**args, "upscale": upscale}
+
+
+def _convert_mmagic_msrresnet(s: StateDict) -> tuple[StateDict, dict] | None:
+    """MMagic's MSRResNet (``trunk_net``, ``upsample1.upsample_conv``): no activation after upsampling."""
+    if not (any(k.startswith("trunk_net.") for k in s) and "upsample1.upsample_conv.weight" in s):
+        return None
+    renamed = {re.sub(r"^trunk_net\.", "body.", re.sub(r"^upsample(\d)\.upsample_conv\.", r"upconv\1.", k)): v
+               for k, v in s.items()}
+    return renamed, {"upsample_lrelu": False}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    return ModelFacts("sr", kw["upscale"], kw["num_in_ch"], kw["num_out_ch"])
+
+
+ARCHS = (
+    ArchSpec(SRResNet, _detect_srresnet, _facts),
+    ArchSpec(MSRResNet, _detect_msrresnet, _facts, convert=_convert_mmagic_msrresnet),
+)

@@ -8,8 +8,12 @@ upsampled by nearest neighbour. Layout as the official code (``body.N``).
 
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict, max_index
 
 
 def _activation(act_type: str, num_feat: int) -> nn.Module:
@@ -39,3 +43,23 @@ class SRVGGNetCompact(nn.Module):
         for layer in self.body:
             out = layer(out)
         return self.upsampler(out) + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+
+
+def _detect(s: StateDict) -> dict | None:
+    # Bare ``body.N`` keys and nothing else (every other layout has a conv_first or named parts).
+    if "body.0.weight" not in s or any(not k.startswith("body.") for k in s):
+        return None
+    last = max_index(s, r"body\.(\d+)\.weight")
+    if s[f"body.{last}.weight"].ndim != 4 or s["body.0.weight"].ndim != 4:
+        return None
+    num_in_ch, num_feat = s["body.0.weight"].shape[1], s["body.0.weight"].shape[0]
+    upscale = math.isqrt(s[f"body.{last}.weight"].shape[0] // num_in_ch)
+    return {"num_in_ch": num_in_ch, "num_out_ch": num_in_ch, "num_feat": num_feat, "num_conv": (last - 2) // 2,
+            "upscale": upscale, "act_type": "prelu" if "body.1.weight" in s else "relu"}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    return ModelFacts("sr", kw["upscale"], kw["num_in_ch"], kw["num_out_ch"])
+
+
+ARCHS = (ArchSpec(SRVGGNetCompact, _detect, _facts),)

@@ -16,9 +16,13 @@ Input N x T x C x H x W in [0, 1] with T = the widest window; output N x C x sH 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from superres.archs.spec import ALL_PRECISIONS, ArchSpec, ModelFacts, StateDict, VideoRun, count_indices
 
 
 class SRBranch(nn.Module):
@@ -128,3 +132,27 @@ class TemporalAdaptiveNet(nn.Module):
             return estimates
         weights = torch.softmax(self.modulation(x.flatten(1, 2)), dim=1).unsqueeze(2)  # N x branches x 1 x sH x sW
         return (weights * estimates).sum(1)
+
+
+def _detect(s: StateDict) -> dict | None:
+    if not {"branches.0.conv1.weight", "modulation.conv3.weight"} <= s.keys():
+        return None
+    count = count_indices(s, r"branches\.(\d+)\.conv1\.weight")
+    scale = math.isqrt(s["modulation.conv3.weight"].shape[0] // count)  # a weight per branch per HR pixel
+    num_in_ch = s["branches.0.conv3.weight"].shape[0] // scale**2
+    windows = tuple(s[f"branches.{i}.conv1.weight"].shape[1] // num_in_ch for i in range(count))
+    alignment = ("learned" if "align_net.theta.weight" in s
+                 else "rectified" if any(k.startswith("flow_net.") for k in s) else "none")
+    return {"scale": scale, "num_in_ch": num_in_ch, "windows": windows, "alignment": alignment,
+            "num_feat": (s["branches.0.conv1.weight"].shape[0], s["branches.0.conv2.weight"].shape[0])}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    # Aligned neighbours are resampled from grids of pixel positions (an affine grid, or SPyNet's
+    # flow warping), which half precision cannot hold: bf16 on CPU gives NaN on 384x384 frames.
+    precisions = ALL_PRECISIONS if kw["alignment"] == "none" else ("fp32",)
+    return ModelFacts("video", kw["scale"], kw["num_in_ch"], kw["num_in_ch"], size_multiple=4,
+                      precisions=precisions, video=VideoRun("window", max(kw["windows"])))
+
+
+ARCHS = (ArchSpec(TemporalAdaptiveNet, _detect, _facts),)

@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from superres.archs.basicvsr import ConvResidualBlocks
 from superres.archs.blocks import ResidualBlockNoBN
-from superres.archs.spynet import SpyNet, flow_warp
+from superres.archs.spec import ArchSpec, ModelFacts, StateDict, VideoRun, count_indices
+from superres.archs.spynet import FLOW_PRECISIONS, SpyNet, flow_warp
 
 
 class _Frequencies(nn.Module):
@@ -232,7 +233,7 @@ class VSRTransformer(nn.Module):
 
     def _tiled(self, x: Tensor) -> Tensor:
         """Overlapping feat_size tiles, blended by linear ramps across each overlap."""
-        from superres.infer.tiling import axis_weights
+        from superres.ops.tiling import axis_weights
 
         b, t, c, h, w = x.shape
         size, overlap = self.feat_size, self.tile_overlap
@@ -253,3 +254,25 @@ class VSRTransformer(nn.Module):
 
 
 __all__ = ["FlowFeedForward", "PositionEncoding3D", "SpatioTemporalAttention", "VSRTransformer"]
+
+
+def _detect(s: StateDict) -> dict | None:
+    """The frame count is not stored; the encoding's size tells 1-6 (taken as 5) from 7-12 (7)."""
+    if "pos_embedding.penc.inv_freq" not in s or "transformer.layers.0.0.fn.norm.weight" not in s:
+        return None
+    num_feat, feat_size = s["transformer.layers.0.0.fn.norm.weight"].shape[:2]
+    return {"image_ch": s["conv_first.weight"].shape[1], "num_feat": num_feat, "feat_size": feat_size,
+            "num_frame": 5 if s["pos_embedding.penc.inv_freq"].numel() == 1 else 7,
+            "num_extract_block": count_indices(s, r"feature_extraction\.(\d+)\.conv1\.weight"),
+            "num_reconstruct_block": count_indices(s, r"reconstruction\.(\d+)\.conv1\.weight"),
+            "depth": count_indices(s, r"transformer\.layers\.(\d+)\.0\.fn\.norm\.weight")}
+
+
+def _facts(kw: dict) -> ModelFacts:
+    # Any frame size (it tiles and pads itself); exactly num_frame frames per clip (its position
+    # encoding), one frame of context each side; fp32 for its flow warping.
+    return ModelFacts("video", 4, kw["image_ch"], kw["image_ch"], precisions=FLOW_PRECISIONS,
+                      video=VideoRun("clip", kw["num_frame"], overlap=1, fixed=True, single_frame=False))
+
+
+ARCHS = (ArchSpec(VSRTransformer, _detect, _facts),)

@@ -73,3 +73,11 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: 8-bit images in bf16 on CPUs with native bf16 and fp16 on CUDA, else fp32")
     p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
                    help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")
+
+
+def run_options(args: argparse.Namespace):
+    """The command's device, precision, backend and tile options as one :class:`RunOptions`."""
+    from superres.runtime import RunOptions
+
+    return RunOptions(device=args.device, precision=args.precision, backend=args.backend,
+                      tile=tile_argument(getattr(args, "tile", "auto")), tile_pad=getattr(args, "tile_pad", None))

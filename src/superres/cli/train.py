@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from superres.infer.backend import keep_freed_memory
+    from superres.runtime import keep_freed_memory
     from superres.train import load_config, train
 
     config = load_config(args.config, args.set or [])

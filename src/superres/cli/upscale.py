@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from superres.cli.common import add_runtime_arguments, make_out_dir, read_integer, run_batch, tile_argument
+from superres.cli.common import add_runtime_arguments, make_out_dir, read_integer, run_batch, run_options
 from superres.errors import SuperresError
 
 _FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tif": ".tif"}
@@ -60,7 +60,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from superres.infer import Upscaler
     from superres.io import IMAGE_EXTENSIONS
 
-    tile = tile_argument(args.tile)
+    options = run_options(args)  # checked before any file is looked at
     items = _collect_inputs(args.inputs, args.recursive)
     single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and args.output.suffix.lower() in IMAGE_EXTENSIONS
     claimed: dict[Path, Path] = {}
@@ -93,12 +93,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
         return 0
     make_out_dir(args.output.parent if single_file else args.output)
-    upscaler = Upscaler(args.model, tile, args.tile_pad, args.precision, args.device, args.alpha, backend=args.backend)
+    upscaler = Upscaler(args.model, options, alpha=args.alpha)
     if not args.quiet:
-        precision = upscaler.precision_used
-        if args.precision == "auto" and precision not in ("fp32", "fp64"):  # see Upscaler._runner_for
-            precision += " for 8-bit images, fp32 for 16-bit and float"
-        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({precision}, {upscaler.backend_used})"
+        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.summary()})"
               + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
 
     from tqdm import tqdm

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from superres.cli.common import add_runtime_arguments, tile_argument
+from superres.cli.common import add_runtime_arguments, run_options
 from superres.errors import SuperresError
 
 
@@ -28,11 +28,10 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     if args.output.exists() and args.output.is_file() and not args.overwrite:
         raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
-    tile = tile_argument(args.tile)
-    result = upscale_video(args.input, args.output, model=args.model, outscale=args.outscale, codec=args.codec,
-                           crf=args.crf, pix_fmt=args.pix_fmt, start=_seconds(args.start), end=_seconds(args.end),
-                           fps=args.fps, tile=tile, precision=args.precision, device=args.device,
-                           backend=args.backend, progress=not args.quiet, preset=args.preset)
+    result = upscale_video(args.input, args.output, model=args.model, outscale=args.outscale,
+                           options=run_options(args), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
+                           start=_seconds(args.start), end=_seconds(args.end), fps=args.fps,
+                           progress=not args.quiet, preset=args.preset)
     if not args.quiet:
         print(f"{args.output}: {result.frames} frames at {result.size[0]}x{result.size[1]} "
               f"({result.fps:.2f} frames/s)", file=sys.stderr)

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from superres.errors import SuperresError
 from superres.io import list_images, read_rgb8
 from superres.ops import blur_downsample, imresize, modcrop, rgb2ycbcr
+from superres.ops.layout import to_tensor
 
 
 class DataError(SuperresError):
@@ -208,8 +209,7 @@ class PairedPatches(Dataset):
 
     def _tensor(self, img: np.ndarray) -> torch.Tensor:
         """uint8 HxWx3 -> float CxHxW in [0, 1] (Y only in ``y_channel`` mode)."""
-        img = to_y(np.ascontiguousarray(img)) if self.y_channel else img.astype(np.float32) / 255.0
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return to_tensor(to_y(np.ascontiguousarray(img)) if self.y_channel else img)
 
 
 class SampleStream(torch.utils.data.Sampler):

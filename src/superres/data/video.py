@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from superres.data.paired import DataError, augment, degrade
 from superres.io import IMAGE_EXTENSIONS, list_images, read_rgb8
 from superres.ops import modcrop
+from superres.ops.layout import to_tensor
 
 REDS4 = ("000", "011", "015", "020")
 
@@ -126,8 +127,7 @@ class _ClipSampler(Dataset):
             lr, hr = lr[::-1], hr[::-1]
         if self.single_frame and self.mode == "window":  # the ablation: the same network, one frame of information
             lr = [lr[n // 2]] * n
-        to = lambda fs: torch.from_numpy(np.stack(fs).transpose(0, 3, 1, 2).astype(np.float32) / 255)  # noqa: E731
-        lr_t, hr_t = to(lr), to(hr)
+        lr_t, hr_t = to_tensor(np.stack(lr)), to_tensor(np.stack(hr))
         return {"lr": lr_t, "hr": hr_t[n // 2] if self.mode == "window" else hr_t}
 
 
@@ -280,8 +280,7 @@ class MotionFlows(MotionClips):
         lr = _lr_of_patch(views, m, m, self.patch_size, self.scale, self.degradation)
         a, b = rng.permutation(2)
         flow = camera_flow(maps[a], maps[b], self.view, self.scale)[4:4 + n, 4:4 + n]  # m HR px = 4 LR px
-        to = lambda f: torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1)))  # noqa: E731
-        return {"ref": to(lr[a]).float() / 255, "supp": to(lr[b]).float() / 255, "flow": to(flow)}
+        return {"ref": to_tensor(lr[a]), "supp": to_tensor(lr[b]), "flow": to_tensor(flow)}
 
 
 def write_motion_clips(hr_dirs: Sequence[str], out_dir: str | os.PathLike, count: int, frames: int, size: int,

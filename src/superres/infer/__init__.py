@@ -1,5 +1,8 @@
-"""Inference: tiled image upscaling on the CPU or a GPU (video comes with the video issue)."""
+"""Inference: one runner (:mod:`superres.infer.runner`) and the loops around it: tiled image
+upscaling (:mod:`superres.infer.image`) and video streams (:mod:`superres.infer.video`)."""
 
 from superres.infer.image import Upscaler, upscale
+from superres.infer.runner import Runner
+from superres.runtime import RunOptions
 
-__all__ = ["Upscaler", "upscale"]
+__all__ = ["RunOptions", "Runner", "Upscaler", "upscale"]

@@ -9,110 +9,95 @@ upscaled by the network (as a gray image) or by bicubic interpolation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from superres.infer.backend import NcnnRunner, Runner, flush_denormals, pick_backend, pick_device, pick_precision
-from superres.infer.tiling import TilePlan, run_tiled
+from superres.infer.runner import Runner
+from superres.ops.layout import from_float, to_float
+from superres.ops.tiling import TilePlan, run_tiled
+from superres.runtime import RunOptions
+from superres.zoo.pretrained import DEFAULT_MODEL
 
 DEFAULT_BUDGET_CPU = 1152 << 20  # working memory of one tile on the CPU (activations and output)
-BICUBIC = "bicubic"
 
 
-@dataclass
+def run_options(options: RunOptions | None = None, **fields) -> RunOptions:
+    """``options`` with ``fields`` (device, precision, backend, tile, tile_pad) replaced: one object."""
+    if not fields:
+        return options or RunOptions()
+    return dataclasses.replace(options, **fields) if options else RunOptions(**fields)
+
+
 class Upscaler:
-    """A loaded model ready to upscale arrays; build it once and reuse it for a batch."""
+    """A loaded model ready to upscale arrays; build it once and reuse it for a batch.
 
-    model: str | os.PathLike = "realesrgan-x4plus"
-    tile: int | str = "auto"
-    tile_pad: int | None = None
-    precision: str = "auto"
-    device: str = "auto"
-    alpha: str = "model"
-    budget: int | None = None
-    backend: str = "auto"
-    scale: int = field(init=False)
-    margin: int = field(init=False, default=0)
+    ``model``: a name from ``superres models``, a checkpoint path, ``bicubic`` or a loaded
+    :class:`~superres.zoo.ModelDescriptor`; ``options`` (or the same fields as keywords): device,
+    precision, backend, tile and tile_pad; ``alpha``: how an alpha channel is upscaled (``model``
+    or ``bicubic``); ``budget``: bytes of working memory per tile (default: from the device).
+    """
 
-    def __post_init__(self):
-        if self.alpha not in ("model", "bicubic"):
-            raise ValueError(f"alpha must be 'model' or 'bicubic', got {self.alpha!r}")
-        if not (self.tile == "auto" or (isinstance(self.tile, int) and self.tile >= 0)):
-            raise ValueError(f"tile must be 'auto', 0 or a positive number of pixels, got {self.tile!r}")
-        if self.tile_pad is not None and self.tile_pad < 0:
-            raise ValueError(f"tile_pad must be >= 0, got {self.tile_pad}")
-        self.torch_device = pick_device(self.device)
-        if str(self.model) == BICUBIC:
-            self.scale, self.runner, self.in_channels = 4, None, 3
-            self.precision_used, self.backend_used = "fp64", "numpy"
-            return
+    def __init__(self, model=DEFAULT_MODEL, options: RunOptions | None = None, *, alpha: str = "model",
+                 budget: int | None = None, **option_fields):
         from superres.zoo import MODELS, load_model
-        from superres.zoo.pretrained import bundled, source_files
 
-        desc = load_model(self.model)
+        if alpha not in ("model", "bicubic"):
+            raise ValueError(f"alpha must be 'model' or 'bicubic', got {alpha!r}")
+        self.options = run_options(options, **option_fields)
+        self.model, self.alpha, self.budget = model, alpha, budget
+        desc = model if not isinstance(model, str | os.PathLike) else load_model(model)
         if desc.purpose != "sr":
-            raise ValueError(f"{self.model}: a {desc.arch} is a {desc.purpose} network, not an image upscaler")
+            raise ValueError(f"{model}: a {desc.arch} is a {desc.purpose} network, not an image upscaler")
         self.desc, self.scale, self.in_channels = desc, desc.scale, desc.in_channels
-        self.precision_used = pick_precision(self.precision, self.torch_device, desc.supports_half)
-        if self.torch_device.type == "cpu":
-            flush_denormals()
-        spec = MODELS.get(str(self.model))
-        self._ncnn_files = source_files(spec) if spec and not bundled(spec) else None
-        self.runner, self.backend_used = self._make_runner(self.precision_used)
-        self._fp32_runner = self.runner if self.precision_used == "fp32" else None
-        known_margin = spec.margin if spec else None
-        self.margin = self.tile_pad if self.tile_pad is not None else known_margin or self._measured_margin()
-        known_bpp = spec.bytes_per_pixel if spec else None
-        self.bytes_per_pixel = known_bpp or _estimate_bytes_per_pixel(desc)
+        spec = MODELS.get(desc.name) if desc.name else None
+        self.runner = Runner(desc, self.options, ncnn_files=ncnn_files(spec))
+        self.torch_device = self.runner.device
+        self.precision_used = self.runner.precision_for(np.uint8)
+        self.backend_used = self.runner.backend_for(self.precision_used)
+        self.margin = 0
+        if desc.module is not None:
+            known_margin = spec.margin if spec else None
+            tile_pad = self.options.tile_pad
+            self.margin = tile_pad if tile_pad is not None else known_margin or self._measured_margin()
+            self.bytes_per_pixel = (spec.bytes_per_pixel if spec else None) or _estimate_bytes_per_pixel(desc)
 
-    def _make_runner(self, precision: str):
-        backend = pick_backend(self.backend, self.torch_device, precision, self._ncnn_files is not None)
-        if backend == "ncnn":
-            return NcnnRunner(*self._ncnn_files), backend
-        multiple = {4: 1, 2: 2, 1: 4}[self.desc.scale] if self.desc.arch == "RRDBNet" else 1
-        return Runner(self.desc.module, self.torch_device, precision, multiple), backend
+    def summary(self) -> str:
+        """How images run, e.g. ``bf16, torch for 8-bit images; fp32, ncnn for 16-bit and float``."""
+        runs = [(p, self.runner.backend_for(p)) for p in map(self.runner.precision_for, (np.uint8, np.uint16))]
+        if runs[0] == runs[1]:
+            return ", ".join(runs[0])
+        return f"{', '.join(runs[0])} for 8-bit images; {', '.join(runs[1])} for 16-bit and float"
 
-    def _runner_for(self, dtype: np.dtype):
-        """``auto`` runs 8-bit images in bf16/fp16, which keeps their 256 levels (>= 50 dB), and
-        16-bit and float images in fp32: half precision's 8 or 11 mantissa bits would throw away
-        the levels they were saved with."""
-        if self.precision != "auto" or dtype == np.uint8:
-            return self.runner
-        if self._fp32_runner is None:
-            self._fp32_runner = self._make_runner("fp32")[0]
-        return self._fp32_runner
+    @property
+    def tile(self) -> int | str:
+        return self.options.tile
 
     def _measured_margin(self) -> int:
         from superres.infer.context import cached_margin, measure_margin
         from superres.zoo.pretrained import cache_dir
 
         def measure() -> int:
-            return measure_margin(self._forward_fp32, self.scale, self.in_channels)
+            return measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels)
 
         return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins.json")
 
-    def _forward_fp32(self, x):
-        import torch
-
-        with torch.inference_mode():
-            return self.desc.module(x)
-
     # --- planning ---------------------------------------------------------------------------
 
-    def plan(self, height: int, width: int, fp32: bool = False) -> TilePlan:
-        """Tiles for an image of this size: ``tile`` as given, or the largest the memory budget allows
-        (for the fp32 runner if ``fp32``: see :meth:`_runner_for`)."""
+    def plan(self, height: int, width: int, precision: str | None = None) -> TilePlan:
+        """Tiles for an image of this size: ``tile`` as given, or the largest the memory budget
+        allows at ``precision`` (default: the one 8-bit images run in)."""
         ramp = max(4, self.margin // 8)
-        if self.runner is None:
+        if self.desc.module is None:
             return TilePlan(0, 0, 0)
         if self.tile == "auto":
-            tile = self._auto_tile(self.budget or _default_budget(self.torch_device), fp32)
+            budget = self.budget or _default_budget(self.torch_device)
+            tile = self._auto_tile(budget, precision or self.precision_used)
             if height * width <= tile * tile:
                 return TilePlan(0, self.margin, ramp)
         else:
@@ -125,14 +110,15 @@ class Upscaler:
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
         return TilePlan(tile, self.margin, ramp)
 
-    def _auto_tile(self, budget: int, fp32: bool = False) -> int:
+    def _auto_tile(self, budget: int, precision: str) -> int:
         """The largest tile side t whose working memory fits the budget: the network's activations
-        (t^2 x bytes_per_pixel, measured) and its float output (t^2 x scale^2 x 3 x 4 bytes).
+        (t^2 x bytes_per_pixel, measured in fp32; half as much in 16-bit precisions) and its float
+        output (t^2 x scale^2 x 3 x 4 bytes).
 
         Not counted: the float band of output rows being blended (t x scale rows of the output,
         in float32), which grows with the output like the output array itself does.
         """
-        activations = self.bytes_per_pixel * (1 if fp32 or self.precision_used == "fp32" else 0.5)
+        activations = self.bytes_per_pixel * (1 if precision == "fp32" else 0.5)
         return int(math.sqrt(budget / (activations + self.scale**2 * 12)))
 
     # --- running ----------------------------------------------------------------------------
@@ -149,11 +135,10 @@ class Upscaler:
                              f"got shape {image.shape}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"image is empty ({image.shape})")
-        if self.runner is None:
-            return self._bicubic(img, outscale)
-        runner = self._runner_for(np.dtype(dtype))
-        peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(np.dtype(dtype), 1.0)
-        x = img.astype(np.float32) / np.float32(peak) if peak != 1.0 else np.clip(img, 0, 1).astype(np.float32)
+        if self.desc.resample is not None:  # no network: resample the samples themselves, at any scale
+            return self.runner(image) if outscale in (None, self.scale) else self._resample(image, outscale)
+        precision = self.runner.precision_for(dtype)
+        x = to_float(img)
         channels = x.shape[2]
         color = x[..., :3] if channels >= 3 else np.repeat(x[..., :1], 3, axis=2)
         alpha = x[..., -1] if channels in (2, 4) else None
@@ -161,21 +146,16 @@ class Upscaler:
             color = fill_transparent(color, alpha)
 
         def finish(rows: np.ndarray) -> np.ndarray:
-            """Float rows (which may be overwritten) -> the output dtype, without float temporaries."""
-            np.clip(rows, 0.0, 1.0, out=rows)
-            if peak == 1.0:
-                return rows
-            rows *= np.float32(peak)
-            return np.rint(rows, out=rows).astype(dtype)
+            return from_float(rows, dtype)
 
-        out_dtype = dtype if peak != 1.0 else np.float32
+        out_dtype = np.float32 if np.issubdtype(dtype, np.floating) else dtype
         h, w = x.shape[:2]
         result = np.empty((h * self.scale, w * self.scale, channels), out_dtype)
         if channels == 3:
-            self._run(runner, color, result, finish, progress)
+            self._run(precision, color, result, finish, progress)
         else:
             color_out = np.empty((h * self.scale, w * self.scale, 3), out_dtype)
-            self._run(runner, color, color_out, finish, progress)
+            self._run(precision, color, color_out, finish, progress)
             if channels <= 2:
                 result[..., 0] = cv2.cvtColor(color_out, cv2.COLOR_RGB2GRAY)
             else:
@@ -184,7 +164,7 @@ class Upscaler:
         if alpha is not None:
             if self.alpha == "model":
                 alpha_out = np.empty((h * self.scale, w * self.scale, 3), out_dtype)
-                self._run(runner, np.repeat(alpha[..., None], 3, axis=2), alpha_out, finish, progress)
+                self._run(precision, np.repeat(alpha[..., None], 3, axis=2), alpha_out, finish, progress)
                 result[..., -1] = cv2.cvtColor(alpha_out, cv2.COLOR_RGB2GRAY)
             else:
                 up = cv2.resize(alpha, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
@@ -192,34 +172,15 @@ class Upscaler:
         result = resize_to(result, outscale, self.scale, h, w)
         return result[..., 0] if squeeze else result
 
-    def _run(self, runner, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
-        model = self._luma_model(runner) if self.in_channels == 1 else runner
-        plan = self.plan(*color.shape[:2], fp32=runner is not self.runner)
-        run_tiled(color, model, self.scale, plan, out, finish, progress)
+    def _run(self, precision: str, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
+        plan = self.plan(*color.shape[:2], precision)
+        run_tiled(color, lambda tile: self.runner.forward(tile, precision), self.scale, plan, out, finish, progress)
 
-    def _luma_model(self, runner):
-        """One-channel networks (SRCNN, FSRCNN, ESPCN) see Y; Cb and Cr are upscaled by bicubic."""
-        from superres.ops import rgb2ycbcr, ycbcr2rgb
+    def _resample(self, image: np.ndarray, outscale: float) -> np.ndarray:
+        """A resampling model (bicubic) at another scale: the same function, at ``outscale``."""
+        from superres.zoo import load_model
 
-        def run(tile: np.ndarray) -> np.ndarray:
-            ycc = rgb2ycbcr(tile)
-            y = runner(ycc[..., :1])
-            h, w = y.shape[:2]
-            cbcr = cv2.resize(ycc[..., 1:], (w, h), interpolation=cv2.INTER_CUBIC)
-            return np.clip(ycbcr2rgb(np.concatenate([y, cbcr], axis=2)), 0, 1).astype(np.float32)
-
-        return run
-
-    def _bicubic(self, img: np.ndarray, outscale: float | None) -> np.ndarray:
-        from superres.ops import imresize
-
-        scale = outscale or self.scale
-        squeeze = img.shape[2] == 1
-        if img.dtype in (np.uint8, np.uint16):
-            out = imresize(img, scale)  # rounds like MATLAB on integer images
-        else:
-            out = np.clip(imresize(img.astype(np.float32), scale), 0, 1).astype(np.float32)
-        return out[..., 0] if squeeze and out.ndim == 3 else out
+        return Runner(load_model(self.desc.arch, scale=outscale), self.options)(image)
 
 
 def resize_to(image: np.ndarray, outscale: float | None, native: int, h: int, w: int) -> np.ndarray:
@@ -300,19 +261,21 @@ def _estimate_bytes_per_pixel(desc) -> float:
 _CACHE: dict[tuple, Upscaler] = {}
 
 
-def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike = "realesrgan-x4plus",
-            outscale: float | None = None, tile: int | str = "auto", tile_pad: int | None = None,
-            precision: str = "auto", device: str = "auto", alpha: str = "model", backend: str = "auto") -> np.ndarray:
+def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike = DEFAULT_MODEL, *,
+            outscale: float | None = None, options: RunOptions | None = None, alpha: str = "model",
+            **option_fields) -> np.ndarray:
     """Upscale an image (a path or an HxW[xC] array) with a pretrained or user model.
 
     Arrays may be uint8, uint16 or float in [0, 1], gray, RGB or RGBA; the result has the same
     dtype and channel layout (a path gives the file's own bit depth and layout). The model
     runs at its native scale; ``outscale`` resizes the result to that factor of the input.
+    ``options`` (or its fields as keywords: device, precision, backend, tile, tile_pad) say how.
     """
-    key = (str(model), tile, tile_pad, precision, device, alpha, backend)
+    opts = run_options(options, **option_fields)
+    key = (str(model), opts, alpha)
     if key not in _CACHE:
         _CACHE.clear()  # keep one loaded model, not one per call
-        _CACHE[key] = Upscaler(model, tile, tile_pad, precision, device, alpha, backend=backend)
+        _CACHE[key] = Upscaler(model, opts, alpha=alpha)
     up = _CACHE[key]
     if isinstance(image, str | os.PathLike):
         from superres.io import read_image, to_integer
@@ -323,3 +286,10 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike = "r
             img = img[..., [0, 3]] if info.alpha else img[..., 0]
         return up.upscale_array(img, outscale)
     return up.upscale_array(np.asarray(image), outscale)
+
+
+def ncnn_files(spec) -> tuple[Path, Path] | None:
+    """The ncnn param/bin pair a named model ships as (the ncnn backend runs it), if any."""
+    from superres.zoo.pretrained import bundled, source_files
+
+    return source_files(spec) if spec is not None and not bundled(spec) else None

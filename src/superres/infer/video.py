@@ -1,8 +1,8 @@
 """Video upscaling as a stream: decode a frame, upscale it, encode it; memory does not grow with length.
 
 Input: a video file (anything PyAV/FFmpeg reads) or a folder of frames; output: a video file or a
-folder of PNG frames. Image networks run frame by frame; recurrent video networks (BasicVSR,
-IconVSR) on overlapping clips (:class:`ClipUpscaler`), EDVR on a sliding window
+folder of PNG frames. Image networks run frame by frame; video networks as their architecture's
+facts say: recurrent ones on overlapping clips (:class:`ClipUpscaler`), others on a sliding window
 (:class:`WindowUpscaler`). From a file, timestamps are kept frame by frame (constant and variable
 frame rates), audio and subtitles are copied without re-encoding, and rotation and pixel aspect
 are kept (:mod:`superres.io.video`). Decoding and encoding run in background threads beside the
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from superres.infer.image import Upscaler
+from superres.infer.image import Upscaler, run_options
+from superres.infer.runner import Runner
 from superres.io import read_rgb8
 from superres.io.video import Segment, VideoError, VideoReader, VideoWriter, is_video_path
+from superres.runtime import RunOptions
 
 DEFAULT_VIDEO_MODEL = "realesr-animevideov3"  # the model Real-ESRGAN uses for video
 
@@ -122,29 +124,15 @@ class FrameUpscaler:
 
 
 class _VideoNetwork:
-    """A video network (N x T x C x H x W in) on the frames of a stream."""
+    """A video network on the frames of a stream, through its :class:`~superres.infer.runner.Runner`."""
 
-    def __init__(self, desc, outscale: float | None, device: str = "auto"):
-        import torch
+    def __init__(self, runner: Runner, outscale: float | None):
+        self.runner, self.scale, self.outscale = runner, runner.desc.scale, outscale
 
-        from superres.infer.backend import pick_device
-
-        self.device = pick_device(device)
-        self.module = desc.module.to(self.device).eval()
-        self.scale, self.outscale, self.torch = desc.scale, outscale, torch
-
-    def _infer(self, frames: list[Frame], multiple: int = 1) -> np.ndarray:
-        """The network on ``frames`` together -> its uint8 output frames (T' x sH x sW x 3); sizes are
-        padded (reflect) to ``multiple`` and the output cropped back."""
-        torch = self.torch
-        h, w = frames[0][0].shape[:2]
-        x = torch.stack([torch.from_numpy(f[0]).permute(2, 0, 1) for f in frames]).float() / 255
-        if h % multiple or w % multiple:
-            x = torch.nn.functional.pad(x, [0, -w % multiple, 0, -h % multiple], mode="reflect")
-        with torch.inference_mode():
-            out = self.module(x[None].to(self.device)).clamp_(0, 1)[0]
-        out = out.reshape(-1, *out.shape[-3:])[..., : h * self.scale, : w * self.scale]  # EDVR gives one frame
-        return (out * 255).round_().byte().permute(0, 2, 3, 1).cpu().numpy()
+    def _infer(self, frames: list[Frame]) -> np.ndarray:
+        """The network on ``frames`` together -> its uint8 output frames (T' x sH x sW x 3)."""
+        out = self.runner(np.stack([f[0] for f in frames]))
+        return out if out.ndim == 4 else out[None]  # a window network gives its centre frame
 
     def _output(self, sr: np.ndarray, frame: Frame) -> Frame:
         from superres.infer.image import resize_to
@@ -154,18 +142,17 @@ class _VideoNetwork:
 
 
 class ClipUpscaler(_VideoNetwork):
-    """A recurrent video network (BasicVSR, IconVSR) on a stream, clip by clip.
+    """A recurrent video network on a stream, clip by clip.
 
     Each clip gives ``clip - 2 * overlap`` output frames and sees ``overlap`` frames of context on
     each side, so recurrent propagation is not cut short at the clip's edges; at most ``clip``
     frames are held. The whole frame goes through the network (no spatial tiles).
     """
 
-    def __init__(self, desc, outscale: float | None, device: str = "auto", clip: int = 15, overlap: int = 3,
-                 fixed: bool = False):
+    def __init__(self, runner: Runner, outscale: float | None, clip: int = 15, overlap: int = 3, fixed: bool = False):
         if clip <= 2 * overlap:
             raise ValueError(f"clip ({clip} frames) must be longer than twice the overlap ({overlap})")
-        super().__init__(desc, outscale, device)
+        super().__init__(runner, outscale)
         self.clip, self.overlap, self.fixed = clip, overlap, fixed
 
     def _run(self, frames: list[Frame], first: int, last: int) -> Iterator[Frame]:
@@ -196,18 +183,15 @@ class ClipUpscaler(_VideoNetwork):
 
 
 class WindowUpscaler(_VideoNetwork):
-    """A sliding-window video network (EDVR: ``num_frame`` frames in, the centre frame out).
+    """A sliding-window video network (``frames`` frames in, the centre frame out).
 
-    Frames beyond the ends are the first or last frame repeated; at most ``num_frame`` are held.
-    Frame sizes are padded (reflect) to the network's multiple and the output cropped back.
+    Frames beyond the ends are the first or last frame repeated; at most ``frames`` are held.
     """
 
-    def __init__(self, desc, outscale: float | None, device: str = "auto", frames: int | None = None,
-                 single_frame: bool = False):
-        super().__init__(desc, outscale, device)
-        self.half = (frames or desc.kwargs["num_frame"]) // 2
+    def __init__(self, runner: Runner, outscale: float | None, frames: int, single_frame: bool = False):
+        super().__init__(runner, outscale)
+        self.half = frames // 2
         self.single_frame = single_frame  # every window is copies of its centre frame (the ablation)
-        self.multiple = 16 if desc.kwargs.get("hr_in") else 4
 
     def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
         held: list[Frame] = []
@@ -217,7 +201,7 @@ class WindowUpscaler(_VideoNetwork):
             picks = [min(max(j, 0), last) - base for j in range(nxt - self.half, nxt + self.half + 1)]
             if self.single_frame:
                 picks = [nxt - base] * len(picks)
-            return self._output(self._infer([held[max(p, 0)] for p in picks], self.multiple)[0], held[nxt - base])
+            return self._output(self._infer([held[max(p, 0)] for p in picks])[0], held[nxt - base])
 
         for index, frame in enumerate(frames):
             held.append(frame)
@@ -238,13 +222,16 @@ def _folder_frames(files: list[Path], rate: Fraction, segment: Segment) -> Itera
             yield read_rgb8(f), i, 1 / rate
 
 
-def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | os.PathLike = DEFAULT_VIDEO_MODEL,
-                  outscale: float | None = None, codec: str = "libx264", crf: int | None = 18,
-                  pix_fmt: str = "yuv420p", start: float | None = None, end: float | None = None,
-                  fps: float | None = None, tile: int | str = "auto", precision: str = "auto", device: str = "auto",
-                  backend: str = "auto", progress: bool = False, preset: str | None = "veryfast") -> VideoResult:
+def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_VIDEO_MODEL, *,
+                  outscale: float | None = None, options: RunOptions | None = None, codec: str = "libx264",
+                  crf: int | None = 18, pix_fmt: str = "yuv420p", start: float | None = None,
+                  end: float | None = None, fps: float | None = None, preset: str | None = "veryfast",
+                  progress: bool = False, **option_fields) -> VideoResult:
     """Upscale a video file or a folder of frames into a video file or a folder of PNG frames.
 
+    ``model``: a name, a checkpoint path, ``bicubic`` or a loaded descriptor; video networks run on
+    windows or clips of frames as their architecture says, image networks frame by frame.
+    ``options`` (or its fields as keywords: device, precision, backend, tile) say how it runs.
     ``fps`` is the frame rate of a folder of frames (default 25); files keep their own timing.
     ``preset`` is x264/x265's speed preset: ``veryfast`` leaves the CPU to the network (at a given
     CRF the quality is about the same as slower presets; the files are somewhat larger).
@@ -256,7 +243,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
         raise VideoError(f"{dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))}, "
                          "or a folder name for PNG frames)")
     segment = Segment(start, end)
-    enhance = _video_model(model, outscale, tile, precision, device, backend)
+    enhance = video_model(model, outscale, run_options(options, **option_fields))
     reader = None
     if src.is_dir():
         from superres.io import list_images
@@ -327,37 +314,44 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model: str | o
     return VideoResult(count, size, time.perf_counter() - tic)
 
 
-def video_runner(desc, outscale: float | None = None, device: str = "auto", frames: int | None = None,
-                 single_frame: bool = False) -> _VideoNetwork:
-    """How a video network runs on a stream of frames: EDVR and TAN on sliding windows of ``frames``
-    (default: their own), VSR-Transformer on clips of exactly its ``num_frame`` frames, recurrent
-    networks (BasicVSR, IconVSR) on overlapping clips of 15 frames. ``single_frame``, the network fed
-    one frame (the ablation): each window is copies of its centre frame; each clip is one frame."""
-    kwargs = getattr(desc, "kwargs", {})
-    if single_frame and desc.arch not in ("EDVR", "TemporalAdaptiveNet", "BasicVSR", "IconVSR"):
-        raise ValueError(f"single-frame evaluation is for EDVR, TAN, BasicVSR and IconVSR, not {desc.arch}")
-    if desc.arch == "EDVR":
-        return WindowUpscaler(desc, outscale, device, frames or kwargs.get("num_frame", 5), single_frame)
-    if desc.arch == "TemporalAdaptiveNet":
-        if kwargs.get("num_in_ch", 1) != 3:
-            raise ValueError("this TemporalAdaptiveNet works on the Y channel; video upscaling runs RGB networks")
-        return WindowUpscaler(desc, outscale, device, frames or max(kwargs.get("windows", (1, 3, 5))), single_frame)
-    if desc.arch == "VSRTransformer":
-        return ClipUpscaler(desc, outscale, device, clip=frames or kwargs.get("num_frame", 5), overlap=1, fixed=True)
+def video_runner(desc, outscale: float | None = None, options: RunOptions | None = None, *,
+                 frames: int | None = None, single_frame: bool = False) -> _VideoNetwork:
+    """How a video network runs on a stream of frames, as its architecture's facts say: sliding
+    windows (of ``frames``, default its own) or clips (recurrent networks: overlapping clips; networks
+    that take a fixed number of frames: clips of exactly that many, ``frames`` if given).
+    ``single_frame``, the network fed one frame (the ablation): each window is copies of its centre
+    frame; each clip is one frame."""
+    run = desc.video
+    if run is None:
+        raise ValueError(f"{desc.arch} is not a video network")
+    if desc.in_channels != 3:
+        raise ValueError(f"this {desc.arch} works on {desc.in_channels}-channel frames; video upscaling runs RGB "
+                         "networks")
+    if single_frame and not run.single_frame:
+        raise ValueError(f"{desc.arch} cannot be fed single frames (it takes exactly {run.frames} frames)")
+    options = options or RunOptions()
+    if options.tile not in ("auto", 0):
+        raise ValueError(f"--tile: {desc.arch} is a video network and runs on whole frames (tiles are for image "
+                         "models)")
+    runner = Runner(desc, options)
+    if run.mode == "window":
+        return WindowUpscaler(runner, outscale, frames or run.frames, single_frame)
+    if run.fixed:
+        return ClipUpscaler(runner, outscale, clip=frames or run.frames, overlap=run.overlap, fixed=True)
     if single_frame:
-        return ClipUpscaler(desc, outscale, device, clip=1, overlap=0)
-    return ClipUpscaler(desc, outscale, device)
+        return ClipUpscaler(runner, outscale, clip=1, overlap=0)
+    return ClipUpscaler(runner, outscale, clip=run.frames, overlap=run.overlap)
 
 
-def _video_model(model, outscale, tile, precision, device, backend) -> FrameUpscaler | _VideoNetwork:
-    """Video networks run on clips; image networks (and bicubic) frame by frame."""
-    if str(model) != "bicubic":
-        from superres.zoo import load_model
+def video_model(model, outscale: float | None = None, options: RunOptions | None = None):
+    """A model (name, path or descriptor) as a frame-stream upscaler: video networks on their windows
+    or clips, image networks (and bicubic) frame by frame."""
+    from superres.zoo import load_model
 
-        desc = load_model(model)
-        if desc.purpose == "video":
-            return video_runner(desc, outscale, device)
-    return FrameUpscaler(Upscaler(model, tile=tile, precision=precision, device=device, backend=backend), outscale)
+    desc = load_model(model) if isinstance(model, str | os.PathLike) else model
+    if desc.video is not None:
+        return video_runner(desc, outscale, options)
+    return FrameUpscaler(Upscaler(desc, options), outscale)
 
 
 def _drain(encoder: BackgroundWriter) -> None:

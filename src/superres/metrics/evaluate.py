@@ -1,67 +1,51 @@
-"""Benchmark evaluation the papers' way: a network on test pairs, scored by PSNR/SSIM.
+"""Benchmark evaluation the papers' way: a model on test pairs or clips, scored by PSNR/SSIM.
 
 Protocol (SRCNN's, FSRCNN's and EDSR's test scripts, BasicSR): LR from the mod-cropped HR by
 MATLAB bicubic (see :mod:`superres.data.paired`), the whole LR image through the network in
 float32, the output clipped and rounded to 8 bits, and scores on the Y channel with ``scale``
 border pixels removed. Networks that see only Y (SRCNN, FSRCNN, ESPCN) get the Y of the LR image
 and are scored on their Y output directly, with Cb/Cr upscaled by MATLAB bicubic when an RGB
-result is asked for.
+result is asked for. Video papers (BasicVSR, EDVR on Vid4/REDS4) score every frame of every clip
+with no border crop. Every model runs through :class:`superres.infer.runner.Runner`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from superres.metrics.psnr_ssim import psnr, ssim
-from superres.ops import imresize, rgb2ycbcr, ycbcr2rgb
+from superres.ops.layout import from_float
+from superres.runtime import RunOptions
 
-Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _run(forward: Forward, x: np.ndarray, device: torch.device) -> np.ndarray:
-    """HxWxC float [0, 1] -> the network's HxWxC float output."""
-    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
-    with torch.no_grad():
-        out = forward(t)
-    return out[0].float().cpu().numpy().transpose(1, 2, 0)
+# The papers' protocol: the whole image in float32, through PyTorch (not ncnn's Winograd arithmetic).
+EVAL_OPTIONS = RunOptions(precision="fp32", backend="torch", tile=0)
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def bicubic_forward(scale: int) -> Forward:
-    """The bicubic baseline as a network: MATLAB imresize on the 8-bit image (rounded like MATLAB)."""
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        lr8 = (x[0].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
-        return torch.from_numpy(imresize(lr8, scale)).permute(2, 0, 1)[None].float() / 255
-    return forward
-
-
-def super_resolve(forward: Forward, lr: np.ndarray, in_channels: int, scale: int,
-                  device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray | None]:
+def super_resolve(runner, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 RGB LR -> (uint8 RGB SR, uint8 Y SR for Y-only networks else None)."""
-    device = torch.device(device)
-    if in_channels == 3:
-        return _to_uint8(_run(forward, lr.astype(np.float32) / 255.0, device)), None
-    ycc = rgb2ycbcr(lr.astype(np.float64) / 255.0)
-    y = _run(forward, ycc[..., :1].astype(np.float32), device).astype(np.float64)
-    cbcr = imresize(ycc[..., 1:], scale)
-    rgb = ycbcr2rgb(np.concatenate([np.clip(y, 0, 1), cbcr], axis=2))
-    return _to_uint8(rgb), _to_uint8(y)
+    from superres.infer.runner import upscale_luma
+
+    desc = runner.desc
+    if desc.in_channels == 1 and desc.resample is None:
+        rgb, y = upscale_luma(runner.forward, lr.astype(np.float64) / 255.0, desc.scale)
+        return from_float(rgb, np.uint8), from_float(y.astype(np.float64), np.uint8)
+    return runner(lr), None
 
 
-def evaluate(forward: Forward, pairs: Sequence, scale: int, in_channels: int = 3, y_channel: bool = True,
-             crop_border: int | None = None, device: torch.device | str = "cpu",
+def evaluate(runner, pairs: Sequence, y_channel: bool = True, crop_border: int | None = None,
              keep_outputs: bool = False) -> list[dict]:
     """One record per pair: name, psnr, ssim (and the uint8 RGB ``output`` if asked)."""
+    from superres.ops import rgb2ycbcr
+
+    scale = runner.desc.scale
     crop = scale if crop_border is None else crop_border
     records = []
     for pair in pairs:
-        sr, sr_y = super_resolve(forward, pair.lr, in_channels, scale, device)
+        sr, sr_y = super_resolve(runner, pair.lr)
         if sr.shape != pair.hr.shape:
             raise ValueError(f"{pair.name}: the network made {sr.shape[1]}x{sr.shape[0]} from a "
                              f"{pair.lr.shape[1]}x{pair.lr.shape[0]} input, expected x{scale}")
@@ -77,12 +61,27 @@ def evaluate(forward: Forward, pairs: Sequence, scale: int, in_channels: int = 3
     return records
 
 
-def frame_runner(forward: Forward, in_channels: int, scale: int, device: torch.device | str = "cpu") -> Callable:
-    """An image network as a clip runner for :func:`evaluate_clips`: each frame on its own."""
+def frame_runner(runner) -> Callable:
+    """An image model as a clip runner for :func:`evaluate_clips`: each frame on its own."""
     def run(frames):
         for lr, pts, tb in frames:
-            yield super_resolve(forward, lr, in_channels, scale, device)[0], pts, tb
+            yield super_resolve(runner, lr)[0], pts, tb
     return run
+
+
+def clip_runner(desc, options: RunOptions = EVAL_OPTIONS, *, frames: int | None = None,
+                single_frame: bool = False) -> Callable:
+    """How a model runs on whole clips, as ``superres video`` runs it: a video network on its windows
+    or clips (``single_frame``: fed one frame, the ablation), an image model frame by frame."""
+    if desc.video is not None:
+        from superres.infer.video import video_runner
+
+        return video_runner(desc, options=options, frames=frames, single_frame=single_frame)
+    if single_frame:
+        raise ValueError(f"single-frame evaluation is for video networks; {desc.arch} already sees one frame")
+    from superres.infer.runner import Runner
+
+    return frame_runner(Runner(desc, options))
 
 
 def evaluate_clips(runner: Callable, clips: Sequence, y_channel: bool = True, crop_border: int = 0,
@@ -90,8 +89,8 @@ def evaluate_clips(runner: Callable, clips: Sequence, y_channel: bool = True, cr
     """One record per clip (name, LR frames, HR frames): PSNR and SSIM averaged over all its frames.
 
     ``runner`` maps an iterator of (uint8 frame, pts, time base) to the upscaled frames, in order:
-    a :func:`superres.infer.video.video_runner` (or an image upscaler applied frame by frame).
-    Video papers score every frame with no border crop (BasicVSR, EDVR on Vid4/REDS4: crop 0).
+    a :func:`clip_runner`. Video papers score every frame with no border crop (BasicVSR, EDVR on
+    Vid4/REDS4: crop 0).
     """
     records = []
     for name, hr, lr in clips:
@@ -107,6 +106,51 @@ def evaluate_clips(runner: Callable, clips: Sequence, y_channel: bool = True, cr
             record["output"] = outputs[len(outputs) // 2]
         records.append(record)
     return records
+
+
+def holds_clips(folder: str | os.PathLike) -> bool:
+    """A folder of clips (sub-folders of frames, as Vid4's GT) rather than of images."""
+    from superres.io import list_images
+
+    folder = Path(folder)
+    return folder.is_dir() and not list_images(folder) and any(
+        sub.is_dir() and list_images(sub) for sub in sorted(folder.iterdir()))
+
+
+def evaluate_model(model, hr_dir: str | os.PathLike, scale: int, *, lr_dir: str | os.PathLike | None = None,
+                   degradation: str = "bicubic", clips: bool | None = None, single_frame: bool = False,
+                   y_channel: bool = True, crop_border: int | None = None,
+                   options: RunOptions = EVAL_OPTIONS) -> tuple[list[dict], bool]:
+    """A model (name, path, ``bicubic`` or descriptor) on a test set: (records, whether scored as clips).
+
+    Images: LR made the papers' way (or read from ``lr_dir``), crop = ``scale`` unless told. Clips
+    (``clips=None``: video networks, and folders that hold clips): every frame, crop 0 unless told.
+    """
+    import torch
+
+    from superres.zoo import load_model
+
+    desc = load_model(model, scale=scale) if isinstance(model, str | os.PathLike) else model
+    if desc.purpose not in ("sr", "video"):
+        raise ValueError(f"{model}: a {desc.arch} is a {desc.purpose} network, not an upscaler")
+    if desc.scale != scale:
+        raise ValueError(f"{model}: is a x{desc.scale} model, --scale says x{scale}")
+    if clips is None:
+        clips = desc.video is not None or holds_clips(hr_dir)
+    with torch.inference_mode():
+        if clips:
+            from superres.data.video import eval_clips
+
+            runner = clip_runner(desc, options, single_frame=single_frame)
+            return evaluate_clips(runner, eval_clips(hr_dir, scale, lr_dir, degradation), y_channel,
+                                  crop_border or 0), True
+        if single_frame:
+            raise ValueError("single-frame evaluation is for clips of video networks")
+        from superres.data import eval_pairs
+        from superres.infer.runner import Runner
+
+        pairs = eval_pairs(hr_dir, scale, lr_dir, degradation)
+        return evaluate(Runner(desc, options), pairs, y_channel, crop_border), False
 
 
 def mean_scores(records: Sequence[dict]) -> dict[str, float]:

@@ -19,6 +19,7 @@ losses as one that never stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -35,14 +36,15 @@ from superres.data.degradations import PairPool, degrade, paired_random_crop, us
 from superres.data.paired import PairedPatches, SampleStream, eval_pairs, sample_seed
 from superres.data.video import MotionClips, VideoClips, eval_clips
 from superres.errors import SuperresError
-from superres.infer.backend import pick_device
+from superres.infer.runner import Runner
 from superres.io import list_images
 from superres.losses import GANLoss, PerceptualLoss, pixel_loss
-from superres.metrics.evaluate import evaluate, evaluate_clips, frame_runner, mean_scores
+from superres.metrics.evaluate import EVAL_OPTIONS, clip_runner, evaluate, evaluate_clips, mean_scores
+from superres.runtime import DTYPES, pick_device
 from superres.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
 from superres.train.config import Config, Optimizer
 from superres.train.schedules import build_scheduler
-from superres.zoo import create_model, load_model, save_model
+from superres.zoo import create_model, describe, load_model, save_model
 
 
 def _rank_world() -> tuple[int, int]:
@@ -102,7 +104,6 @@ class Trainer:
         torch.manual_seed(config.seed)
 
         self.net_g = self._build(config.model)
-        self.in_channels = self._in_channels(self.net_g)
         t = config.train
         self.opt_g = build_optimizer(_trainable(self.net_g), t.optimizer)
         self.frozen_groups = []  # (iterations, parameters) of each train.freeze prefix, resolved once
@@ -114,7 +115,7 @@ class Trainer:
             self.frozen_groups.append((until, params))
         if t.branches_first and not hasattr(self.net_g, "branches"):
             raise SuperresError(f"{config.name}: train.branches_first: {config.model.arch} has no inference "
-                                "branches (it is for TemporalAdaptiveNet)")
+                                "branches to train first")
         self.sched_g = build_scheduler(self.opt_g, t.scheduler, t.warmup_iters)
         self.ema = None
         if t.ema_decay:
@@ -136,7 +137,7 @@ class Trainer:
             self.gan_loss = GANLoss(t.gan.gan_type)
         if self.pixel is None and self.perceptual is None and self.net_d is None:
             raise SuperresError(f"{config.name}: no loss configured (pixel_loss, perceptual_loss or gan)")
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
+        self.amp_dtype = None if t.amp == "none" else DTYPES[t.amp]
         use_scaler = t.amp == "fp16" and self.device.type == "cuda"
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
@@ -171,10 +172,10 @@ class Trainer:
             desc = load_model(m.pretrained)
             if desc.arch != m.arch:
                 raise SuperresError(f"{m.pretrained}: is a {desc.arch}, the config says {m.arch}")
-            net = create_model(m.arch, **{**desc.kwargs, **m.args})
+            net = create_model(m.arch, **{**desc.kwargs, **m.args}).module
             net.load_state_dict(desc.module.state_dict(), strict=True)
         else:
-            net = create_model(m.arch, **m.args)
+            net = create_model(m.arch, **m.args).module
         for name, file in m.init.items():
             part = net.get_submodule(name) if name else net
             try:
@@ -198,11 +199,6 @@ class Trainer:
                                v.single_frame)
         return VideoClips(d.hr, config.scale, d.patch_size, v.frames, v.mode, d.lr, d.degradation, d.flip, d.rot90,
                           v.reverse, v.include, v.exclude, v.single_frame)
-
-    @staticmethod
-    def _in_channels(net: nn.Module) -> int:
-        first = next(m for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d))
-        return first.in_channels
 
     def _wrap(self, net: nn.Module) -> nn.Module:
         if self.world == 1:
@@ -313,7 +309,7 @@ class Trainer:
         update_g = gan is None or (iteration % gan.d_steps == 0 and iteration >= gan.d_init_iters)
         if self.d is not None:
             self.net_d.requires_grad_(False)
-        branches = iteration < self.cfg.train.branches_first  # TAN's first stage: every branch on its own
+        branches = iteration < self.cfg.train.branches_first  # first stage: each inference branch alone
         with self._autocast(), torch.set_grad_enabled(update_g):  # D-only steps need no graph through G
             sr = self.g(lr, branches=True) if branches else self.g(lr)
         if update_g:
@@ -363,34 +359,28 @@ class Trainer:
     # --- validation and logging -------------------------------------------------------------
 
     def validate(self, iteration: int) -> dict[str, dict[str, float]]:
+        """Every validation set scored as ``superres eval`` scores it (fp32, whole images or clips)."""
         net = self.ema.module if self.ema is not None else self.net_g
+        desc = describe(net)
+        options = dataclasses.replace(EVAL_OPTIONS, device=str(self.device))
+        video = self.cfg.data.video
         net.eval()
         results = {}
         for v, pairs in self.val_sets:
             if v.clips:
-                records = evaluate_clips(self._clip_runner(net, v.single_frame), pairs, v.y_channel, v.crop_border or 0,
+                runner = clip_runner(desc, options, frames=video.frames if video else None,
+                                     single_frame=v.single_frame)
+                records = evaluate_clips(runner, pairs, v.y_channel, v.crop_border or 0,
                                          keep_outputs=self.writer is not None)
             else:
-                records = evaluate(net, pairs, self.cfg.scale, self.in_channels, v.y_channel, v.crop_border,
-                                   self.device, keep_outputs=self.writer is not None)
+                records = evaluate(Runner(desc, options), pairs, v.y_channel, v.crop_border,
+                                   keep_outputs=self.writer is not None)
             results[v.name] = mean_scores(records)
             if self.writer is not None:
                 for r in records[: self.cfg.log.val_samples]:
                     self.writer.add_image(f"val/{v.name}/{r['name']}", r["output"], iteration, dataformats="HWC")
         net.train()
         return results
-
-    def _clip_runner(self, net: nn.Module, single_frame: bool = False):
-        """How validation runs the network on whole clips: as ``superres video`` would run it."""
-        if self.cfg.data.video is None:  # an image network, frame by frame
-            return frame_runner(net, self.in_channels, self.cfg.scale, self.device)
-        from types import SimpleNamespace
-
-        from superres.infer.video import video_runner
-
-        desc = SimpleNamespace(module=net, scale=self.cfg.scale, arch=self.cfg.model.arch, kwargs=self.cfg.model.args)
-        return video_runner(desc, device=str(self.device), frames=self.cfg.data.video.frames,
-                            single_frame=single_frame)
 
     def _log(self, record: dict) -> None:
         with open(self.out / "log.jsonl", "a") as f:

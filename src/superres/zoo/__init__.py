@@ -6,22 +6,19 @@ import inspect
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from superres.archs.spec import ModelFacts
 from superres.zoo.checkpoint import CheckpointError, read_checkpoint, save_state_dict, unwrap_state_dict
-from superres.zoo.detect import DETECTORS, detect, normalize_layout
+from superres.zoo.descriptor import ModelDescriptor
+from superres.zoo.detect import detect, normalize_layout
 from superres.zoo.pretrained import DEFAULT_MODEL, MODELS, ModelSpec
 
-_PURPOSES = {"VGGStyleDiscriminator": "discriminator", "UNetDiscriminatorSN": "discriminator",
-             "SpyNet": "optical flow", "BasicVSR": "video", "IconVSR": "video", "EDVR": "video",
-             "TemporalAdaptiveNet": "video", "VSRTransformer": "video"}
-_DISCRIMINATORS = {arch for arch, purpose in _PURPOSES.items() if purpose == "discriminator"}
-_FIXED_SCALES = {"BasicVSR": 4, "IconVSR": 4, "EDVR": 4, "VSRTransformer": 4}
-_SCALE_ARGS = ("upscale", "scale", "upscale_factor")
+BICUBIC = "bicubic"
 
 
 def architectures() -> dict[str, type[nn.Module]]:
@@ -30,14 +27,25 @@ def architectures() -> dict[str, type[nn.Module]]:
     return ARCHITECTURES
 
 
-def create_model(arch: str, **kwargs) -> nn.Module:
-    """A new (randomly initialised) network by its official class name, e.g. ``RRDBNet``."""
-    archs = architectures()
-    if arch not in archs:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(archs)}")
-    model = archs[arch](**kwargs)
-    model.superres_config = {"arch": arch, "kwargs": _full_kwargs(archs[arch], kwargs)}
-    return model
+def _registry():
+    from superres.archs import REGISTRY
+
+    return REGISTRY
+
+
+def create_model(arch: str, **kwargs) -> ModelDescriptor:
+    """A new (randomly initialised) network by its official class name, e.g. ``RRDBNet``, with its facts.
+
+    The network is ``.module`` (it carries ``.superres_config``: the architecture and its full arguments).
+    """
+    registry = _registry()
+    if arch not in registry:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(registry)}")
+    spec = registry[arch]
+    module = spec.cls(**kwargs)
+    full = _full_kwargs(spec.cls, kwargs)
+    module.superres_config = {"arch": arch, "kwargs": full}
+    return ModelDescriptor(module=module, arch=arch, kwargs=full, facts=spec.facts(full))
 
 
 def _full_kwargs(cls: type, kwargs: dict) -> dict:
@@ -49,62 +57,50 @@ def _full_kwargs(cls: type, kwargs: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
 
 
-@dataclass
-class ModelDescriptor:
-    """A loaded network and what is known about it. Call it on N x C x H x W RGB in [0, 1]."""
-
-    module: nn.Module
-    arch: str
-    kwargs: dict
-    scale: int
-    in_channels: int
-    out_channels: int
-    purpose: str  # "sr" (image to larger image), "video" (N x T x C x H x W), "discriminator", "optical flow"
-    supports_half: bool = True
-    source: str | None = None
-    metadata: dict = field(default_factory=dict)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.module(x)
+def describe(module: nn.Module, source: str | None = None, metadata: dict | None = None) -> ModelDescriptor:
+    """The descriptor of a network built by :func:`create_model`, or of one whose weights are detectable."""
+    config = getattr(module, "superres_config", None)
+    if config is None:
+        found = detect(module.state_dict())
+        if found is None:
+            raise ValueError(f"cannot tell the architecture of {type(module).__name__}; build it with create_model")
+        config = {"arch": found[0], "kwargs": found[1]}
+    spec = _registry()[config["arch"]]
+    kwargs = _full_kwargs(spec.cls, config["kwargs"])
+    return ModelDescriptor(module=module, arch=config["arch"], kwargs=kwargs, facts=spec.facts(kwargs),
+                           source=source, metadata=dict(metadata or {}))
 
 
-def _describe(module: nn.Module, arch: str, kwargs: dict, source: str | None, metadata: dict) -> ModelDescriptor:
-    scale = next((int(kwargs[k]) for k in _SCALE_ARGS if k in kwargs), _FIXED_SCALES.get(arch))
-    if arch == "SRCNN":
-        channels = kwargs.get("channels", (3, 64, 32, 3))
-        in_ch, out_ch = channels[0], channels[-1]
-    elif arch in ("FSRCNN", "ESPCN"):
-        in_ch = out_ch = kwargs.get("num_channels", 1)
-    else:
-        in_ch = kwargs.get("num_in_ch", 3)
-        out_ch = 1 if arch in _DISCRIMINATORS else kwargs.get("num_out_ch", in_ch)
-    return ModelDescriptor(module=module.eval(), arch=arch, kwargs=kwargs, scale=scale or 1,
-                           in_channels=in_ch, out_channels=out_ch,
-                           purpose=_PURPOSES.get(arch, "sr"),
-                           source=source, metadata=metadata)
+def _bicubic(scale: float = 4) -> ModelDescriptor:
+    """MATLAB's bicubic ``imresize`` as a model: on uint8/uint16 arrays it rounds after each pass, as the
+    published baselines (and MATLAB) do; on float arrays it does not."""
+    from superres.ops.imresize import imresize
 
-
-# Architectures whose scale is not stored in their weights, and the argument that holds it.
-_SCALE_NOT_IN_WEIGHTS = {"SRCNN": "upscale_factor", "FSRCNN": "upscale"}
+    return ModelDescriptor(module=None, arch=BICUBIC, kwargs={"scale": scale}, facts=ModelFacts("sr", scale, 3, 3),
+                           resample=partial(imresize, scale=scale))
 
 
 def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.device = "cpu",
-               scale: int | None = None) -> ModelDescriptor:
+               scale: float | None = None) -> ModelDescriptor:
     """Load a named model, a checkpoint file or a state dict, detecting its architecture.
 
     Files: ``.pth/.pt/.ckpt`` (``torch.load(weights_only=True)``) and ``.safetensors``; BasicSR,
     Real-ESRGAN, the original ESRGAN, MMagic (``generator_ema.``/``generator.``) and plain layouts.
     Weights are loaded with strict key matching. ``scale`` is needed only for SRCNN and FSRCNN
     files that are not ours (their scale is not in the weights; defaults: x4 and x3); ours record it.
+    ``"bicubic"`` is MATLAB's bicubic resize at ``scale`` (default 4, may be fractional).
     """
+    if isinstance(name_or_path, str) and name_or_path == BICUBIC:
+        return _bicubic(4 if scale is None else scale)
     metadata: dict = {}
+    name = None
     if isinstance(name_or_path, dict):
         state, source = unwrap_state_dict(name_or_path), None
     elif str(name_or_path) in MODELS:
         from superres.zoo.pretrained import pretrained_checkpoint
 
-        state, metadata, source = pretrained_checkpoint(str(name_or_path))
+        name = str(name_or_path)
+        state, metadata, source = pretrained_checkpoint(name)
     else:
         path = Path(name_or_path)
         if not path.exists():
@@ -121,9 +117,11 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
             raise CheckpointError(_no_match_message(source or "<state dict>", state))
         arch, kwargs = found
         kwargs = {**kwargs, **implied}
-    if scale is not None and arch in _SCALE_NOT_IN_WEIGHTS and "superres_arch" not in metadata:
-        kwargs = {**kwargs, _SCALE_NOT_IN_WEIGHTS[arch]: int(scale)}
-    module = create_model(arch, **kwargs)
+        unstored = _registry()[arch].unstored_scale
+        if scale is not None and unstored is not None:
+            kwargs = {**kwargs, unstored: int(scale)}
+    desc = create_model(arch, **kwargs)
+    module = desc.module
     missing, unexpected = _key_mismatch(module.state_dict(), state)
     if missing or unexpected:
         raise CheckpointError(f"{source or '<state dict>'}: looks like {arch} but keys differ: "
@@ -133,7 +131,9 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
     except RuntimeError as e:
         shape_errors = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
         raise CheckpointError(f"{source or '<state dict>'}: {arch} shapes differ: {_few(shape_errors)}") from None
-    return _describe(module.to(device), arch, module.superres_config["kwargs"], source, metadata)
+    module.to(device).eval()
+    desc.source, desc.name, desc.metadata = source, name, metadata
+    return desc
 
 
 def _key_mismatch(expected: dict, state: dict) -> tuple[list[str], list[str]]:
@@ -156,8 +156,8 @@ def _no_match_message(source: str, state: dict) -> str:
 
     have = patterns(state)
     best, best_score, best_keys = None, -1.0, set()
-    for arch in DETECTORS:
-        keys = patterns(create_model(arch).state_dict())
+    for arch in _registry():
+        keys = patterns(create_model(arch).module.state_dict())
         score = len(keys & have) / len(keys | have)
         if score > best_score:
             best, best_score, best_keys = arch, score, keys
@@ -168,21 +168,12 @@ def _no_match_message(source: str, state: dict) -> str:
 
 def save_model(model: nn.Module | ModelDescriptor, path: str | os.PathLike, provenance: str = "") -> None:
     """Write safetensors with the architecture, its arguments and the scale in the metadata."""
-    if isinstance(model, ModelDescriptor):
-        arch, kwargs, module = model.arch, model.kwargs, model.module
-    else:
-        module = model
-        config = getattr(model, "superres_config", None)
-        if config is None:
-            found = detect(model.state_dict())
-            if found is None:
-                raise ValueError(f"cannot tell the architecture of {type(model).__name__}; build it with create_model")
-            config = {"arch": found[0], "kwargs": found[1]}
-        arch, kwargs = config["arch"], config["kwargs"]
-    scale = next((kwargs[k] for k in _SCALE_ARGS if k in kwargs), 1)
-    save_state_dict(path, module.state_dict(), {"superres_arch": arch, "superres_kwargs": kwargs,
-                                                "scale": scale, "provenance": provenance,
-                                                "format": "superres-1"})
+    desc = model if isinstance(model, ModelDescriptor) else describe(model)
+    if desc.module is None:
+        raise ValueError(f"{desc.arch} has no weights to save")
+    save_state_dict(path, desc.module.state_dict(), {"superres_arch": desc.arch, "superres_kwargs": desc.kwargs,
+                                                     "scale": desc.scale, "provenance": provenance,
+                                                     "format": "superres-1"})
 
 
 def interpolate(a: ModelDescriptor | str | os.PathLike, b: ModelDescriptor | str | os.PathLike,
@@ -196,15 +187,19 @@ def interpolate(a: ModelDescriptor | str | os.PathLike, b: ModelDescriptor | str
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     da = a if isinstance(a, ModelDescriptor) else load_model(a)
     db = b if isinstance(b, ModelDescriptor) else load_model(b)
+    if da.module is None or db.module is None:
+        raise CheckpointError("bicubic has no weights to interpolate")
     if (da.arch, da.kwargs) != (db.arch, db.kwargs):
         raise CheckpointError(f"cannot interpolate {da.arch}({da.kwargs}) with {db.arch}({db.kwargs}): "
                               "the architectures differ")
     sa, sb = da.module.state_dict(), db.module.state_dict()
     mixed = {k: ((1 - alpha) * sa[k].double() + alpha * sb[k].double()).to(sa[k].dtype)
              if sa[k].is_floating_point() else sa[k] for k in sa}
-    module = create_model(da.arch, **da.kwargs)
-    module.load_state_dict(mixed, strict=True)
-    return _describe(module, da.arch, da.kwargs, None, {"interpolated": f"{1 - alpha:g} x A + {alpha:g} x B"})
+    mixed_desc = create_model(da.arch, **da.kwargs)
+    mixed_desc.module.load_state_dict(mixed, strict=True)
+    mixed_desc.module.eval()
+    mixed_desc.metadata = {"interpolated": f"{1 - alpha:g} x A + {alpha:g} x B"}
+    return mixed_desc
 
 
 def list_models() -> list[str]:
@@ -220,6 +215,7 @@ __all__ = [
     "ModelSpec",
     "architectures",
     "create_model",
+    "describe",
     "interpolate",
     "list_models",
     "load_model",

@@ -104,7 +104,7 @@ def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> nn.
 
     layers = read_param(param_path)
     arch, kwargs = detect_ncnn(layers, param_path)
-    module = create_model(arch, **kwargs)
+    module = create_model(arch, **kwargs).module
     targets = [(name, m) for name, m in module.named_modules() if isinstance(m, nn.Conv2d | nn.PReLU)]
     sources = [layer for layer in layers if layer.type in ("Convolution", "PReLU")]
     if [type(m).__name__ for _, m in targets] != ["Conv2d" if s.type == "Convolution" else "PReLU" for s in sources]:

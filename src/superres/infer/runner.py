@@ -1,0 +1,183 @@
+"""The runner: the only code that runs a network on images.
+
+It turns HxWxC arrays (a clip for video networks: TxHxWxC), uint8, uint16 or float in [0, 1],
+into network input and back; pads to the network's size requirement and crops back; picks the
+precision by the one policy (:func:`superres.runtime.pick_precision`) and falls back to fp32
+when half precision gives non-finite values, saying so; chooses the memory layout and the
+backend (PyTorch, or the ncnn runtime for the named models that ship as ncnn files). Tiling
+(:mod:`superres.infer.image`), video windows and clips (:mod:`superres.infer.video`),
+evaluation (:mod:`superres.metrics.evaluate`), training validation and the receptive-field
+measurement (:mod:`superres.infer.context`) are loops around it.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from superres.ops.layout import from_float, to_float, to_image, to_tensor
+from superres.runtime import (
+    DTYPES,
+    RunOptions,
+    channels_last,
+    fallback_precision,
+    flush_denormals,
+    pick_backend,
+    pick_device,
+    pick_precision,
+)
+
+
+class Runner:
+    """Runs one model (a :class:`~superres.zoo.ModelDescriptor`) as the run options say.
+
+    ``runner(image)``: an array in, the same dtype out (``scale`` x larger). ``runner.forward(x)``:
+    float32 in [0, 1] in, float32 in [0, 1] out, at a given precision (what tiles and clips use).
+    """
+
+    def __init__(self, desc, options: RunOptions | None = None, *, ncnn_files: tuple[Path, Path] | None = None):
+        self.desc, self.options = desc, options or RunOptions()
+        self.device = pick_device(self.options.device)
+        self._ncnn_files = ncnn_files
+        self._nets: dict[str, object] = {}  # precision -> prepared torch module or ncnn network
+        self._fell_back = False
+        self.precision_used: str | None = None  # the precision of the last run, fallback included
+        if self.device.type == "cpu" and desc.module is not None:
+            flush_denormals()
+        self.precision_for(np.uint8)  # reject impossible explicit choices now, not at the first image
+
+    # --- choices ------------------------------------------------------------------------------
+
+    def precision_for(self, dtype: np.dtype | type | None = np.uint8) -> str:
+        """The precision images of this sample type run in (fp32 for good after a fallback)."""
+        if self.desc.module is None:
+            return "fp64"
+        if self._fell_back:
+            return "fp32"
+        return pick_precision(self.options.precision, self.device, self.desc.precisions, dtype)
+
+    def backend_for(self, precision: str) -> str:
+        if self.desc.module is None:
+            return "numpy"
+        return pick_backend(self.options.backend, self.device, precision, self._ncnn_files is not None)
+
+    def _net(self, precision: str):
+        if precision not in self._nets:
+            if self.backend_for(precision) == "ncnn":
+                self._nets[precision] = NcnnRunner(*self._ncnn_files)
+            else:
+                module = self.desc.module
+                layout = channels_last(self.device, precision) and self.desc.video is None  # 4-D input only
+                if precision != "fp32" or layout:  # never change the caller's module in place
+                    module = copy.deepcopy(module)
+                module = module.to(self.device, DTYPES[precision]).eval()
+                if layout:
+                    module = module.to(memory_format=torch.channels_last)
+                self._nets[precision] = module
+        return self._nets[precision]
+
+    # --- running ------------------------------------------------------------------------------
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """HxWxC (video networks: TxHxWxC) uint8, uint16 or float -> the output in the same dtype."""
+        if self.desc.resample is not None:  # on the samples themselves: MATLAB rounds integers after each pass
+            out = self.desc.resample(image)
+            return out if np.issubdtype(image.dtype, np.integer) else from_float(out, image.dtype)
+        out = self.forward(to_float(image), self.precision_for(image.dtype))
+        return from_float(out, image.dtype)
+
+    def forward(self, x: np.ndarray, precision: str | None = None) -> np.ndarray:
+        """float32 HxWxC (or TxHxWxC) in [0, 1] -> float32 output in [0, 1].
+
+        A 1-channel network given RGB sees the Y of YCbCr, and its chroma is upscaled by MATLAB
+        bicubic (as the classic Y-channel networks are used); a 3-channel one given gray sees it as RGB.
+        """
+        if self.desc.resample is not None:
+            return np.clip(self.desc.resample(x), 0, 1).astype(np.float32)
+        precision = precision or self.precision_for(np.uint8)
+        channels, wanted = x.shape[-1], self.desc.in_channels
+        if channels == 3 and wanted == 1:
+            return upscale_luma(lambda y: self.forward(y, precision), x, self.desc.scale)[0]
+        if channels == 1 and wanted == 3:
+            return self.forward(np.repeat(x, 3, axis=-1), precision)
+        if channels != wanted:
+            raise ValueError(f"{self.desc.arch} takes {wanted}-channel images, got {channels} channels")
+        net = self._net(precision)
+        if isinstance(net, NcnnRunner):
+            self.precision_used = precision
+            return net(x)
+        out = self._torch_forward(net, to_tensor(x), precision)
+        if (fallback := fallback_precision(precision, out)) is not None:
+            warnings.warn(f"{precision} gave non-finite values on this {self.device.type} device (a known fp16 "
+                          f"problem on some GPUs); using {fallback} from now on", stacklevel=2)
+            self._fell_back = True
+            return self.forward(x, fallback)
+        self.precision_used = precision
+        return to_image(out.clamp(0, 1))
+
+    def _torch_forward(self, net: torch.nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
+        """CxHxW (or TxCxHxW) -> the network's output for it, float32, on the CPU, cropped to scale x size."""
+        h, w = x.shape[-2:]
+        m, least = self.desc.size_multiple, self.desc.min_size
+        pad_h, pad_w = max(-h % m, least - h), max(-w % m, least - w)
+        pad_h, pad_w = pad_h + -(h + pad_h) % m, pad_w + -(w + pad_w) % m
+        batch = x[None]
+        if pad_h or pad_w:
+            flat = batch.flatten(0, -4)  # reflect/replicate pad takes N x C x H x W
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            flat = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
+            batch = flat.view(*batch.shape[:-2], h + pad_h, w + pad_w)
+        with torch.inference_mode():
+            xd = batch.to(self.device, DTYPES[precision])
+            if xd.dim() == 4 and channels_last(self.device, precision):
+                xd = xd.contiguous(memory_format=torch.channels_last)
+            out = net(xd)[0].float()
+        s = self.desc.scale
+        return out[..., : h * s, : w * s].to("cpu")
+
+
+def upscale_luma(forward, rgb: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Y-channel network on an RGB float image: (RGB output, its Y output), both float in [0, 1].
+
+    Y of YCbCr (BT.601, as MATLAB's rgb2ycbcr) goes through ``forward``; Cb and Cr are upscaled by
+    MATLAB bicubic, the protocol of the classic Y-channel papers (SRCNN and its successors).
+    """
+    from superres.ops import imresize, rgb2ycbcr, ycbcr2rgb
+
+    ycc = rgb2ycbcr(rgb)
+    y = np.clip(forward(ycc[..., :1].astype(np.float32)), 0, 1)
+    cbcr = imresize(ycc[..., 1:], scale)
+    out = np.clip(ycbcr2rgb(np.concatenate([y.astype(cbcr.dtype), cbcr], axis=-1)), 0, 1)
+    return out.astype(rgb.dtype if rgb.dtype == np.float64 else np.float32), y
+
+
+class NcnnRunner:
+    """An ncnn param/bin network (CPU, fp32) on HxWx3 float32 arrays in [0, 1], as :meth:`Runner.forward`."""
+
+    def __init__(self, param: Path, bin_path: Path, threads: int | None = None):
+        import ncnn
+
+        self.net = ncnn.Net()
+        opt = self.net.opt
+        opt.use_vulkan_compute = False
+        opt.num_threads = threads or torch.get_num_threads()
+        # fp32 throughout, so results match the PyTorch network (fp16/bf16 storage would round)
+        opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
+        if self.net.load_param(str(param)) or self.net.load_model(str(bin_path)):
+            raise ValueError(f"{param}: the ncnn runtime cannot load this model")
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        import ncnn
+
+        data = to_tensor(tile.astype(np.float32, copy=False)).numpy()  # must outlive the Mat
+        extractor = self.net.create_extractor()
+        extractor.input("data", ncnn.Mat(data))
+        status, out = extractor.extract("output")
+        if status:
+            raise RuntimeError(f"ncnn failed on a {tile.shape[1]}x{tile.shape[0]} tile (status {status})")
+        return np.clip(to_image(torch.from_numpy(np.array(out))), 0, 1)

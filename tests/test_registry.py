@@ -1,0 +1,161 @@
+"""Every registered architecture, a few small variants each: create -> weights -> load gives the same
+model, its facts match a real forward pass, and no detector claims another architecture's weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from superres.archs import REGISTRY
+from superres.archs.spec import ALL_PRECISIONS, PURPOSES
+from superres.zoo import create_model, load_model, save_model
+
+# arch -> [(kwargs, arguments the weights do not record)]; small so that the file runs in seconds.
+# "*" in the unrecorded set: the plain state dict cannot tell this variant apart (e.g. SRCNN's
+# upsample_mode="none" changes its scale), so only the self-describing safetensors round trip applies.
+VARIANTS: dict[str, list[tuple[dict, set[str]]]] = {
+    "SRCNN": [({"channels": (1, 8, 4, 1), "kernel_sizes": (9, 1, 5), "upscale_factor": 3}, set()),
+              ({"channels": (3, 8, 4, 3), "kernel_sizes": (9, 5, 5), "upscale_factor": 2,
+                "upsample_mode": "matlab"}, {"upsample_mode"}),
+              ({"channels": (1, 8, 4, 1), "upscale_factor": 4, "upsample_mode": "none"}, {"*"})],
+    "FSRCNN": [({"upscale": 2, "num_channels": 1, "d": 8, "s": 4, "m": 1}, set()),
+               ({"upscale": 4, "num_channels": 3, "d": 12, "s": 6, "m": 2}, set())],
+    "ESPCN": [({"upscale": 2, "num_channels": 1, "num_feat": (8, 4)}, set()),
+              ({"upscale": 3, "num_channels": 3, "num_feat": (8, 6)}, set())],
+    "SRResNet": [({"upscale": s, "num_feat": 8, "num_block": 1}, set()) for s in (2, 3, 4)]
+    + [({"num_in_ch": 1, "num_out_ch": 1, "num_feat": 8, "num_block": 2}, set())],
+    "MSRResNet": [({"upscale": s, "num_feat": 8, "num_block": 1}, set()) for s in (2, 3, 4)]
+    + [({"num_feat": 8, "num_block": 1, "upsample_lrelu": False}, {"upsample_lrelu"})],
+    "EDSR": [({"upscale": s, "num_feat": 8, "num_block": 1}, set()) for s in (2, 3, 4)]
+    + [({"num_feat": 8, "num_block": 2, "img_range": 1.0}, {"img_range"})],
+    "RRDBNet": [({"scale": s, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}, set()) for s in (1, 2, 4)]
+    + [({"num_in_ch": 1, "num_out_ch": 1, "num_feat": 8, "num_block": 2, "num_grow_ch": 4}, set())],
+    "SRVGGNetCompact": [({"upscale": 2, "num_feat": 8, "num_conv": 2, "act_type": "relu"}, set()),
+                        ({"upscale": 4, "num_feat": 8, "num_conv": 1, "num_in_ch": 1, "num_out_ch": 1}, set()),
+                        ({"upscale": 3, "num_feat": 8, "num_conv": 2, "act_type": "leakyrelu"}, {"act_type"})],
+    "VGGStyleDiscriminator": [({"num_feat": 4}, set()), ({"num_feat": 2, "input_size": 256, "num_in_ch": 1}, set())],
+    "UNetDiscriminatorSN": [({"num_feat": 4}, set()), ({"num_feat": 4, "skip_connection": False}, {"skip_connection"})],
+    "SpyNet": [({}, set()), ({"levels": 4, "layout": "mmedit"}, set())],
+    "BasicVSR": [({"num_feat": 8, "num_block": 1}, set())],
+    "IconVSR": [({"num_feat": 8, "num_block": 1}, set()),
+                ({"num_feat": 8, "num_block": 1, "temporal_padding": 3, "keyframe_stride": 3}, {"keyframe_stride"})],
+    "EDVR": [({"num_feat": 8, "num_frame": 3, "deformable_groups": 1, "num_extract_block": 1,
+               "num_reconstruct_block": 1}, set()),
+             ({"num_feat": 8, "num_frame": 5, "deformable_groups": 2, "num_extract_block": 1,
+               "num_reconstruct_block": 2, "with_tsa": False, "with_predeblur": True}, set()),
+             ({"num_feat": 8, "num_frame": 3, "deformable_groups": 1, "num_extract_block": 1,
+               "num_reconstruct_block": 1, "with_predeblur": True, "hr_in": True}, set())],
+    "TemporalAdaptiveNet": [({"scale": 2, "windows": (1, 3), "num_feat": (4, 4), "alignment": "none"}, set()),
+                            ({"scale": 3, "num_in_ch": 3, "windows": (1, 3, 5), "num_feat": (8, 4)}, set()),
+                            ({"scale": 2, "num_in_ch": 3, "windows": (3,), "num_feat": (4, 4),
+                              "alignment": "rectified", "patch": 8}, {"patch"})],
+    "VSRTransformer": [({"num_feat": 8, "feat_size": 32, "num_extract_block": 1, "num_reconstruct_block": 1,
+                         "depth": 1}, set()),
+                       ({"num_feat": 8, "feat_size": 16, "num_frame": 7, "num_extract_block": 1,
+                         "num_reconstruct_block": 1, "depth": 1, "tile_overlap": 4}, {"*"})],  # tile_overlap 16
+}
+
+CASES = [pytest.param(arch, kwargs, unrecorded, id=f"{arch}-{i}")
+         for arch in REGISTRY for i, (kwargs, unrecorded) in enumerate(VARIANTS.get(arch, []))]
+
+
+def test_every_registered_architecture_has_variants():
+    assert set(VARIANTS) == set(REGISTRY)
+
+
+def _made(arch: str, kwargs: dict):
+    torch.manual_seed(0)
+    desc = create_model(arch, **kwargs)
+    with torch.no_grad():  # non-zero everywhere (SpyNet's last layers start at zero), so that loads are checked
+        for p in desc.module.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return desc
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("arch, kwargs, unrecorded", CASES)
+def test_round_trip(tmp_path, arch, kwargs, unrecorded):
+    desc = _made(arch, kwargs)
+    assert desc.arch == arch and desc.module.superres_config == {"arch": arch, "kwargs": desc.kwargs}
+    facts = desc.facts
+    assert facts.purpose in PURPOSES and "fp32" in facts.precisions and set(facts.precisions) <= set(ALL_PRECISIONS)
+    assert (facts.video is not None) == (facts.purpose == "video")
+
+    save_model(desc, tmp_path / "net.safetensors")
+    loaded = load_model(tmp_path / "net.safetensors")
+    assert (loaded.arch, loaded.kwargs, loaded.facts) == (arch, desc.kwargs, facts)
+    _same_weights(loaded.module, desc.module)
+
+    if "*" in unrecorded:
+        return
+    spec = REGISTRY[arch]
+    plain = load_model(desc.module.state_dict(), scale=desc.scale if spec.unstored_scale else None)
+    assert plain.arch == arch
+    assert {k: v for k, v in plain.kwargs.items() if k not in unrecorded} == \
+        {k: v for k, v in desc.kwargs.items() if k not in unrecorded}
+    assert (plain.scale, plain.in_channels, plain.out_channels) == (desc.scale, desc.in_channels, desc.out_channels)
+    _same_weights(plain.module, desc.module)
+
+
+def _input_size(facts) -> tuple[int, int]:
+    """Odd sizes where the network allows, else the smallest multiples of its size_multiple above them."""
+    m = facts.size_multiple
+    return tuple(max(facts.min_size, n + -n % m) for n in (13, 17))
+
+
+@pytest.mark.parametrize("arch, kwargs, unrecorded", CASES)
+def test_facts_match_a_forward_pass(arch, kwargs, unrecorded):
+    desc = _made(arch, kwargs)
+    facts, module = desc.facts, desc.module.eval()
+    h, w = _input_size(facts)
+    if arch == "VGGStyleDiscriminator":  # exactly input_size x input_size
+        assert facts.size_multiple == facts.min_size == kwargs.get("input_size", 128)
+    torch.manual_seed(1)
+    if facts.video is None:
+        x = torch.rand(1, facts.in_channels, h, w)
+    else:
+        video = facts.video
+        frames = video.frames if video.fixed or video.mode == "window" else min(video.frames, 7)
+        x = torch.rand(1, frames, facts.in_channels, h, w)
+    with torch.no_grad():
+        out = module(x, x.roll(1, -1)) if facts.purpose == "optical flow" else module(x)
+    if out.ndim == 2:  # one value per image (VGG-style discriminator)
+        assert out.shape == (1, facts.out_channels)
+        return
+    expected = (facts.out_channels, facts.scale * h, facts.scale * w)
+    if facts.video is not None and facts.video.mode == "clip":
+        assert out.shape == (1, x.shape[1], *expected)
+    else:
+        assert out.shape == (1, *expected)
+    assert torch.isfinite(out).all()
+
+
+def test_detectors_exclude_each_other():
+    """Each variant's weights are claimed by its own detector alone, and by no foreign-layout rename."""
+    for case in CASES:
+        arch, kwargs, _ = case.values
+        state = create_model(arch, **kwargs).module.state_dict()
+        claims = [name for name, spec in REGISTRY.items() if spec.detect(state) is not None]
+        assert claims == [arch], (arch, kwargs, claims)
+        renames = [name for name, spec in REGISTRY.items() if spec.convert is not None and spec.convert(state)]
+        assert renames == [], (arch, kwargs, renames)
+
+
+def test_bicubic_is_a_model():
+    from superres.ops import imresize
+
+    desc = load_model("bicubic", scale=3)
+    assert (desc.module, desc.arch, desc.kwargs, desc.purpose) == (None, "bicubic", {"scale": 3}, "sr")
+    assert (desc.scale, desc.in_channels, desc.out_channels) == (3, 3, 3)
+    img = np.random.default_rng(0).integers(0, 256, (11, 13, 3), dtype=np.uint8)
+    out = desc.resample(img)
+    assert out.dtype == np.uint8 and out.shape == (33, 39, 3)
+    np.testing.assert_array_equal(out, imresize(img, 3))  # rounded after each pass, as MATLAB
+    assert load_model("bicubic").scale == 4 and load_model("bicubic", scale=2.5).scale == 2.5
