@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from superres.metrics import niqe, psnr, psnr_torch, ssim, ssim_torch
 from superres.ops import imresize
@@ -126,11 +127,15 @@ def test_niqe_end_to_end_close_to_basicsr(photos, basicsr, monkeypatch):
 
     for gt, sr in _degraded_pairs(photos):
         for img in (gt, sr):
-            # A few ulp on the pixels move r by ~1e-6 relative (up to ~6e-5 in low-contrast blocks);
-            # the grid spacing of r is ~8e-4 relative, so a fit flips with p ~ 2e-6 / 8e-4 ~ 0.3 %:
-            # ~0.4 of the 5 x 25 scale-2 fits of a 512x512 image. Allow the 3 flips that would move
-            # NIQE most (Poisson(0.4) P(>3) < 1e-3), plus the 1e-6 of the same-resize test.
-            bound = 1e-6 + _grid_step_effects(img, monkeypatch)[:3].sum()
+            # A few ulp on the pixels move the moment ratio r of a fit by ~1e-5 relative on average
+            # (heavy-tailed: up to ~6e-5 in low-contrast product fits); the grid spacing of r is ~8e-4
+            # relative, so a fit flips with p ~ 2 x 1e-5 / 8e-4 ~ 2 % (1.75 % measured on astronaut):
+            # ~2.5 of the 5 x 25 scale-2 fits of a 512x512 image. Allow the k flips that would move
+            # NIQE most, k with P(Poisson > k) < 1e-3 (9 here), plus the 1e-6 of the same-resize test.
+            # (Dropping the antialiasing of that resize moves NIQE by 0.8 and 1.2 on the two originals.)
+            effects = _grid_step_effects(img, monkeypatch)
+            flips = int(stats.poisson.isf(1e-3, 0.02 * len(effects)))
+            bound = 1e-6 + effects[:flips].sum()
             assert abs(niqe(img) - calculate_niqe(img[..., ::-1].copy(), 0)) <= bound
 
 
