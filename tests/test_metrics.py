@@ -84,7 +84,7 @@ def test_niqe_matches_basicsr_given_the_same_resize(photos, basicsr, monkeypatch
     assert abs(niqe(gt, 4) - calculate_niqe(gt[..., ::-1].copy(), 4)) <= 1e-6
 
 
-def _grid_step_effects(img, monkeypatch) -> np.ndarray:
+def _grid_step_effects(img) -> np.ndarray:
     """Largest first: |NIQE change| from moving one scale-2 AGGD fit of one block by one step (0.001)
     of the alpha grid (the worse direction; betas rescaled by the new alpha, as the fit does)."""
     from scipy.special import gamma
@@ -93,9 +93,9 @@ def _grid_step_effects(img, monkeypatch) -> np.ndarray:
 
     features = []
     block_features = niqe_model._block_features
-    monkeypatch.setattr(niqe_model, "_block_features", lambda b: features.append(block_features(b)) or features[-1])
-    base = niqe(img)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(niqe_model, "_block_features", lambda b: features.append(block_features(b)) or features[-1])
+        base = niqe(img)
     dist = np.concatenate(features, axis=1)
     ratio = lambda a: np.sqrt(gamma(1 / a) / gamma(3 / a))  # noqa: E731
     effects = []
@@ -118,9 +118,9 @@ def _grid_step_effects(img, monkeypatch) -> np.ndarray:
     return np.sort(effects)[::-1]
 
 
-def test_niqe_end_to_end_close_to_basicsr(photos, basicsr, monkeypatch):
+def test_niqe_end_to_end_close_to_basicsr(photos, basicsr):
     """Ours and BasicSR differ only in the x0.5 resize (the test above): ours is float64 rounded to
-    float32, BasicSR's a float32 torch mv whose summation order depends on the CPU (AVX2/AVX-512/AMX),
+    float32, BasicSR's a float32 torch mv whose BLAS kernel (AVX2/AVX-512/AMX) sets the summation order:
     a few ulp apart. NIQE is discontinuous there: each AGGD fit picks alpha on a 0.001 grid, so a fit
     whose moment ratio r lies within the perturbation of a grid midpoint moves by one step."""
     from basicsr.metrics import calculate_niqe
@@ -133,7 +133,7 @@ def test_niqe_end_to_end_close_to_basicsr(photos, basicsr, monkeypatch):
             # ~2.5 of the 5 x 25 scale-2 fits of a 512x512 image. Allow the k flips that would move
             # NIQE most, k with P(Poisson > k) < 1e-3 (9 here), plus the 1e-6 of the same-resize test.
             # (Dropping the antialiasing of that resize moves NIQE by 0.8 and 1.2 on the two originals.)
-            effects = _grid_step_effects(img, monkeypatch)
+            effects = _grid_step_effects(img)
             flips = int(stats.poisson.isf(1e-3, 0.02 * len(effects)))
             bound = 1e-6 + effects[:flips].sum()
             assert abs(niqe(img) - calculate_niqe(img[..., ::-1].copy(), 0)) <= bound
