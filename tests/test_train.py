@@ -276,7 +276,10 @@ def test_workers_do_not_change_the_samples_and_amp_runs(tmp_path, tiny_data):
         Trainer(config, quiet=True).fit()
         runs[name] = losses(tmp_path / name / "run")
     assert runs["w0"] == runs["w2"]
-    assert runs["amp"][1] == pytest.approx(runs["w0"][1], rel=0.05)  # same batch, bf16 arithmetic
+    # Same batch and weights at iteration 1. bf16 rounds the input and weights of each of FSRCNN's
+    # 5 convs (2^-9 relative each, fp32 accumulation): <= 10 * 2^-9 = 2 % of the output, which moves
+    # the Charbonnier loss by no more; 0.05 holds while |output| <= 2.5 x the loss (at init << 1 x).
+    assert runs["amp"][1] == pytest.approx(runs["w0"][1], rel=0.05)
 
 
 def test_shipped_schema_is_up_to_date():

@@ -5,8 +5,9 @@ Matches MATLAB's ``niqe`` as re-implemented by BasicSR (which reports 5.7296 for
 as MATLAB R2021a does): Y channel rounded to integers, 96x96 blocks without overlap, two scales
 (the second by MATLAB bicubic x0.5), 18 AGGD features per block and scale, and the distance of
 the fitted multivariate Gaussian to the pristine model of the paper (``niqe_pris_params.npz``,
-the parameters shipped with MATLAB's NIQE). Like BasicSR, the image path runs in float32.
-Blocks are processed together as arrays rather than one by one.
+the parameters shipped with MATLAB's NIQE). Like BasicSR, the image path runs in float32, except
+the x0.5 resize, computed in float64 (as MATLAB) and rounded once to float32: 0.5 ulp from MATLAB's
+values where float32 taps accumulate up to a few ulp. Blocks are processed together as arrays.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _block_features(blocks: np.ndarray) -> np.ndarray:
 
 def niqe_gray(img: np.ndarray, block_size: int = BLOCK_SIZE) -> float:
     """NIQE of a 2-D gray/Y image in [0, 255] (already rounded, as MATLAB's uint8 input)."""
-    mu_pris, cov_pris, window = pristine_model()
+    _, _, window = pristine_model()
     img = np.asarray(img, dtype=np.float32)
     n_h, n_w = img.shape[0] // block_size, img.shape[1] // block_size
     if n_h < 1 or n_w < 1:
@@ -94,13 +95,22 @@ def niqe_gray(img: np.ndarray, block_size: int = BLOCK_SIZE) -> float:
         blocks = normalized.reshape(n_h, b, n_w, b).transpose(2, 0, 1, 3).reshape(-1, b, b)
         features.append(_block_features(blocks))
         if scale == 1:
-            img = imresize(img / np.float32(255.0), scale=0.5, antialiasing=True) * np.float32(255.0)
+            # The AGGD fits snap to a 0.001 grid, so a few float32 ulp here can move a block's
+            # feature by a grid step: resize in float64 and round once (img / 255 in float32, as BasicSR).
+            img = imresize((img / np.float32(255.0)).astype(np.float64), scale=0.5, antialiasing=True)
+            img = img.astype(np.float32) * np.float32(255.0)
     dist = np.concatenate(features, axis=1)
-
-    complete = dist[~np.isnan(dist).any(axis=1)]
-    if len(complete) < 2:  # a covariance needs two blocks (MATLAB and BasicSR fail here too)
+    n_complete = int((~np.isnan(dist).any(axis=1)).sum())
+    if n_complete < 2:  # a covariance needs two blocks (MATLAB and BasicSR fail here too)
         raise ValueError(f"NIQE needs at least two textured {block_size}x{block_size} blocks; "
-                         f"this {img.shape[0] * scale}x{img.shape[1] * scale} image has {len(complete)}")
+                         f"this {img.shape[0] * scale}x{img.shape[1] * scale} image has {n_complete}")
+    return _distance(dist)
+
+
+def _distance(dist: np.ndarray) -> float:
+    """Eq. 10: distance of the MVG fitted to the block features (B x 36) to the pristine model."""
+    mu_pris, cov_pris, _ = pristine_model()
+    complete = dist[~np.isnan(dist).any(axis=1)]
     mu_dist = np.nanmean(dist, axis=0)
     cov_dist = np.cov(complete, rowvar=False)
     diff = mu_pris - mu_dist
