@@ -50,7 +50,7 @@ def best_time(fn, repeat: int):
 
 def ncnn_runner(name: str, threads: int):
     """The ncnn runtime on the model's own .param/.bin files, or None without the ncnn package."""
-    from superres.infer.runner import NcnnRunner
+    from superres.runner import NcnnRunner
     from superres.runtime import ncnn_available
 
     return NcnnRunner(*source_files(MODELS[name]), threads) if ncnn_available() else None

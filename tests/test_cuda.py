@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from superres.infer import upscale
-from superres.infer.runner import Runner
 from superres.metrics import psnr
+from superres.runner import Runner
 from superres.runtime import RunOptions, pick_precision
 from superres.zoo import ModelDescriptor
 

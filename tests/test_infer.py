@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from superres.infer import Upscaler, upscale
 from superres.infer.context import measure_margin
 from superres.infer.image import fill_transparent
-from superres.infer.runner import Runner
 from superres.ops.tiling import TilePlan, axis_weights, plan_overhead, run_tiled, tile_starts
+from superres.runner import Runner
 from superres.runtime import RunOptions, pick_precision
 from superres.zoo import MODELS, ModelDescriptor, load_model
 

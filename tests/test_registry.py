@@ -159,3 +159,36 @@ def test_bicubic_is_a_model():
     assert out.dtype == np.uint8 and out.shape == (33, 39, 3)
     np.testing.assert_array_equal(out, imresize(img, 3))  # rounded after each pass, as MATLAB
     assert load_model("bicubic").scale == 4 and load_model("bicubic", scale=2.5).scale == 2.5
+
+
+def _runs_on_images(arch: str, kwargs: dict) -> bool:
+    """Image and video upscalers; 1-channel video networks (the Y-channel TAN) run in training only."""
+    facts = create_model(arch, **kwargs).facts
+    return facts.purpose == "sr" or (facts.purpose == "video" and facts.in_channels == 3)
+
+
+UPSCALERS = [case for case in CASES if _runs_on_images(*case.values[:2])]
+
+
+@pytest.mark.parametrize("arch, kwargs, unrecorded", UPSCALERS)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_every_upscaler_runs_through_the_runner_at_odd_sizes(arch, kwargs, unrecorded, dtype):
+    """The runner pads each network to its size requirement and crops back: any size in, scale x out,
+    the input's dtype and (for 1-channel networks given RGB: Y in, chroma by bicubic) 3 channels."""
+    from superres.runner import Runner
+    from superres.runtime import RunOptions
+
+    desc = _made(arch, kwargs)
+    runner = Runner(desc, RunOptions(device="cpu", precision="fp32", backend="torch"))
+    rng = np.random.default_rng(0)
+    h, w = 11, 7
+    shape = (h, w, 3) if desc.video is None else (desc.video.frames, h, w, 3)
+    if desc.in_channels not in (1, 3):
+        shape = (*shape[:-1], desc.in_channels)
+    peak = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1)
+    image = (rng.random(shape) * peak).astype(dtype)
+    out = runner(image)
+    s = desc.scale
+    frames = () if desc.video is None or desc.video.mode == "window" else (shape[0],)
+    assert out.shape == (*frames, h * s, w * s, shape[-1]) and out.dtype == dtype
+    assert runner.precision_used == "fp32"

@@ -13,9 +13,9 @@ import pytest
 av = pytest.importorskip("av")
 
 from superres.archs.spec import ModelFacts, VideoRun  # noqa: E402
-from superres.infer.runner import Runner  # noqa: E402
 from superres.infer.video import upscale_video  # noqa: E402 - after the PyAV check
 from superres.io.video import VideoError, probe  # noqa: E402
+from superres.runner import Runner  # noqa: E402
 from superres.runtime import RunOptions  # noqa: E402
 from superres.zoo import ModelDescriptor, create_model, describe, load_model  # noqa: E402
 

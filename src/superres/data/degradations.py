@@ -370,11 +370,13 @@ def degrade(gt_usm: torch.Tensor, scale: int, settings: RealDegradation, seed: i
 def degrade_real(hr: np.ndarray, scale: int, settings: RealDegradation, seed: int) -> np.ndarray:
     """The LR image (uint8 H/scale x W/scale x 3) of one whole uint8 RGB image whose sides are multiples
     of ``scale``, degraded as training degrades its patches: USM sharpening, then :func:`degrade`."""
-    gt = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1)[None].float() / 255
+    from superres.ops.layout import from_float, to_image, to_tensor
+
+    gt = to_tensor(hr)[None]
     with torch.no_grad():
         lr = degrade(usm_sharpen(gt, settings.usm_weight, settings.usm_radius, settings.usm_threshold), scale,
                      settings, seed)
-    return (lr[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return from_float(to_image(lr[0]), np.uint8)
 
 
 def paired_random_crop(hr: list[torch.Tensor], lr: torch.Tensor, gt_size: int, scale: int,

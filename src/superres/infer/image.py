@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from superres.infer.runner import Runner
 from superres.ops.layout import from_float, to_float
 from superres.ops.tiling import TilePlan, run_tiled
+from superres.runner import Runner
 from superres.runtime import RunOptions
 from superres.zoo.pretrained import DEFAULT_MODEL
 

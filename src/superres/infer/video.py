@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from superres.infer.image import Upscaler, run_options
-from superres.infer.runner import Runner
 from superres.io import read_rgb8
 from superres.io.video import Segment, VideoError, VideoReader, VideoWriter, is_video_path
+from superres.runner import Runner
 from superres.runtime import RunOptions
 
 DEFAULT_VIDEO_MODEL = "realesr-animevideov3"  # the model Real-ESRGAN uses for video
@@ -124,7 +124,7 @@ class FrameUpscaler:
 
 
 class _VideoNetwork:
-    """A video network on the frames of a stream, through its :class:`~superres.infer.runner.Runner`."""
+    """A video network on the frames of a stream, through its :class:`~superres.runner.Runner`."""
 
     def __init__(self, runner: Runner, outscale: float | None):
         self.runner, self.scale, self.outscale = runner, runner.desc.scale, outscale

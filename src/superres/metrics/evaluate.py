@@ -6,7 +6,7 @@ float32, the output clipped and rounded to 8 bits, and scores on the Y channel w
 border pixels removed. Networks that see only Y (SRCNN, FSRCNN, ESPCN) get the Y of the LR image
 and are scored on their Y output directly, with Cb/Cr upscaled by MATLAB bicubic when an RGB
 result is asked for. Video papers (BasicVSR, EDVR on Vid4/REDS4) score every frame of every clip
-with no border crop. Every model runs through :class:`superres.infer.runner.Runner`.
+with no border crop. Every model runs through :class:`superres.runner.Runner`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ EVAL_OPTIONS = RunOptions(precision="fp32", backend="torch", tile=0)
 
 def super_resolve(runner, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 RGB LR -> (uint8 RGB SR, uint8 Y SR for Y-only networks else None)."""
-    from superres.infer.runner import upscale_luma
+    from superres.runner import upscale_luma
 
     desc = runner.desc
     if desc.in_channels == 1 and desc.resample is None:
@@ -79,7 +79,7 @@ def clip_runner(desc, options: RunOptions = EVAL_OPTIONS, *, frames: int | None 
         return video_runner(desc, options=options, frames=frames, single_frame=single_frame)
     if single_frame:
         raise ValueError(f"single-frame evaluation is for video networks; {desc.arch} already sees one frame")
-    from superres.infer.runner import Runner
+    from superres.runner import Runner
 
     return frame_runner(Runner(desc, options))
 
@@ -147,7 +147,7 @@ def evaluate_model(model, hr_dir: str | os.PathLike, scale: int, *, lr_dir: str 
         if single_frame:
             raise ValueError("single-frame evaluation is for clips of video networks")
         from superres.data import eval_pairs
-        from superres.infer.runner import Runner
+        from superres.runner import Runner
 
         pairs = eval_pairs(hr_dir, scale, lr_dir, degradation)
         return evaluate(Runner(desc, options), pairs, y_channel, crop_border), False

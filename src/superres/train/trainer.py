@@ -36,10 +36,10 @@ from superres.data.degradations import PairPool, degrade, paired_random_crop, us
 from superres.data.paired import PairedPatches, SampleStream, eval_pairs, sample_seed
 from superres.data.video import MotionClips, VideoClips, eval_clips
 from superres.errors import SuperresError
-from superres.infer.runner import Runner
 from superres.io import list_images
 from superres.losses import GANLoss, PerceptualLoss, pixel_loss
 from superres.metrics.evaluate import EVAL_OPTIONS, clip_runner, evaluate, evaluate_clips, mean_scores
+from superres.runner import Runner
 from superres.runtime import DTYPES, pick_device
 from superres.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
 from superres.train.config import Config, Optimizer

@@ -15,7 +15,7 @@ from superres.archs.spec import ModelFacts, VideoRun
 class ModelDescriptor:
     """A network (or a resampling function such as MATLAB bicubic) with its architecture's facts.
 
-    Calling it runs it on an array the way :class:`superres.infer.runner.Runner` does:
+    Calling it runs it on an array the way :class:`superres.runner.Runner` does:
     ``desc(image)`` with an HxWxC (video networks: TxHxWxC) uint8, uint16 or float array in [0, 1]
     returns the same dtype, with padding, precision and clamping handled.
     """
@@ -65,7 +65,7 @@ class ModelDescriptor:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self._runner is None:
-            from superres.infer.runner import Runner
+            from superres.runner import Runner
 
             self._runner = Runner(self)
         return self._runner(image)
