@@ -85,3 +85,17 @@ def test_no_architecture_names_in_inference_metrics_or_training():
             found = _code_names(file) & archs
             assert not found, f"{file.relative_to(PACKAGE)} names {sorted(found)}"
     assert not _code_names(PACKAGE / "runner.py") & archs
+
+
+def test_upscaling_imports_no_heavy_optional_modules():
+    """Loading a model imports every architecture's code (detection needs them all), so none may pull in
+    torchvision (3.5 s here) or torch._dynamo at import: only the networks that use them, when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, superres\n"
+            "superres.upscale(np.zeros((8, 8, 3), np.uint8), model='realesr-animevideov3', device='cpu')\n"
+            "heavy = ('torchvision', 'torch._dynamo')\n"
+            "print(sorted(m for m in sys.modules if m.startswith(heavy)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
 from superres.archs.blocks import ResidualBlockNoBN
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, VideoRun, count_indices
@@ -43,6 +42,8 @@ class DCNv2Pack(nn.Module):
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: Tensor, feat: Tensor) -> Tensor:
+        from torchvision.ops import deform_conv2d  # here, not at import: torchvision.ops costs seconds to import
+
         o1, o2, mask = torch.chunk(self.conv_offset(feat), 3, dim=1)
         return deform_conv2d(x, torch.cat((o1, o2), dim=1), self.weight, self.bias, padding=1,
                              mask=torch.sigmoid(mask))
