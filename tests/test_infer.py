@@ -223,3 +223,20 @@ def test_keep_freed_memory_applies_on_glibc_unless_the_user_set_malloc_env():
     run = functools.partial(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run(env=env).stdout.strip() == "True"  # glibc accepted both thresholds
     assert run(env={**env, "MALLOC_TRIM_THRESHOLD_": "131072"}).stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_image_and_compiles_once_per_process():
+    """torch.compile (Inductor; on the CPU it builds C++ kernels) for repeated same-size work."""
+    from superres.runner import _COMPILED
+    from superres.zoo import create_model
+
+    torch.manual_seed(0)
+    desc = create_model("SRVGGNetCompact", num_feat=8, num_conv=1, upscale=2)
+    img = np.random.default_rng(0).integers(0, 256, (16, 12, 3), dtype=np.uint8)
+    plain = Runner(desc, RunOptions(device="cpu", precision="fp32"))(img)
+    compiled = Runner(desc, RunOptions(device="cpu", precision="fp32", compile=True))
+    out = compiled(img)
+    assert out.shape == plain.shape and np.abs(out.astype(int) - plain).max() <= 1  # summation order only
+    again = Runner(desc, RunOptions(device="cpu", precision="fp32", compile=True))
+    assert again._net("fp32") is compiled._net("fp32") and len([k for k in _COMPILED if k[0] == id(desc.module)]) == 1

@@ -344,3 +344,39 @@ def test_upscale_video_takes_options_by_keyword(tmp_path, photos):
         upscale_video(src, tmp_path / "out.mp4", "bicubic", 2)  # outscale must be named
     result = upscale_video(src, tmp_path / "out.mp4", "bicubic", outscale=2, options=RunOptions(device="cpu"))
     assert result.frames == 2
+
+
+def test_codec_auto_uses_nvenc_only_where_a_test_encode_works(tmp_path, photos):
+    from superres.io.encoders import encoder_options, pick_encoder
+
+    listed = {"libx264", "libx265", "h264_nvenc", "hevc_nvenc"}
+    assert pick_encoder("auto", listed, works=lambda name: True) == "h264_nvenc"
+    assert pick_encoder("hevc", listed, works=lambda name: True) == "hevc_nvenc"
+    assert pick_encoder("auto", listed, works=lambda name: False) == "libx264"  # listed, but no engine (H100)
+    assert pick_encoder("hevc", {"libx265"}, works=lambda name: pytest.fail("probed")) == "libx265"
+    assert pick_encoder("libx264", listed, works=lambda name: pytest.fail("probed")) == "libx264"  # forced
+    assert encoder_options("h264_nvenc", 18, "veryfast") == {"rc": "vbr", "b": "0", "preset": "p3", "cq": "18"}
+    assert encoder_options("libx264", 18, "veryfast") == {"crf": "18", "preset": "veryfast"}
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=2, audio=False)
+    upscale_video(src, tmp_path / "out.mp4", "bicubic", outscale=2)  # auto on this machine: a working encoder
+    assert probe(tmp_path / "out.mp4").frames == 2
+
+
+def test_frames_in_batches_equal_frames_one_by_one(photos):
+    from superres.infer import Upscaler
+    from superres.infer.video import FrameUpscaler
+
+    rng = np.random.default_rng(0)
+    clip = [(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), i, Fraction(1, 25)) for i in range(5)]
+    one = Upscaler("realesr-animevideov3", RunOptions(device="cpu", batch=1))
+    three = Upscaler("realesr-animevideov3", RunOptions(device="cpu", batch=3))
+    assert three.frames_per_batch(12, 10) == 3 and one.frames_per_batch(12, 10) == 1
+    a = list(FrameUpscaler(one, None)(iter(clip)))
+    b = list(FrameUpscaler(three, 2.0)(iter(clip)))
+    assert [pts for _, pts, _ in b] == list(range(5))
+    for (x, _, _), (y, _, _), (lr, _, _) in zip(a, b, clip, strict=True):
+        assert x.shape == (48, 40, 3) and y.shape == (24, 20, 3)
+        np.testing.assert_array_equal(x, one.upscale_array(lr))  # the batched path is the single-image one
+    stacked = three.runner.batch(np.stack([f for f, _, _ in clip[:3]]))
+    for out, (lr, _, _) in zip(stacked, clip, strict=False):
+        np.testing.assert_array_equal(out, one.upscale_array(lr))

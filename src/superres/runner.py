@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from superres.ops.layout import from_float, to_float, to_image, to_tensor
+from superres.ops.layout import chw_to_hwc, from_float, hwc_to_chw, to_float, to_image, to_tensor
 from superres.runtime import (
     DTYPES,
     RunOptions,
@@ -71,25 +71,55 @@ class Runner:
             if self.backend_for(precision) == "ncnn":
                 self._nets[precision] = NcnnRunner(*self._ncnn_files)
             else:
-                module = self.desc.module
-                layout = channels_last(self.device, precision) and self.desc.video is None  # 4-D input only
-                if precision != "fp32" or layout:  # never change the caller's module in place
-                    module = copy.deepcopy(module)
-                module = module.to(self.device, DTYPES[precision]).eval()
-                if layout:
-                    module = module.to(memory_format=torch.channels_last)
-                self._nets[precision] = module
+                self._nets[precision] = self._prepare(precision)
         return self._nets[precision]
+
+    def _prepare(self, precision: str) -> torch.nn.Module:
+        module = self.desc.module
+        layout = channels_last(self.device, precision) and self.desc.video is None  # 4-D input only
+        key = (id(module), self.device, precision, layout)
+        if self.options.compile and key in _COMPILED:
+            return _COMPILED[key][1]
+        if precision != "fp32" or layout:  # never change the caller's module in place
+            module = copy.deepcopy(module)
+        module = module.to(self.device, DTYPES[precision]).eval()
+        if layout:
+            module = module.to(memory_format=torch.channels_last)
+        if self.options.compile:
+            # Fixed-size work (video frames, equal tiles) compiles once per shape and process; CUDA graphs
+            # are left out because tiles at an image's edge come in a few other sizes.
+            mode = "max-autotune-no-cudagraphs" if self.device.type == "cuda" else None
+            module = torch.compile(module, mode=mode, dynamic=False)
+            _COMPILED[key] = (self.desc.module, module)  # the source module is kept alive with its id
+        return module
 
     # --- running ------------------------------------------------------------------------------
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """HxWxC (video networks: TxHxWxC) uint8, uint16 or float -> the output in the same dtype."""
+        return self.batch(image[None])[0]
+
+    def batch(self, images: np.ndarray) -> np.ndarray:
+        """A batch of same-size images (video networks: of clips), N x ... in, N x ... out, in their dtype.
+
+        8-bit batches travel to the device as uint8 (pinned memory on CUDA), are converted there and
+        come back as uint8: a quarter of the traffic of float32, and no float copies on the host.
+        """
         if self.desc.resample is not None:  # on the samples themselves: MATLAB rounds integers after each pass
-            out = self.desc.resample(image)
-            return out if np.issubdtype(image.dtype, np.integer) else from_float(out, image.dtype)
-        out = self.forward(to_float(image), self.precision_for(image.dtype))
-        return from_float(out, image.dtype)
+            outs = [self.desc.resample(image) for image in images]
+            outs = [o if np.issubdtype(images.dtype, np.integer) else from_float(o, images.dtype) for o in outs]
+            return np.stack(outs)
+        precision = self.precision_for(images.dtype)
+        if images.dtype != np.uint8 or images.shape[-1] != self.desc.in_channels or \
+                self.backend_for(precision) != "torch":
+            return np.stack([from_float(self.forward(x, precision), images.dtype) for x in to_float(images)])
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            out = self._run(hwc_to_chw(x), precision)
+            out = out.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+        return chw_to_hwc(out).cpu().numpy()
 
     def forward(self, x: np.ndarray, precision: str | None = None) -> np.ndarray:
         """float32 HxWxC (or TxHxWxC) in [0, 1] -> float32 output in [0, 1].
@@ -107,38 +137,49 @@ class Runner:
             return self.forward(np.repeat(x, 3, axis=-1), precision)
         if channels != wanted:
             raise ValueError(f"{self.desc.arch} takes {wanted}-channel images, got {channels} channels")
-        net = self._net(precision)
-        if isinstance(net, NcnnRunner):
+        if self.backend_for(precision) == "ncnn":
             self.precision_used = precision
-            return net(x)
-        out = self._torch_forward(net, to_tensor(x), precision)
+            return self._net(precision)(x)
+        with torch.inference_mode():
+            out = self._run(to_tensor(x)[None], precision)[0].clamp_(0, 1)
+            return to_image(out)
+
+    def _run(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        """N x C x H x W (video networks: N x T x C x H x W) in [0, 1], integer or float, on any device ->
+        the network's float32 output on the device, cropped to scale x the size; falls back to fp32 (and
+        stays there) if half precision gives non-finite values."""
+        out = self._torch_forward(self._net(precision), x, precision)
         if (fallback := fallback_precision(precision, out)) is not None:
             warnings.warn(f"{precision} gave non-finite values on this {self.device.type} device (a known fp16 "
-                          f"problem on some GPUs); using {fallback} from now on", stacklevel=2)
+                          f"problem on some GPUs); using {fallback} from now on", stacklevel=3)
             self._fell_back = True
-            return self.forward(x, fallback)
+            return self._run(x, fallback)
         self.precision_used = precision
-        return to_image(out.clamp(0, 1))
+        return out
 
     def _torch_forward(self, net: torch.nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
-        """CxHxW (or TxCxHxW) -> the network's output for it, float32, on the CPU, cropped to scale x size."""
         h, w = x.shape[-2:]
         m, least = self.desc.size_multiple, self.desc.min_size
         pad_h, pad_w = max(-h % m, least - h), max(-w % m, least - w)
         pad_h, pad_w = pad_h + -(h + pad_h) % m, pad_w + -(w + pad_w) % m
-        batch = x[None]
+        x = x.to(self.device)
+        if x.dtype == torch.uint8:  # converted where it now is: on the device
+            x = x.to(DTYPES[precision]) / 255
+        else:
+            x = x.to(DTYPES[precision])
         if pad_h or pad_w:
-            flat = batch.flatten(0, -4)  # reflect/replicate pad takes N x C x H x W
+            flat = x.flatten(0, -4)  # reflect/replicate pad takes N x C x H x W
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             flat = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
-            batch = flat.view(*batch.shape[:-2], h + pad_h, w + pad_w)
-        with torch.inference_mode():
-            xd = batch.to(self.device, DTYPES[precision])
-            if xd.dim() == 4 and channels_last(self.device, precision):
-                xd = xd.contiguous(memory_format=torch.channels_last)
-            out = net(xd)[0].float()
+            x = flat.view(*x.shape[:-2], h + pad_h, w + pad_w)
+        if x.dim() == 4 and channels_last(self.device, precision):
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = net(x).float()
         s = self.desc.scale
-        return out[..., : h * s, : w * s].to("cpu")
+        return out[..., : h * s, : w * s]
+
+
+_COMPILED: dict[tuple, tuple] = {}  # compiled modules, kept for the process (compiling costs seconds to minutes)
 
 
 def upscale_luma(forward, rgb: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:

@@ -111,13 +111,16 @@ def channels_last(device: torch.device, precision: str) -> bool:
 class RunOptions:
     """How to run a network, whoever calls it: upscale, Upscaler, upscale_video, the video runners,
     evaluation. ``tile``: input pixels per tile side, ``"auto"`` (from memory) or 0 (whole image);
-    ``tile_pad``: context margin per tile edge (None: the model's measured one)."""
+    ``tile_pad``: context margin per tile edge (None: the model's measured one); ``batch``: video
+    frames per network call; ``compile``: ``torch.compile`` for repeated same-size inputs."""
 
     device: str = "auto"
     precision: str = "auto"
     backend: str = "auto"
     tile: int | str = "auto"
     tile_pad: int | None = None
+    batch: int | str = "auto"  # frames (or windows, clips) per network call: auto = as many as memory allows
+    compile: bool = False  # torch.compile the network once per input size (slow to start, faster after)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -126,6 +129,8 @@ class RunOptions:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not (self.tile == "auto" or (isinstance(self.tile, int) and self.tile >= 0)):
             raise ValueError(f"tile must be 'auto', 0 or a positive number of pixels, got {self.tile!r}")
+        if not (self.batch == "auto" or (isinstance(self.batch, int) and self.batch >= 1)):
+            raise ValueError(f"batch must be 'auto' or a positive number of frames, got {self.batch!r}")
         if self.tile_pad is not None and self.tile_pad < 0:
             raise ValueError(f"tile_pad must be >= 0, got {self.tile_pad}")
 

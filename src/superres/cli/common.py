@@ -73,11 +73,17 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: 8-bit images in bf16 on CPUs with native bf16 and fp16 on CUDA, else fp32")
     p.add_argument("--backend", choices=["auto", "torch", "ncnn"], default="auto",
                    help="auto: the ncnn runtime for named models in fp32 on the CPU (faster), else PyTorch")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network for each input size: minutes to start, then faster on "
+                   "repeated sizes (video frames, equal tiles)")
 
 
 def run_options(args: argparse.Namespace):
     """The command's device, precision, backend and tile options as one :class:`RunOptions`."""
     from superres.runtime import RunOptions
 
+    batch = getattr(args, "batch", "auto")
     return RunOptions(device=args.device, precision=args.precision, backend=args.backend,
-                      tile=tile_argument(getattr(args, "tile", "auto")), tile_pad=getattr(args, "tile_pad", None))
+                      tile=tile_argument(getattr(args, "tile", "auto")), tile_pad=getattr(args, "tile_pad", None),
+                      batch=batch if batch == "auto" else _non_negative_int(batch, "--batch"),
+                      compile=args.compile)

@@ -49,8 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", default="realesr-animevideov3",
                    help="a name from `superres models`, a checkpoint path, or bicubic")
     p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's own)")
-    p.add_argument("--codec", default="libx264", help="video encoder, e.g. libx264, libx265, libvpx-vp9, ffv1")
-    p.add_argument("--crf", type=int, default=18, help="quality for x264/x265/vp9/av1 (lower is better)")
+    p.add_argument("--codec", default="auto",
+                   help="auto / h264 / hevc: NVIDIA's hardware encoder if this machine's GPU has one (tested "
+                   "first), else libx264 / libx265; or a named encoder, e.g. libx264, libx265, libvpx-vp9, ffv1")
+    p.add_argument("--crf", type=int, default=18,
+                   help="quality for x264/x265/vp9/av1, and NVENC's constant quality cq (lower is better)")
     p.add_argument("--pix-fmt", default="yuv420p", help="pixel format of the output, e.g. yuv420p, yuv444p")
     p.add_argument("--preset", default="veryfast",
                    help="x264/x265 speed preset (ultrafast ... veryslow); slower ones make smaller files")
@@ -58,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end", help="end time (seconds or [HH:]MM:SS)")
     p.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")
     p.add_argument("--tile", default="auto", help="tile size in input pixels: auto, 0 (none) or N")
+    p.add_argument("--batch", default="auto",
+                   help="frames per network call: auto (as many as GPU memory holds, up to 8; 1 on the CPU) or N")
     add_runtime_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true")

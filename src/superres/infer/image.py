@@ -118,8 +118,13 @@ class Upscaler:
         Not counted: the float band of output rows being blended (t x scale rows of the output,
         in float32), which grows with the output like the output array itself does.
         """
+        return int(math.sqrt(budget / self._bytes_per_input_pixel(precision)))
+
+    def _bytes_per_input_pixel(self, precision: str) -> float:
+        """Working memory per input pixel: activations (measured in fp32, half in 16-bit precisions) and
+        the float output (scale^2 x 3 x 4 bytes)."""
         activations = self.bytes_per_pixel * (1 if precision == "fp32" else 0.5)
-        return int(math.sqrt(budget / (activations + self.scale**2 * 12)))
+        return activations + self.scale**2 * 12
 
     # --- running ----------------------------------------------------------------------------
 
@@ -171,6 +176,30 @@ class Upscaler:
                 result[..., -1] = finish(up)
         result = resize_to(result, outscale, self.scale, h, w)
         return result[..., 0] if squeeze else result
+
+    def frames_per_batch(self, height: int, width: int) -> int:
+        """How many frames of this size go through the network together: ``options.batch``, or on a GPU
+        as many whole frames as the memory budget holds (up to 8); one on the CPU (no gain there)."""
+        if self.options.batch != "auto":
+            return int(self.options.batch)
+        if self.desc.module is None or self.torch_device.type != "cuda" or self.plan(height, width).tile:
+            return 1
+        budget = self.budget or _default_budget(self.torch_device)
+        precision = self.runner.precision_for(np.uint8)
+        per_frame = height * width * self._bytes_per_input_pixel(precision)
+        return int(max(1, min(8, budget // per_frame)))
+
+    def upscale_batch(self, images: list[np.ndarray], outscale: float | None = None) -> list[np.ndarray]:
+        """Same-size 8-bit RGB images (video frames) through the network together when they fit whole;
+        anything else image by image, as :meth:`upscale_array`."""
+        first = images[0]
+        whole = (len(images) > 1 and first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
+                 and self.desc.module is not None and self.plan(*first.shape[:2]).tile == 0
+                 and all(image.shape == first.shape for image in images))
+        if not whole:
+            return [self.upscale_array(image, outscale) for image in images]
+        h, w = first.shape[:2]
+        return [resize_to(out, outscale, self.scale, h, w) for out in self.runner.batch(np.stack(images))]
 
     def _run(self, precision: str, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
         plan = self.plan(*color.shape[:2], precision)

@@ -113,14 +113,28 @@ Frame = tuple[np.ndarray, int | None, Fraction]  # RGB uint8, pts, time base
 
 
 class FrameUpscaler:
-    """A single-image model applied to each frame."""
+    """A single-image model applied to each frame, several frames per network call where they fit."""
 
     def __init__(self, upscaler: Upscaler, outscale: float | None):
         self.upscaler, self.outscale, self.scale = upscaler, outscale, upscaler.scale
 
     def __call__(self, frames: Iterator[Frame]) -> Iterator[Frame]:
-        for rgb, pts, tb in frames:
-            yield self.upscaler.upscale_array(rgb, self.outscale), pts, tb
+        held: list[Frame] = []
+        size = None
+        for frame in frames:
+            if size is None:
+                size = self.upscaler.frames_per_batch(*frame[0].shape[:2])
+            held.append(frame)
+            if len(held) == size:
+                yield from self._run(held)
+                held = []
+        if held:
+            yield from self._run(held)
+
+    def _run(self, frames: list[Frame]) -> Iterator[Frame]:
+        outs = self.upscaler.upscale_batch([rgb for rgb, _, _ in frames], self.outscale)
+        for out, (_, pts, tb) in zip(outs, frames, strict=True):
+            yield out, pts, tb
 
 
 class _VideoNetwork:
@@ -223,7 +237,7 @@ def _folder_frames(files: list[Path], rate: Fraction, segment: Segment) -> Itera
 
 
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_VIDEO_MODEL, *,
-                  outscale: float | None = None, options: RunOptions | None = None, codec: str = "libx264",
+                  outscale: float | None = None, options: RunOptions | None = None, codec: str = "auto",
                   crf: int | None = 18, pix_fmt: str = "yuv420p", start: float | None = None,
                   end: float | None = None, fps: float | None = None, preset: str | None = "veryfast",
                   progress: bool = False, **option_fields) -> VideoResult:

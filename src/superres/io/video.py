@@ -23,7 +23,6 @@ from superres.io.files import publish, temp_beside
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mpg", ".mpeg"})
 _MUXERS = {".mkv": "matroska", ".m4v": "mp4", ".ts": "mpegts", ".mpg": "mpeg", ".mpeg": "mpeg"}
-_CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
 
 
 class VideoError(SuperresError):
@@ -159,7 +158,7 @@ class VideoWriter:
     """
 
     def __init__(self, dst: str | os.PathLike, size: tuple[int, int], rate: Fraction, time_base: Fraction | None = None,
-                 codec: str = "libx264", crf: int | None = 18, pix_fmt: str = "yuv420p", rotation: int = 0,
+                 codec: str = "auto", crf: int | None = 18, pix_fmt: str = "yuv420p", rotation: int = 0,
                  preset: str | None = None,
                  sample_aspect_ratio: Fraction | None = None, copy_from: VideoReader | None = None,
                  segment: Segment = Segment()):
@@ -187,6 +186,9 @@ class VideoWriter:
     def _video_stream(self, size, rate, time_base, codec, crf, pix_fmt, preset):
         import av
 
+        from superres.io.encoders import encoder_options, pick_encoder
+
+        self.codec = codec = pick_encoder(codec)
         try:
             stream = self.output.add_stream(codec, rate=rate)
         except (av.FFmpegError, ValueError) as e:
@@ -201,12 +203,7 @@ class VideoWriter:
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if time_base:
             stream.time_base = stream.codec_context.time_base = time_base
-        options = {}
-        if crf is not None and codec in _CRF_CODECS:
-            options = {"crf": str(crf), **({"b": "0"} if codec == "libvpx-vp9" else {})}
-        if preset and codec in ("libx264", "libx265"):
-            options["preset"] = preset
-        stream.options = options
+        stream.options = encoder_options(codec, crf, preset)
         return stream
 
     def _copy_stream(self, template):

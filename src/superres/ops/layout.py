@@ -12,6 +12,16 @@ import torch
 PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
+def hwc_to_chw(x: torch.Tensor) -> torch.Tensor:
+    """... x H x W x C -> ... x C x H x W (a view)."""
+    return x.movedim(-1, -3)
+
+
+def chw_to_hwc(x: torch.Tensor) -> torch.Tensor:
+    """... x C x H x W -> ... x H x W x C (a view)."""
+    return x.movedim(-3, -1)
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWxC -> CxHxW, or TxHxWxC -> TxCxHxW, float32; integer samples are scaled to [0, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, -3)))
@@ -21,7 +31,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def to_image(x: torch.Tensor) -> np.ndarray:
     """CxHxW -> HxWxC, or TxCxHxW -> TxHxWxC (float32 numpy, on the CPU), values unchanged."""
-    return x.detach().float().cpu().movedim(-3, -1).numpy()
+    return chw_to_hwc(x.detach().float().cpu()).numpy()
 
 
 def to_float(image: np.ndarray) -> np.ndarray:

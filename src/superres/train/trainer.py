@@ -139,6 +139,10 @@ class Trainer:
             raise SuperresError(f"{config.name}: no loss configured (pixel_loss, perceptual_loss or gan)")
         self.amp_dtype = None if t.amp == "none" else DTYPES[t.amp]
         use_scaler = t.amp == "fp16" and self.device.type == "cuda"
+        if self.device.type == "cuda" and t.amp == "none":
+            # fp32 matrix products and convolutions on tensor cores (TF32: 10-bit mantissa products, fp32
+            # sums), as cuDNN does by default for convolutions; fit() says so when it starts.
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
 
@@ -413,6 +417,11 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+            if not self.quiet:
+                tf32 = " (TF32 tensor cores)" if self.device.type == "cuda" and cfg.train.amp == "none" else ""
+                precision = "fp32" if cfg.train.amp == "none" else f"{cfg.train.amp} autocast"
+                layout = ", channels-last" if cfg.train.channels_last else ""
+                print(f"superres: training on {self.device} in {precision}{tf32}{layout}", file=sys.stderr)
         self.writer = self._open_writer()
         sampler = SampleStream(len(self.dataset), cfg.data.batch_size, cfg.seed, self.start_iter,
                                self.rank, self.world)
