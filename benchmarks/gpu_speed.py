@@ -4,8 +4,9 @@ For realesrgan-x4plus on real photo crops, prints images/s, the ratio to Real-ES
 path (its inference script runs the network in fp16, NCHW, ``half=True``), the agreement of each
 output with fp32 (PSNR) and the peak GPU memory:
 - plain forward: fp32 NCHW (the script's ``--fp32``), fp16 NCHW, fp16 channels-last, bf16 NCHW;
-- ``superres.upscale`` at the default precision (auto: fp16 on GPUs with tensor cores), fp32 and
-  bf16, whole image (tile 0), and at the default tiling (the whole path: arrays in and out).
+- ``superres.upscale`` on the 8-bit image (what users run) at the default precision (auto: fp16 on
+  GPUs with tensor cores), fp32 and bf16, whole image (tile 0), at the default tiling (the whole
+  path: arrays in and out), and compiled (``compile=True``, timed after its first call).
 
     python benchmarks/gpu_speed.py [--sizes 256 512] [--repeat 5]
 """
@@ -68,12 +69,18 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.model}")
     for size in args.sizes:
         reps = -(-size // min(photo.shape[:2]))
-        image = np.ascontiguousarray(np.tile(photo, (reps, reps, 1))[:size, :size])
+        # what users run: an 8-bit file (auto runs 8-bit images in fp16 on tensor-core GPUs, others in fp32)
+        image8 = np.round(np.tile(photo, (reps, reps, 1))[:size, :size] * 255).astype(np.uint8)
+        image = image8.astype(np.float32) / 255
         paths = dict(plain_paths(net, image))
+
+        def ours(**options) -> np.ndarray:
+            return upscale(image8, args.model, device="cuda", **options).astype(np.float32) / 255
+
         for precision in ("auto", "fp32", "bf16"):
-            paths[f"superres {precision}, tile 0"] = partial(upscale, image, args.model, tile=0, precision=precision,
-                                                              device="cuda")
-        paths["superres auto, default tiling"] = partial(upscale, image, args.model, device="cuda")
+            paths[f"superres {precision}, tile 0"] = partial(ours, tile=0, precision=precision)
+        paths["superres auto, default tiling"] = ours
+        paths["superres auto, compiled, tile 0"] = partial(ours, tile=0, compile=True)
         results = {}
         for name, fn in paths.items():
             torch.cuda.reset_peak_memory_stats()
