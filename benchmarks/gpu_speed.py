@@ -74,7 +74,7 @@ def main() -> None:
         image = image8.astype(np.float32) / 255
         paths = dict(plain_paths(net, image))
 
-        def ours(**options) -> np.ndarray:
+        def ours(image8=image8, **options) -> np.ndarray:
             return upscale(image8, args.model, device="cuda", **options).astype(np.float32) / 255
 
         for precision in ("auto", "fp32", "bf16"):
