@@ -252,17 +252,22 @@ def fill_transparent(color: np.ndarray, alpha: np.ndarray, levels: int = 12) -> 
     return (weight * color + (1 - weight) * filled).astype(np.float32)
 
 
-def _default_budget(device) -> int:
+def available_memory(device) -> int:
+    """Bytes free for work on ``device``: the GPU's free memory, or the memory the system has available."""
     import torch
 
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.5)
+        return torch.cuda.mem_get_info(device)[0]
     try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        available = 4 * DEFAULT_BUDGET_CPU
-    return int(min(DEFAULT_BUDGET_CPU, available // 4))
+        return 4 * DEFAULT_BUDGET_CPU
+
+
+def _default_budget(device) -> int:
+    if device.type == "cuda":
+        return int(available_memory(device) * 0.5)
+    return int(min(DEFAULT_BUDGET_CPU, available_memory(device) // 4))
 
 
 def _estimate_bytes_per_pixel(desc) -> float:

@@ -71,12 +71,14 @@ def frame_runner(runner) -> Callable:
 
 def clip_runner(desc, options: RunOptions = EVAL_OPTIONS, *, frames: int | None = None,
                 single_frame: bool = False) -> Callable:
-    """How a model runs on whole clips, as ``superres video`` runs it: a video network on its windows
-    or clips (``single_frame``: fed one frame, the ablation), an image model frame by frame."""
+    """How a model runs on test clips: a video network on its windows, or a recurrent one on each whole
+    clip when it fits in memory (as the papers evaluate; longer clips in overlapping chunks, as
+    ``superres video`` runs them), ``single_frame``: fed one frame (the ablation); an image model frame
+    by frame."""
     if desc.video is not None:
         from superres.infer.video import video_runner
 
-        return video_runner(desc, options=options, frames=frames, single_frame=single_frame)
+        return video_runner(desc, options=options, frames=frames, single_frame=single_frame, whole_clips=True)
     if single_frame:
         raise ValueError(f"single-frame evaluation is for video networks; {desc.arch} already sees one frame")
     from superres.runner import Runner

