@@ -32,6 +32,7 @@ class ModelSpec:
     params: int  # number of weights, for listings
     margin: int | None = None  # tile context in input pixels (superres.infer.context.measure_margin)
     bytes_per_pixel: int | None = None  # peak activation memory per input pixel, fp32 channels-last
+    video: bool = False  # a video network: runs on streams of frames, not on single images
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -52,7 +53,7 @@ MODELS: dict[str, ModelSpec] = {
                                            ("fsrcnn-x3", "FSRCNN", 12_809, "T91 + BSD200"),
                                            ("espcn-x3", "ESPCN", 22_729, "T91")]],
         ModelSpec("basicvsr-small-x4", "BasicVSR", 4, "video (small BasicVSR, synthetic camera motion over BSD200)",
-                  "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199),
+                  "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199, video=True),
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
