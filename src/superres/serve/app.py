@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qs
@@ -33,6 +34,7 @@ log = logging.getLogger("superres.serve")
 STATIC = Path(__file__).parent / "static"
 MAX_OUTSCALE = 16
 Alpha = Literal["model", "bicubic"]
+_COOKIE = "superres_token"
 _MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp", ".mp4": "video/mp4"}
 
 
@@ -60,22 +62,30 @@ class _Guard:
     def __init__(self, app, token: str | None, max_body: int):
         self.app, self.token, self.max_body = app, token, max_body
 
-    def _authorized(self, scope) -> bool:
+    def _given(self, scope) -> tuple[str, str]:
+        """(the token the request carries, where: header, query or cookie)."""
         headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-token", b"").decode("latin-1")
         auth = headers.get(b"authorization", b"").decode("latin-1")
         if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not given:
-            given = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [""])[0]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+            return auth[7:].strip(), "header"
+        if b"x-token" in headers:
+            return headers[b"x-token"].decode("latin-1"), "header"
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+        if query:
+            return query[0], "query"
+        cookies = SimpleCookie(headers.get(b"cookie", b"").decode("latin-1"))
+        return (cookies[_COOKIE].value, "cookie") if _COOKIE in cookies else ("", "none")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if self.token and not self._authorized(scope):
-            return await _send_error(send, 401, "this server needs its token (Authorization: Bearer TOKEN, "
-                                     "or ?token=TOKEN in the page's address)")
+        if self.token:
+            given, where = self._given(scope)
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return await _send_error(send, 401, "this server needs its token (Authorization: Bearer TOKEN, "
+                                         "or ?token=TOKEN in the page's address)")
+            if where == "query":  # the page opened with ?token=: its own requests then carry the cookie
+                send = _with_cookie(send, f"{_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/")
         length = dict(scope.get("headers") or []).get(b"content-length")
         limit_text = f"the upload is over this server's limit of {self.max_body / 2**20:g} MiB"
         if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -110,6 +120,15 @@ class _Guard:
 
 class _BodyTooLargeError(Exception):
     pass
+
+
+def _with_cookie(send, cookie: str):
+    async def send_with_cookie(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie.encode())]}
+        await send(message)
+
+    return send_with_cookie
 
 
 async def _send_error(send, status: int, detail: str) -> None:
