@@ -40,7 +40,11 @@ async function submit(file) {
   form.append("model", $("model").value);
   if ($("outscale").value) form.append("outscale", $("outscale").value);
   const response = await fetch("v1/jobs", { method: "POST", body: form });
-  if (!response.ok) { showError(`${file.name}: ${await detail(response)}`); return; }
+  if (!response.ok) {
+    const text = await detail(response);
+    showError(text.startsWith(`${file.name}: `) ? text : `${file.name}: ${text}`);
+    return;
+  }
   update(await response.json(), true);
 }
 
@@ -54,9 +58,9 @@ function row(state) {
   li.dataset.id = state.id;
   li.innerHTML = `<div class="line"><span class="name"></span><span class="status"></span></div>
     <progress max="1" value="0"></progress>
-    <div class="line"><span class="info muted"></span>
-      <button class="compare" hidden>Compare</button><a class="button download" hidden download>Download</a>
-      <button class="cancel" hidden>Cancel</button></div>
+    <div class="info muted"></div>
+    <div class="line actions"><button class="compare" hidden>Compare</button>
+      <a class="button download" hidden download>Download</a><button class="cancel" hidden>Cancel</button></div>
     <div class="error"></div>`;
   li.querySelector(".cancel").onclick = async () => {
     const response = await fetch(`v1/jobs/${state.id}/cancel`, { method: "POST" });
