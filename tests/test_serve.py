@@ -23,7 +23,7 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient
 
-from superres.errors import SuperresError
+from superres.errors import ImageError, SuperresError
 from superres.io import write_image
 from superres.runtime import RunOptions
 from superres.serve import ServeConfig, check_bind, create_app
@@ -249,6 +249,13 @@ def test_no_stack_traces_in_responses(crop, monkeypatch):
         monkeypatch.setattr(JobQueue, "_run_image", boom)
         state = wait(c, submit(c, png_bytes(crop))["id"])
         assert state["status"] == "failed" and state["error"] == "internal error (see the server's log)"
+
+        def bad_file(self, job):
+            raise ImageError(f"{job.source}: 12-channel images are not supported")
+
+        monkeypatch.setattr(JobQueue, "_run_image", bad_file)
+        state = wait(c, submit(c, png_bytes(crop), "mine.png")["id"])
+        assert state["error"] == "mine.png: 12-channel images are not supported"  # not the server's path
         monkeypatch.setattr(app_module, "model_list", boom)
         r = c.get("/v1/models")
         assert r.status_code == 500 and r.json() == {"detail": "internal error (see the server's log)"}

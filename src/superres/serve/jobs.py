@@ -198,8 +198,8 @@ class JobQueue:
                 status, error = "done", None
             except JobCancelledError:
                 status, error = "cancelled", None
-            except (SuperresError, ValueError, OSError) as e:
-                status, error = "failed", one_line(e)
+            except (SuperresError, ValueError, OSError) as e:  # the client's name for the file, not the server's path
+                status, error = "failed", one_line(e).replace(str(job.source), job.name)
             except Exception:
                 log.exception("job %s (%s) failed", job.id, job.name)
                 status, error = "failed", "internal error (see the server's log)"
