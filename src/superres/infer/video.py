@@ -257,7 +257,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
                   outscale: float | None = None, options: RunOptions | None = None, codec: str = "auto",
                   crf: int | None = 18, pix_fmt: str = "yuv420p", start: float | None = None,
                   end: float | None = None, fps: float | None = None, preset: str | None = "veryfast",
-                  progress: bool = False, **option_fields) -> VideoResult:
+                  progress: bool | Callable[[int, int | None], None] = False, **option_fields) -> VideoResult:
     """Upscale a video file or a folder of frames into a video file or a folder of PNG frames.
 
     ``model``: a name, a checkpoint path, ``bicubic`` or a loaded descriptor; video networks run on
@@ -266,6 +266,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     ``fps`` is the frame rate of a folder of frames (default 25); files keep their own timing.
     ``preset`` is x264/x265's speed preset: ``veryfast`` leaves the CPU to the network (at a given
     CRF the quality is about the same as slower presets; the files are somewhat larger).
+    ``progress``: True for a progress bar, or a function called with (frames done, frames expected or
+    None) after each frame; an exception it raises stops the run and leaves no output file.
     """
     src, dst = Path(src), Path(dst)
     if dst.suffix and not is_video_path(dst) and not dst.is_dir():
@@ -325,12 +327,15 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
             def item(i: int, sr: np.ndarray, pts, tb) -> tuple:
                 return (names[pts] if names else f"frame_{i:06d}"), sr
 
-        bar = tqdm(total=total or None, unit="frame", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=total or None, unit="frame", disable=progress is not True, dynamic_ncols=True)
+        report = progress if callable(progress) else None
         try:
             for i, (sr, pts, tb) in enumerate(enhance(prefetch(frames))):
                 encoder.put(*item(i, sr, pts, tb))
                 count += 1
                 bar.update(1)
+                if report:
+                    report(count, total or None)
             encoder.close()
         except BaseException:
             _drain(encoder)

@@ -57,21 +57,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     images larger than ``max_pixels`` (``None`` allows any size).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read: {e.strerror or e}") from None
-    if not data:
-        raise ImageError(f"{path}: empty file (0 bytes)")
-
+    data = _read_bytes(path)
     fmt, (width, height), orientation, icc = _probe(path, data)
-    if max_pixels and width * height > max_pixels:
-        raise ImageError(f"{path}: image is {width}x{height}, over the limit of {max_pixels} pixels "
-                         "(a possible decompression bomb); raise the limit to read it")
+    _check_size(path, width, height, max_pixels)
 
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
@@ -101,6 +89,40 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     info = ImageInfo(format=fmt, bit_depth=bit_depth, gray=channels in (1, 2), alpha=channels in (2, 4),
                      icc_profile=icc, orientation=orientation, path=path)
     return image, info
+
+
+def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """(format, width, height) of an image file that :func:`read_image` would read, checked the same way
+    (a readable file, a supported format, the size within ``max_pixels``, pixels that decode) without
+    keeping its pixels: the whole file is decoded at 1/8 scale in gray, to find truncated data cheaply.
+    For callers that must answer before the work starts (the web server)."""
+    path = Path(path)
+    data = _read_bytes(path)
+    fmt, (width, height), _, _ = _probe(path, data)
+    _check_size(path, width, height, max_pixels)
+    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
+        raise ImageError(f"{path}: corrupt or truncated {fmt} file")
+    return fmt, width, height
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read: {e.strerror or e}") from None
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    return data
+
+
+def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels and width * height > max_pixels:
+        raise ImageError(f"{path}: image is {width}x{height}, over the limit of {max_pixels} pixels "
+                         "(a possible decompression bomb); raise the limit to read it")
 
 
 def _probe(path: Path, data: bytes) -> tuple[str, tuple[int, int], int, bytes | None]:

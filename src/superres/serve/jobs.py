@@ -1,0 +1,282 @@
+"""The server's job queue: one worker thread per device runs the jobs in the order they came, reusing the
+loaded models; progress is kept per job and cancellation is checked between tiles (or frames).
+
+Nothing here knows about HTTP: the web app (:mod:`superres.serve.app`) submits, watches and cancels.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from superres.errors import SuperresError
+from superres.runtime import RunOptions
+
+log = logging.getLogger("superres.serve")
+
+TERMINAL = ("done", "failed", "cancelled")
+RESULT_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}  # others come back as PNG (browsers show them)
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class JobCancelledError(Exception):
+    """Raised from a progress callback to stop the running job."""
+
+
+def safe_name(name: str | None, default: str = "image") -> str:
+    """A file name's last component with only [A-Za-z0-9._-] (no folders, no leading dots): for display
+    and downloads only; files on disk are named by the server."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = _SAFE.sub("_", base).lstrip(".")[:100]
+    return base or default
+
+
+@dataclass
+class Job:
+    id: str
+    name: str  # the client's file name, made safe
+    kind: str  # "image" or "video"
+    model: str
+    source: Path
+    folder: Path  # the job's own folder in the server's temporary folder
+    outscale: float | None = None
+    alpha: str = "model"
+    width: int = 0
+    height: int = 0
+    status: str = "queued"
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+    result: Path | None = None
+    preview: Path | None = None  # the input as an 8-bit PNG, for the page's "before" view
+    out_width: int = 0
+    out_height: int = 0
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    version: int = 0
+    cancel_requested: threading.Event = field(default_factory=threading.Event)
+    finished_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def result_name(self) -> str:
+        stem = Path(self.name).stem or "image"
+        scale = self.outscale or (self.out_width / self.width if self.width and self.out_width else None)
+        return (f"{stem}_x{scale:g}" if scale else f"{stem}_up") + (self.result.suffix if self.result else "")
+
+    def public(self) -> dict:
+        """What the API says about the job."""
+        progress = 1.0 if self.status == "done" else (self.done / self.total if self.total else 0.0)
+        return {"id": self.id, "name": self.name, "kind": self.kind, "model": self.model, "outscale": self.outscale,
+                "status": self.status, "progress": round(progress, 4), "done": self.done, "total": self.total,
+                "error": self.error, "width": self.width, "height": self.height,
+                "out_width": self.out_width or None, "out_height": self.out_height or None,
+                "created": self.created, "started": self.started, "finished": self.finished,
+                "result_name": self.result_name if self.status == "done" else None}
+
+
+class JobQueue:
+    """Jobs run one at a time on ``options.device``, in submission order, in a worker thread.
+
+    ``workdir``: where inputs and results live (one folder per job; the whole folder is removed by
+    :meth:`close`); ``keep``: finished jobs kept (the oldest are forgotten and their files removed);
+    ``models_kept``: loaded models kept for reuse (least recently used dropped first).
+    """
+
+    def __init__(self, options: RunOptions, workdir: Path, *, max_pixels: int | None, keep: int = 200,
+                 models_kept: int = 2):
+        self.options, self.workdir, self.max_pixels = options, workdir, max_pixels
+        self.keep, self.models_kept = keep, models_kept
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pending: queue.Queue[Job | None] = queue.Queue()
+        self._models: OrderedDict[tuple, object] = OrderedDict()
+        self._version = 0
+        self._thread = threading.Thread(target=self._work, name="superres-serve-worker", daemon=True)
+        self._thread.start()
+
+    # --- the API's side ---------------------------------------------------------------------
+
+    def new_folder(self) -> tuple[str, Path]:
+        job_id = uuid.uuid4().hex
+        folder = self.workdir / job_id
+        folder.mkdir(parents=True)
+        return job_id, folder
+
+    def submit(self, job: Job) -> Job:
+        with self._lock:
+            self._jobs[job.id] = job
+            self._touch(job)
+            self._forget_old()
+        self._pending.put(job)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            return self._jobs[job_id]  # KeyError: no such job
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def cancel(self, job_id: str) -> Job:
+        """Stop a job: a queued one never starts, a running one stops at its next tile or frame."""
+        with self._lock:
+            job = self._jobs[job_id]
+            if job.status not in TERMINAL:
+                job.cancel_requested.set()
+                if job.status == "queued":
+                    self._finish(job, "cancelled")
+        return job
+
+    def delete(self, job_id: str) -> None:
+        """Cancel a job and remove its files."""
+        self.cancel(job_id)
+        with self._lock:
+            job = self._jobs.pop(job_id)
+            self._version += 1
+        if job.status in TERMINAL:
+            shutil.rmtree(job.folder, ignore_errors=True)
+        # a running job's folder is removed by the worker once it stops
+
+    def changes(self, since: int) -> tuple[int, list[dict]]:
+        """(the current version, the jobs changed after version ``since``)."""
+        with self._lock:
+            return self._version, [j.public() for j in self._jobs.values() if j.version > since]
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def close(self) -> None:
+        """Stop the worker (the running job is cancelled) and remove every file the jobs left."""
+        with self._lock:
+            for job in self._jobs.values():
+                job.cancel_requested.set()
+        self._pending.put(None)
+        self._thread.join(timeout=30)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- the worker's side ------------------------------------------------------------------
+
+    def _touch(self, job: Job) -> None:
+        """Called with the lock held after a job changed."""
+        self._version += 1
+        job.version = self._version
+
+    def _finish(self, job: Job, status: str, error: str | None = None) -> None:
+        job.status, job.error, job.finished = status, error, time.time()
+        self._touch(job)
+        job.finished_event.set()
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self._jobs.values() if j.status in TERMINAL]
+        for job in finished[:max(0, len(finished) - self.keep)]:
+            del self._jobs[job.id]
+            shutil.rmtree(job.folder, ignore_errors=True)
+
+    def _work(self) -> None:
+        while True:
+            job = self._pending.get()
+            if job is None:
+                return
+            with self._lock:
+                if job.cancel_requested.is_set():
+                    continue
+                job.status, job.started = "running", time.time()
+                self._touch(job)
+            try:
+                self._run(job)
+                status, error = "done", None
+            except JobCancelledError:
+                status, error = "cancelled", None
+            except (SuperresError, ValueError, OSError) as e:  # the client's name for the file, not the server's path
+                status, error = "failed", one_line(e).replace(str(job.source), job.name)
+            except Exception:
+                log.exception("job %s (%s) failed", job.id, job.name)
+                status, error = "failed", "internal error (see the server's log)"
+            with self._lock:
+                self._finish(job, status, error)
+                forgotten = job.id not in self._jobs
+            if forgotten or status != "done":
+                for name in ("result", "partial"):
+                    for f in job.folder.glob(f"{name}*"):
+                        f.unlink(missing_ok=True)
+                if forgotten:
+                    shutil.rmtree(job.folder, ignore_errors=True)
+
+    def _progress(self, job: Job):
+        def progress(done: int, total: int | None) -> None:
+            if job.cancel_requested.is_set():
+                raise JobCancelledError
+            with self._lock:
+                job.done, job.total = done, total or 0
+                self._touch(job)
+
+        return progress
+
+    def _loaded(self, key: tuple, load):
+        """A loaded model (or upscaler) from the cache, or ``load()`` it, dropping the least recently used."""
+        if key in self._models:
+            self._models.move_to_end(key)
+        else:
+            while len(self._models) >= self.models_kept:
+                self._models.popitem(last=False)
+            self._models[key] = load()
+        return self._models[key]
+
+    def _upscaler(self, model: str, alpha: str):
+        from superres.infer import Upscaler
+
+        return self._loaded(("image", model, alpha), lambda: Upscaler(model, self.options, alpha=alpha))
+
+    def _run(self, job: Job) -> None:
+        if job.kind == "video":
+            self._run_video(job)
+        else:
+            self._run_image(job)
+
+    def _run_image(self, job: Job) -> None:
+        from superres.io import encode_image, read_image, to_integer, write_image
+
+        img, info = read_image(job.source, self.max_pixels)
+        img = to_integer(img, info.bit_depth)  # the file's own samples, as `superres upscale` runs them
+        job.preview = job.folder / "preview.png"
+        job.preview.write_bytes(encode_image(img, "PNG", info))
+        upscaler = self._upscaler(job.model, job.alpha)
+        out = upscaler.upscale_array(img, job.outscale, self._progress(job))
+        del img
+        if job.cancel_requested.is_set():
+            raise JobCancelledError
+        result = job.folder / f"result{RESULT_FORMATS.get(info.format, '.png')}"
+        write_image(result, out, info)
+        with self._lock:
+            job.result, (job.out_height, job.out_width) = result, out.shape[:2]
+
+    def _run_video(self, job: Job) -> None:
+        from superres.infer.video import upscale_video
+        from superres.zoo import MODELS, load_model
+
+        spec = MODELS.get(job.model)
+        if spec is not None and spec.video:
+            model = self._loaded(("video", job.model), lambda: load_model(job.model))
+        else:
+            model = self._upscaler(job.model, "model").desc
+        result = job.folder / "result.mp4"
+        outcome = upscale_video(job.source, result, model, outscale=job.outscale, options=self.options,
+                                progress=self._progress(job))
+        with self._lock:
+            job.result, (job.out_width, job.out_height) = result, outcome.size
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
