@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, signal, special
+from scipy import special
 
 GRAY = np.array([0.2125, 0.7154, 0.0721])  # skimage.color.rgb2gray, as the reference
 
@@ -72,6 +72,8 @@ def mscn(gray: np.ndarray) -> np.ndarray:
     features there depend on the last bits, so every step follows the reference's arithmetic order
     (an equally exact order moves Set5 bird's score by 0.02).
     """
+    from scipy import signal  # 1-3 s to import: only when BRISQUE runs
+
     window = _gaussian_window()
     mu = signal.convolve2d(gray, window, "same")
     sigma = np.sqrt(np.abs(mu**2 - signal.convolve2d(gray**2, window, "same")))
@@ -84,6 +86,8 @@ def _phi(alpha: float) -> float:
 
 def aggd_fit(x: np.ndarray) -> tuple[float, float, float, float]:
     """Asymmetric generalized Gaussian (alpha, mean, sigma_l^2, sigma_r^2) by moment matching."""
+    from scipy import optimize
+
     x = x.ravel()
     left, right = x[x < 0], x[x >= 0]
     var_l, var_r = np.mean(left**2), np.mean(right**2)
