@@ -324,6 +324,29 @@ def test_realesrgan_stage_runs(tmp_path, tiny_data):
     assert all({"l_pix", "l_percep", "l_g_gan", "l_d"} <= set(r) for r in records)
 
 
+TINY_RRDB = ["model.pretrained=null", "model.args.num_feat=8", "model.args.num_block=1", "model.args.num_grow_ch=4",
+             "val=[]", "train.iterations=2", "data.batch_size=2", "data.workers=0", "log.every=1",
+             "log.tensorboard=false", "checkpoint.every=2", "train.gan.discriminator.args.num_feat=8"]
+
+
+@pytest.mark.parametrize("recipe, changes", [
+    ("esrgan_x4.yaml", ["data.patch_size=32", "train.gan.discriminator.args.input_size=32"]),
+    ("realesrgan_x4plus.yaml", ["data.patch_size=48", "data.real.gt_size=32", "data.real.queue_size=4"]),
+])
+def test_gan_recipes_run_with_the_offline_vgg19(tmp_path, tiny_data, recipe, changes):
+    """The recipes as shipped (their loss weights, the default VGG19: no file to supply), at tiny sizes."""
+    config = load_config(CONFIGS / recipe, [*TINY_RRDB, *changes, f"data.hr={tiny_data / 'train'}",
+                                            f"output={tmp_path / 'run'}"])
+    assert config.train.perceptual_loss.vgg_weights is None
+    trainer = Trainer(config, quiet=True)
+    assert trainer.perceptual.vgg.caffe
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [1, 2]
+    assert all(0 < r["l_percep"] < 100 and {"l_pix", "l_g_gan", "l_d"} <= set(r) for r in records), records
+    assert load_model(tmp_path / "run" / "model.safetensors").scale == 4
+
+
 def test_real_degradations_refuse_lr_folders(tmp_path, tiny_data):
     with pytest.raises(ConfigError, match="real degradations"):
         load_config(write_config(tmp_path, tiny_data, **{**REAL, "data.lr": str(tiny_data / "val")}))

@@ -1,4 +1,4 @@
-"""``superres metrics``: PSNR/SSIM of SR images against ground truth, or NIQE of one folder."""
+"""``superres metrics``: PSNR/SSIM of SR images against ground truth, or NIQE and BRISQUE of one folder."""
 
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("metrics", help="PSNR/SSIM of SR images against ground truth (NIQE without GT)",
+    p = sub.add_parser("metrics", help="PSNR/SSIM of SR images against ground truth (NIQE, BRISQUE without GT)",
                        description="Pair files by name and print PSNR/SSIM per image and the mean. "
-                       "With one folder, print NIQE (no reference needed).")
-    p.add_argument("gt_dir", type=Path, metavar="GT_DIR", help="ground-truth images (or the images to score by NIQE)")
+                       "With one folder, print NIQE and BRISQUE (no reference needed; lower is better).")
+    p.add_argument("gt_dir", type=Path, metavar="GT_DIR",
+                   help="ground-truth images (or the images to score by NIQE and BRISQUE)")
     p.add_argument("sr_dir", type=Path, nargs="?", metavar="SR_DIR", help="super-resolved images, same names")
     p.add_argument("--crop-border", type=int, default=0, help="pixels removed on each side (papers: the scale)")
     p.add_argument("--y", action="store_true", help="score the Y channel of YCbCr (papers' protocol)")

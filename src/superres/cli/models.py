@@ -1,9 +1,12 @@
-"""``superres models`` (the named pretrained models) and ``superres interpolate`` (ESRGAN's network interpolation)."""
+"""``superres models`` (the named pretrained models) and ``superres interpolate`` (ESRGAN's network
+interpolation, one blend or a sweep of the perception-distortion trade-off)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from superres.errors import SuperresError
 
 
 def _count(n: int) -> str:
@@ -27,9 +30,46 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alphas(text: str) -> list[float]:
+    """``0:1:0.1`` (start:stop:step, stop included) or ``0,0.5,0.8,1``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            count = int((stop - start) / step + 1e-9) + 1 if step > 0 and stop >= start else 0
+            values = [round(start + i * step, 9) for i in range(count)]
+        else:
+            values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"alphas in [0, 1] as START:STOP:STEP or a,b,c; got {text!r}")
+    return values
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from superres.metrics.report import format_table, write_report
+    from superres.metrics.sweep import SWEEP_KEYS, interpolation_sweep, plot_sweep
+
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    rows = interpolation_sweep(args.model_a, args.model_b, args.sweep, args.alphas, scale=args.scale,
+                               lr_dir=args.lr_dir, progress=lambda r: print(f"alpha {r['alpha']:g}: PSNR "
+                               f"{r['psnr']:.2f} dB, NIQE {r['niqe']:.3f}, BRISQUE {r['brisque']:.2f}", flush=True))
+    print(format_table(rows, SWEEP_KEYS))
+    write_report(rows, SWEEP_KEYS, out / "sweep.json", out / "sweep.csv")
+    plot_sweep(rows, out / "sweep.png", f"{Path(args.model_a).name} -> {Path(args.model_b).name} on "
+               f"{args.sweep.name}: alpha = weight of B")
+    print(f"{out}: sweep.csv, sweep.json, sweep.png")
+    return 0
+
+
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from superres.zoo import interpolate, save_model
 
+    if (args.alpha is None) == (args.sweep is None):
+        raise SuperresError("give --alpha (one blend, -o FILE) or --sweep HR_DIR (a table and a plot, -o DIR)")
+    if args.sweep is not None:
+        return cmd_sweep(args)
     mixed = interpolate(args.model_a, args.model_b, args.alpha)
     save_model(mixed, args.output, provenance=f"interpolate({args.model_a}, {args.model_b}, alpha={args.alpha})")
     print(f"{args.output}: {mixed.arch}, {1 - args.alpha:g} x {args.model_a} + {args.alpha:g} x {args.model_b}")
@@ -42,9 +82,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("interpolate", help="network interpolation (ESRGAN): (1 - alpha) A + alpha B",
                        description="Blend two checkpoints of the same architecture weight by weight, e.g. "
-                       "A = a PSNR-oriented model, B = its GAN fine-tune. Writes safetensors.")
+                       "A = a PSNR-oriented model, B = its GAN fine-tune. Writes safetensors. With --sweep, "
+                       "score a range of alphas on a folder of HR images instead (Y-PSNR/SSIM, NIQE, BRISQUE) "
+                       "and write sweep.csv, sweep.json and sweep.png (PSNR against NIQE) to -o DIR. "
+                       "The perceptual index (PI) needs Ma et al.'s score, not obtainable offline: NIQE is plotted.")
     p.add_argument("model_a", metavar="A")
     p.add_argument("model_b", metavar="B")
-    p.add_argument("--alpha", type=float, required=True, help="weight of B, in [0, 1]")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors file")
+    p.add_argument("--alpha", type=float, help="weight of B, in [0, 1]")
+    p.add_argument("--sweep", type=Path, metavar="HR_DIR", help="score the blends on these images (LR by MATLAB "
+                   "bicubic unless --lr-dir)")
+    p.add_argument("--alphas", type=_alphas, default=_alphas("0:1:0.1"),
+                   help="with --sweep: START:STOP:STEP or a,b,c (default 0:1:0.1)")
+    p.add_argument("--scale", type=int, help="with --sweep: the models' scale (default: A's)")
+    p.add_argument("--lr-dir", type=Path, help="with --sweep: LR images, same names")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output .safetensors file (--alpha) or folder (--sweep)")
     p.set_defaults(func=cmd_interpolate)

@@ -1,4 +1,4 @@
-"""Scoring folders of images: SR files paired with their ground truth by name, or NIQE of one folder.
+"""Scoring folders of images: SR files paired with their ground truth by name, or NIQE and BRISQUE of one folder.
 
 Images are scored on the 0-255 scale, RGB (or gray, for gray files), as :func:`superres.metrics.psnr`
 and :func:`superres.metrics.ssim` expect. A file that cannot be scored is a problem (one line
@@ -15,6 +15,7 @@ import numpy as np
 
 from superres.errors import SuperresError
 from superres.io import read_image, require_images
+from superres.metrics.brisque import brisque
 from superres.metrics.niqe_model import niqe
 from superres.metrics.psnr_ssim import psnr, ssim
 
@@ -62,16 +63,17 @@ def pair_files(gt_dir: Path, sr_dir: Path, suffix: str = "") -> tuple[list[tuple
 
 def score_folders(gt_dir: Path, sr_dir: Path | None, crop_border: int = 0, y_channel: bool = False,
                   suffix: str = "", modcrop: int = 0) -> tuple[list[dict], list[str], list[str]]:
-    """Score a folder: (per-image records, metric keys, problems). NIQE alone when ``sr_dir`` is None."""
+    """Score a folder: (per-image records, metric keys, problems). NIQE and BRISQUE when ``sr_dir`` is None."""
     records: list[dict] = []
     problems: list[str] = []
     if sr_dir is None:
         for f in require_images(gt_dir):
             try:
-                records.append({"name": f.stem, "niqe": niqe(load_for_metrics(f), crop_border)})
+                img = load_for_metrics(f)
+                records.append({"name": f.stem, "niqe": niqe(img, crop_border), "brisque": brisque(img, crop_border)})
             except (SuperresError, ValueError) as e:
                 problems.append(f"{f}: {e}" if str(f) not in str(e) else str(e))
-        return records, ["niqe"], problems
+        return records, ["niqe", "brisque"], problems
     pairs, problems = pair_files(gt_dir, sr_dir, suffix)
     for g, s in pairs:
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from superres.io import atomic_write
 
-DIGITS = {"psnr": 4, "ssim": 4, "niqe": 4, "frames": 0}
+DIGITS = {"psnr": 4, "ssim": 4, "niqe": 4, "brisque": 4, "frames": 0, "alpha": 3}
 
 
 def format_table(records: list[dict], keys: list[str]) -> str:

@@ -169,8 +169,9 @@ class PerceptualLoss(Strict):
     weight: float = 1.0
     layer_weights: dict[str, float] = Field(default_factory=lambda: {
         "conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0})
-    vgg_weights: str | None = Field(None, description="vgg19 ImageNet weights file; 'random' for tests; "
-                                    "default: torchvision's file in the torch hub cache")
+    vgg_weights: str | None = Field(None, description="default (or 'caffe'): the original (Caffe) VGG19, "
+                                    "offline, features / 57.63; a torchvision vgg19-dcbb9e9d.pth file, or "
+                                    "'torchvision' for that file in the torch hub cache; 'random' for tests")
     use_input_norm: bool = True
     criterion: Literal["L1", "MSE"] = "L1"
 
