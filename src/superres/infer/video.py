@@ -381,8 +381,9 @@ def video_runner(desc, outscale: float | None = None, options: RunOptions | None
     return ClipUpscaler(runner, outscale, clip=run.frames, overlap=run.overlap, whole_up_to=whole)
 
 
-# Peak memory of a recurrent network run on a whole clip, per LR pixel of the clip (frames x height x width):
-# BasicVSR (64 features) measured 0.9 KB in fp32 on the CPU (Vid4 calendar, 41 frames of 180x144).
+# Memory of a recurrent network run on a whole clip, per LR pixel of the clip (frames x height x width): the
+# official BasicVSR (64 features, fp32, CPU) on Vid4 calendar whole (41 frames of 180x144, 1.06M pixels) peaked
+# at 1653 MiB RSS, the process included, against 1331 MiB in 15-frame chunks (benchmarks/vid4_basicvsr.py).
 WHOLE_CLIP_BYTES_PER_PIXEL = 1024
 
 
