@@ -38,6 +38,18 @@ def output_path(out_dir: Path, src: Path) -> Path:
     return out_dir / f"{src.stem}.png"
 
 
+def check_distinct_outputs(files: Iterable[Path], out_dir: Path) -> None:
+    """Refuse a batch where two inputs (``photo.png`` and ``photo.jpg``, or the same name in two
+    sub-folders) would write the same output: one would silently replace the other."""
+    claimed: dict[Path, Path] = {}
+    for src in files:
+        target = output_path(out_dir, src)
+        if target in claimed:
+            raise SuperresError(f"{src} and {claimed[target]} would both be written to {target}; "
+                                "rename one of them or process them separately")
+        claimed[target] = src
+
+
 def make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
