@@ -44,7 +44,7 @@ class Runner:
         self.desc, self.options = desc, options or RunOptions()
         self.device = pick_device(self.options.device)
         self._ncnn_files = ncnn_files
-        self._nets: dict[str, object] = {}  # precision -> prepared torch module or ncnn network
+        self._nets: dict[tuple[str, str], object] = {}  # (precision, backend) -> torch module or ncnn network
         self._fell_back = False
         self.precision_used: str | None = None  # the precision of the last run, fallback included
         if self.device.type == "cpu" and desc.module is not None:
@@ -66,10 +66,14 @@ class Runner:
             return "numpy"
         return pick_backend(self.options.backend, self.device, precision, self._ncnn_files is not None)
 
-    def _net(self, precision: str):
-        if precision not in self._nets:
-            if self.backend_for(precision) == "ncnn":
-                self._nets[precision] = NcnnRunner(*self._ncnn_files)
+    def _net(self, precision: str, backend: str | None = None):
+        backend = backend or self.backend_for(precision)
+        if backend == "ncnn" and self.backend_for(precision) != "ncnn":
+            raise ValueError(f"the ncnn runtime cannot run {self.desc.arch} in {precision} here")
+        key = (precision, backend)
+        if key not in self._nets:
+            if backend == "ncnn":
+                self._nets[key] = NcnnRunner(*self._ncnn_files)
             else:
                 module = self.desc.module
                 layout = channels_last(self.device, precision) and self.desc.video is None  # 4-D input only
@@ -78,8 +82,8 @@ class Runner:
                 module = module.to(self.device, DTYPES[precision]).eval()
                 if layout:
                     module = module.to(memory_format=torch.channels_last)
-                self._nets[precision] = module
-        return self._nets[precision]
+                self._nets[key] = module
+        return self._nets[key]
 
     # --- running ------------------------------------------------------------------------------
 
@@ -91,8 +95,11 @@ class Runner:
         out = self.forward(to_float(image), self.precision_for(image.dtype))
         return from_float(out, image.dtype)
 
-    def forward(self, x: np.ndarray, precision: str | None = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, precision: str | None = None, backend: str | None = None) -> np.ndarray:
         """float32 HxWxC (or TxHxWxC) in [0, 1] -> float32 output in [0, 1].
+
+        ``backend``: ``torch`` runs PyTorch where the options would pick ncnn (the tiler does so for
+        images that ncnn, with its far larger working memory, could only run in tiny tiles).
 
         A 1-channel network given RGB sees the Y of YCbCr, and its chroma is upscaled by MATLAB
         bicubic (as the classic Y-channel networks are used); a 3-channel one given gray sees it as RGB.
@@ -102,12 +109,12 @@ class Runner:
         precision = precision or self.precision_for(np.uint8)
         channels, wanted = x.shape[-1], self.desc.in_channels
         if channels == 3 and wanted == 1:
-            return upscale_luma(lambda y: self.forward(y, precision), x, self.desc.scale)[0]
+            return upscale_luma(lambda y: self.forward(y, precision, backend), x, self.desc.scale)[0]
         if channels == 1 and wanted == 3:
-            return self.forward(np.repeat(x, 3, axis=-1), precision)
+            return self.forward(np.repeat(x, 3, axis=-1), precision, backend)
         if channels != wanted:
             raise ValueError(f"{self.desc.arch} takes {wanted}-channel images, got {channels} channels")
-        net = self._net(precision)
+        net = self._net(precision, backend)
         if isinstance(net, NcnnRunner):
             self.precision_used = precision
             return net(x)
@@ -116,7 +123,7 @@ class Runner:
             warnings.warn(f"{precision} gave non-finite values on this {self.device.type} device (a known fp16 "
                           f"problem on some GPUs); using {fallback} from now on", stacklevel=2)
             self._fell_back = True
-            return self.forward(x, fallback)
+            return self.forward(x, fallback, "torch")  # the fallback's memory is PyTorch's, as planned
         self.precision_used = precision
         return to_image(out.clamp(0, 1))
 

@@ -66,13 +66,21 @@ class Upscaler:
             tile_pad = self.options.tile_pad
             self.margin = tile_pad if tile_pad is not None else known_margin or self._measured_margin()
             self.bytes_per_pixel = (spec.bytes_per_pixel if spec else None) or _estimate_bytes_per_pixel(desc)
+            self.ncnn_bytes_per_pixel = spec.ncnn_bytes_per_pixel if spec else None
 
     def summary(self) -> str:
         """How images run, e.g. ``bf16, torch for 8-bit images; fp32, ncnn for 16-bit and float``."""
-        runs = [(p, self.runner.backend_for(p)) for p in map(self.runner.precision_for, (np.uint8, np.uint16))]
+        runs = [(p, self._backend_summary(p)) for p in map(self.runner.precision_for, (np.uint8, np.uint16))]
         if runs[0] == runs[1]:
             return ", ".join(runs[0])
         return f"{', '.join(runs[0])} for 8-bit images; {', '.join(runs[1])} for 16-bit and float"
+
+    def _backend_summary(self, precision: str) -> str:
+        backend = self.runner.backend_for(precision)
+        if backend != "ncnn" or self.options.backend == "ncnn" or self.tile != "auto":
+            return backend
+        side = self._auto_tile(self._budget(), precision, "ncnn")
+        return f"ncnn up to {side}x{side} pixels, torch above"
 
     @property
     def tile(self) -> int | str:
@@ -89,15 +97,17 @@ class Upscaler:
 
     # --- planning ---------------------------------------------------------------------------
 
-    def plan(self, height: int, width: int, precision: str | None = None) -> TilePlan:
+    def plan(self, height: int, width: int, precision: str | None = None, backend: str | None = None) -> TilePlan:
         """Tiles for an image of this size: ``tile`` as given, or the largest the memory budget
-        allows at ``precision`` (default: the one 8-bit images run in)."""
+        allows at ``precision`` (default: the one 8-bit images run in) on ``backend`` (default: the
+        one :meth:`backend` picks for this image)."""
         ramp = max(4, self.margin // 8)
         if self.desc.module is None:
             return TilePlan(0, 0, 0)
+        precision = precision or self.precision_used
         if self.tile == "auto":
-            budget = self.budget or _default_budget(self.torch_device)
-            tile = self._auto_tile(budget, precision or self.precision_used)
+            backend = backend or self.backend(height, width, precision)
+            tile = self._auto_tile(self._budget(), precision, backend)
             if height * width <= tile * tile:
                 return TilePlan(0, self.margin, ramp)
         else:
@@ -106,19 +116,39 @@ class Upscaler:
                 return TilePlan(0, self.margin, ramp)
         need = 2 * self.margin + ramp + 8
         if tile < need:
-            raise ValueError(f"tile {tile} is too small for {self.model}: it needs at least {need} pixels "
+            budget = "" if self.tile != "auto" else (
+                f" (the largest that fits the {self._budget() >> 20} MiB tile budget on the {backend} runtime"
+                + ("; --backend torch needs far less memory" if backend == "ncnn" else "") + ")")
+            raise ValueError(f"tile {tile}{budget} is too small for {self.model}: it needs at least {need} pixels "
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
         return TilePlan(tile, self.margin, ramp)
 
-    def _auto_tile(self, budget: int, precision: str) -> int:
+    def backend(self, height: int, width: int, precision: str) -> str:
+        """The backend an image of this size runs on at ``precision``: the options' choice, except
+        that under ``auto`` an image that the ncnn runtime cannot run whole within the tile budget
+        runs on PyTorch. ncnn takes ~25x PyTorch's memory per pixel on RRDBNet, so its tiles would
+        be too small to be worth their overlap (or smaller than the receptive field)."""
+        backend = self.runner.backend_for(precision)
+        if backend != "ncnn" or self.options.backend == "ncnn":
+            return backend
+        tile = self.tile if self.tile != "auto" else self._auto_tile(self._budget(), precision, "ncnn")
+        return "ncnn" if tile == 0 or height * width <= tile * tile else "torch"
+
+    def _budget(self) -> int:
+        return self.budget or _default_budget(self.torch_device)
+
+    def _auto_tile(self, budget: int, precision: str, backend: str = "torch") -> int:
         """The largest tile side t whose working memory fits the budget: the network's activations
-        (t^2 x bytes_per_pixel, measured in fp32; half as much in 16-bit precisions) and its float
-        output (t^2 x scale^2 x 3 x 4 bytes).
+        (t^2 x bytes_per_pixel, measured in fp32 on each backend; half as much in 16-bit precisions)
+        and its float output (t^2 x scale^2 x 3 x 4 bytes).
 
         Not counted: the float band of output rows being blended (t x scale rows of the output,
         in float32), which grows with the output like the output array itself does.
         """
-        activations = self.bytes_per_pixel * (1 if precision == "fp32" else 0.5)
+        if backend == "ncnn" and self.ncnn_bytes_per_pixel:
+            activations = self.ncnn_bytes_per_pixel
+        else:
+            activations = self.bytes_per_pixel * (1 if precision == "fp32" else 0.5)
         return int(math.sqrt(budget / (activations + self.scale**2 * 12)))
 
     # --- running ----------------------------------------------------------------------------
@@ -173,8 +203,10 @@ class Upscaler:
         return result[..., 0] if squeeze else result
 
     def _run(self, precision: str, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
-        plan = self.plan(*color.shape[:2], precision)
-        run_tiled(color, lambda tile: self.runner.forward(tile, precision), self.scale, plan, out, finish, progress)
+        backend = self.backend(*color.shape[:2], precision)
+        plan = self.plan(*color.shape[:2], precision, backend)
+        run_tiled(color, lambda tile: self.runner.forward(tile, precision, backend), self.scale, plan, out, finish,
+                  progress)
 
     def _resample(self, image: np.ndarray, outscale: float) -> np.ndarray:
         """A resampling model (bicubic) at another scale: the same function, at ``outscale``."""
@@ -229,11 +261,10 @@ def _default_budget(device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        available = 4 * DEFAULT_BUDGET_CPU
-    return int(min(DEFAULT_BUDGET_CPU, available // 4))
+    from superres.runtime import available_memory
+
+    available = available_memory()
+    return int(min(DEFAULT_BUDGET_CPU, (available or 4 * DEFAULT_BUDGET_CPU) // 4))
 
 
 def _estimate_bytes_per_pixel(desc) -> float:
