@@ -57,11 +57,13 @@ def make_out_dir(out_dir: Path) -> None:
         raise SuperresError(f"{out_dir}: cannot create the output folder: {e.strerror or e}") from None
 
 
-def read_integer(src: Path):
-    """The file's own integer samples: MATLAB resizes uint8 images with rounding after each pass."""
+def read_integer(src: Path, max_pixels: int | None = None):
+    """The file's own integer samples: MATLAB resizes uint8 images with rounding after each pass.
+    ``max_pixels``: the decompression-bomb limit (None: the default one)."""
     from superres.io import read_image, to_integer
+    from superres.io.image import DEFAULT_MAX_PIXELS
 
-    img, info = read_image(src)
+    img, info = read_image(src, max_pixels or DEFAULT_MAX_PIXELS)
     return to_integer(img, info.bit_depth), info
 
 
@@ -73,6 +75,12 @@ def _non_negative_int(value: str, name: str) -> int:
     if n < 0:
         raise SuperresError(f"{name} must be >= 0, got {n}")
     return n
+
+
+def max_pixels_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="largest image read or written, in pixels (default 400000000, i.e. 20000x20000; a guard "
+                   "against decompression bombs and runaway scales)")
 
 
 def tile_argument(value: str) -> int | str:

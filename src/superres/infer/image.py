@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from superres.io.image import DEFAULT_MAX_PIXELS
 from superres.ops.layout import from_float, to_float
 from superres.ops.tiling import TilePlan, run_tiled
 from superres.runner import Runner
@@ -40,17 +41,18 @@ class Upscaler:
     ``model``: a name from ``superres models``, a checkpoint path, ``bicubic`` or a loaded
     :class:`~superres.zoo.ModelDescriptor`; ``options`` (or the same fields as keywords): device,
     precision, backend, tile and tile_pad; ``alpha``: how an alpha channel is upscaled (``model``
-    or ``bicubic``); ``budget``: bytes of working memory per tile (default: from the device).
+    or ``bicubic``); ``budget``: bytes of working memory per tile (default: from the device);
+    ``max_pixels``: the largest output (and network output) allowed, checked before any work (None: any).
     """
 
     def __init__(self, model=DEFAULT_MODEL, options: RunOptions | None = None, *, alpha: str = "model",
-                 budget: int | None = None, **option_fields):
+                 budget: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, **option_fields):
         from superres.zoo import MODELS, load_model
 
         if alpha not in ("model", "bicubic"):
             raise ValueError(f"alpha must be 'model' or 'bicubic', got {alpha!r}")
         self.options = run_options(options, **option_fields)
-        self.model, self.alpha, self.budget = model, alpha, budget
+        self.model, self.alpha, self.budget, self.max_pixels = model, alpha, budget, max_pixels
         desc = model if not isinstance(model, str | os.PathLike) else load_model(model)
         if desc.purpose != "sr":
             raise ValueError(f"{model}: a {desc.arch} is a {desc.purpose} network, not an image upscaler")
@@ -165,6 +167,7 @@ class Upscaler:
                              f"got shape {image.shape}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"image is empty ({image.shape})")
+        self.check_size(*img.shape[:2], outscale)
         if self.desc.resample is not None:  # no network: resample the samples themselves, at any scale
             return self.runner(image) if outscale in (None, self.scale) else self._resample(image, outscale)
         precision = self.runner.precision_for(dtype)
@@ -202,6 +205,16 @@ class Upscaler:
         result = resize_to(result, outscale, self.scale, h, w)
         return result[..., 0] if squeeze else result
 
+    def check_size(self, height: int, width: int, outscale: float | None = None) -> None:
+        """Refuse, before any work, an output (or the network's native output) over ``max_pixels``."""
+        if outscale is not None and not outscale > 0:
+            raise ValueError(f"outscale must be positive, got {outscale}")
+        out_w, out_h = output_size(height, width, outscale or self.scale)
+        largest = max(out_w * out_h, width * height * self.scale**2 if self.desc.resample is None else 0)
+        if self.max_pixels and largest > self.max_pixels:
+            raise ValueError(f"the output would be {out_w}x{out_h} (x{outscale or self.scale} of {width}x{height}), "
+                             f"over the limit of {self.max_pixels} pixels (--max-pixels raises it)")
+
     def _run(self, precision: str, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
         backend = self.backend(*color.shape[:2], precision)
         plan = self.plan(*color.shape[:2], precision, backend)
@@ -221,10 +234,15 @@ def resize_to(image: np.ndarray, outscale: float | None, native: int, h: int, w:
         return image
     if not outscale > 0:
         raise ValueError(f"outscale must be positive, got {outscale}")
-    size = (max(1, round(w * outscale)), max(1, round(h * outscale)))
+    size = output_size(h, w, outscale)
     interpolation = cv2.INTER_AREA if outscale < native else cv2.INTER_LANCZOS4
     out = cv2.resize(image, size, interpolation=interpolation)
     return out.reshape(size[1], size[0], image.shape[2]) if out.ndim == 2 else out
+
+
+def output_size(h: int, w: int, outscale: float) -> tuple[int, int]:
+    """(width, height) of an h x w image resized ``outscale`` x."""
+    return max(1, round(w * outscale)), max(1, round(h * outscale))
 
 
 def fill_transparent(color: np.ndarray, alpha: np.ndarray, levels: int = 12) -> np.ndarray:
