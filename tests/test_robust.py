@@ -99,3 +99,63 @@ def test_cpu_budget_counts_reclaimable_memory(monkeypatch):
     real_sysconf = os.sysconf
     monkeypatch.setattr(os, "sysconf", lambda name: 2000 if name == "SC_AVPHYS_PAGES" else real_sysconf(name))
     assert _default_budget(torch.device("cpu")) == DEFAULT_BUDGET_CPU
+
+
+def test_upscale_refuses_a_runaway_output_before_any_work(tmp_path, photos, monkeypatch, capsys):
+    import superres.infer
+    from superres.infer import Upscaler
+
+    src = tmp_path / "small.png"
+    write_image(src, photos["chelsea"][:40, :50])
+    with monkeypatch.context() as m:
+        m.setattr(superres.infer, "Upscaler", None)  # the model is not even loaded
+        assert main(["upscale", str(src), "-o", str(tmp_path / "x.png"), "-s", "1000", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "50000x40000, over the limit" in err and "--max-pixels" in err and not (tmp_path / "x.png").exists()
+    with pytest.raises(ValueError, match="over the limit of 1000 pixels"):
+        Upscaler("bicubic", max_pixels=1000).upscale_array(np.zeros((20, 20), np.uint8))
+    assert _cli("upscale", src, "-o", tmp_path / "y.png", "-m", "bicubic", "-s", "2", "--max-pixels",
+                "10000").returncode == 0
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "superres", *map(str, args)], capture_output=True, text=True)
+
+
+def test_upscale_outputs_and_globs_as_asked(tmp_path, photos, monkeypatch):
+    small = photos["chelsea"][:20, :24]
+    for rel in ("a.png", "b.png", "rec/sub/c.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_image(tmp_path / rel, small)
+    # several inputs into a file name: refused, nothing created
+    result = _cli("upscale", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out.png", "-m", "bicubic")
+    assert result.returncode == 1 and "names an image file" in result.stderr
+    assert not (tmp_path / "out.png").exists()
+    # ** is recursive as written
+    monkeypatch.chdir(tmp_path)
+    assert main(["upscale", "rec/**/*.png", "-o", "globbed", "-m", "bicubic", "-q"]) == 0
+    assert (tmp_path / "globbed" / "c.png").is_file()
+
+
+def test_unwritable_output_and_bad_inputs_fail_before_the_model_loads(tmp_path, photos, monkeypatch, capsys):
+    import os
+
+    import superres.infer
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(superres.infer, "Upscaler", no_model)
+    write_image(tmp_path / "a.png", photos["chelsea"][:20, :24])
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert main(["upscale", str(tmp_path / "bad.png"), "-o", str(tmp_path / "x.png"), "-q"]) == 1
+    assert "not an image file" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        assert main(["upscale", str(tmp_path / "a.png"), "-o", str(locked / "x.png"), "-q"]) == 1
+        assert "cannot write" in capsys.readouterr().err
