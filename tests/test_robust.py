@@ -159,3 +159,19 @@ def test_unwritable_output_and_bad_inputs_fail_before_the_model_loads(tmp_path, 
         locked.chmod(0o500)
         assert main(["upscale", str(tmp_path / "a.png"), "-o", str(locked / "x.png"), "-q"]) == 1
         assert "cannot write" in capsys.readouterr().err
+
+
+def test_nan_weights_are_an_error_not_a_black_image(tmp_path, photos):
+    import torch
+
+    from superres.zoo import create_model, save_model
+
+    desc = create_model("SRVGGNetCompact", num_feat=8, num_conv=2, upscale=2)
+    with torch.no_grad():
+        next(desc.module.parameters()).fill_(float("nan"))
+    save_model(desc, tmp_path / "nan.safetensors")
+    write_image(tmp_path / "in.png", photos["chelsea"][:20, :24])
+    result = _cli("upscale", tmp_path / "in.png", "-o", tmp_path / "out.png", "-m", tmp_path / "nan.safetensors")
+    assert result.returncode == 1 and not (tmp_path / "out.png").exists()
+    assert "non-finite" in result.stderr and "NaN" in result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from superres.errors import SuperresError
 from superres.ops.layout import from_float, to_float, to_image, to_tensor
 from superres.runtime import (
     DTYPES,
@@ -31,6 +32,10 @@ from superres.runtime import (
     pick_device,
     pick_precision,
 )
+
+
+class NonFiniteOutputError(SuperresError, ValueError):
+    """The network's fp32 output is not finite: a broken checkpoint, never a picture to write."""
 
 
 class Runner:
@@ -117,15 +122,32 @@ class Runner:
         net = self._net(precision, backend)
         if isinstance(net, NcnnRunner):
             self.precision_used = precision
-            return net(x)
+            out = net(x)
+            if not np.isfinite(out).all():
+                raise NonFiniteOutputError(self._broken(precision))
+            return out
         out = self._torch_forward(net, to_tensor(x), precision)
         if (fallback := fallback_precision(precision, out)) is not None:
+            if self._nonfinite_weights():
+                raise NonFiniteOutputError(self._broken(precision))
             warnings.warn(f"{precision} gave non-finite values on this {self.device.type} device (a known fp16 "
                           f"problem on some GPUs); using {fallback} from now on", stacklevel=2)
             self._fell_back = True
             return self.forward(x, fallback, "torch")  # the fallback's memory is PyTorch's, as planned
+        if precision == "fp32" and not torch.isfinite(out).all():
+            raise NonFiniteOutputError(self._broken(precision))
         self.precision_used = precision
         return to_image(out.clamp(0, 1))
+
+    def _nonfinite_weights(self) -> int:
+        return sum(not torch.isfinite(p).all() for p in self.desc.module.parameters())
+
+    def _broken(self, precision: str) -> str:
+        name = self.desc.name or self.desc.arch
+        nan = self._nonfinite_weights()
+        cause = (f"{nan} of its weight tensors hold NaN or infinity" if nan
+                 else "its weights overflow on this input")
+        return f"{name} computes non-finite values (NaN/inf) in {precision}: {cause}; the output would be black"
 
     def _torch_forward(self, net: torch.nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
         """CxHxW (or TxCxHxW) -> the network's output for it, float32, on the CPU, cropped to scale x size."""
