@@ -175,3 +175,26 @@ def test_nan_weights_are_an_error_not_a_black_image(tmp_path, photos):
     assert result.returncode == 1 and not (tmp_path / "out.png").exists()
     assert "non-finite" in result.stderr and "NaN" in result.stderr
     assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+
+
+def test_eval_scores_gray_images_as_metrics_does(tmp_path, photos, capsys):
+    """One scoring path: `eval -m bicubic` = `degrade` + `resize` + `metrics --y`, gray images included."""
+    import json
+
+    from superres.io import to_integer
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    color = to_integer(photos["chelsea"][:90, :120, :3], 8)
+    write_image(hr / "color.png", color)
+    write_image(hr / "gray.png", color[..., 1])  # a gray file (one channel)
+    assert main(["eval", "-m", "bicubic", str(hr), "--scale", "3", "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["degrade", str(hr), str(tmp_path / "lr"), "--scale", "3", "-q"]) == 0
+    assert main(["resize", str(tmp_path / "lr"), str(tmp_path / "sr"), "--scale", "3", "-q"]) == 0
+    assert main(["metrics", str(hr), str(tmp_path / "sr"), "--y", "--crop-border", "3",
+                 "--json", str(tmp_path / "m.json")]) == 0
+    capsys.readouterr()
+    evaluated, measured = (json.loads((tmp_path / f).read_text()) for f in ("e.json", "m.json"))
+    for e, m in zip(evaluated, measured, strict=True):
+        assert e["name"] == m["name"]
+        assert e["psnr"] == pytest.approx(m["psnr"], abs=1e-5) and e["ssim"] == pytest.approx(m["ssim"], abs=1e-7)
