@@ -198,3 +198,50 @@ def test_eval_scores_gray_images_as_metrics_does(tmp_path, photos, capsys):
     for e, m in zip(evaluated, measured, strict=True):
         assert e["name"] == m["name"]
         assert e["psnr"] == pytest.approx(m["psnr"], abs=1e-5) and e["ssim"] == pytest.approx(m["ssim"], abs=1e-7)
+
+
+_MODES = ["L", "LA", "RGB", "RGBA", "P", "CMYK", "I;16", "F"]
+_FORMATS = {"png": "PNG", "tif": "TIFF", "jpg": "JPEG", "webp": "WEBP", "bmp": "BMP"}
+
+
+def test_fuzz_upscale_never_crashes(tmp_path_factory):
+    """Any size 1..300, mode and format: `superres upscale` writes a correct output or says one line."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+    from PIL import Image
+
+    @hypothesis.settings(max_examples=40, deadline=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(w=st.integers(1, 300), h=st.integers(1, 300), mode=st.sampled_from(_MODES),
+                      ext=st.sampled_from(sorted(_FORMATS)), seed=st.integers(0, 2**16))
+    def check(w, h, mode, ext, seed):
+        tmp = tmp_path_factory.mktemp("fuzz")
+        rng = np.random.default_rng(seed)
+        if mode == "F":
+            im = Image.fromarray(rng.random((h, w), np.float32))
+        elif mode == "I;16":
+            im = Image.fromarray(rng.integers(0, 65536, (h, w), dtype=np.uint16))
+        else:
+            im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
+        src = tmp / f"in.{ext}"
+        try:
+            im.save(src, _FORMATS[ext])
+        except (OSError, ValueError, KeyError):
+            hypothesis.assume(False)  # Pillow cannot write this mode in this format
+        out = tmp / "out.png"
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main(["upscale", str(src), "-o", str(out), "-m", "bicubic", "-s", "2", "-q"])
+        if code == 0:
+            from superres.io import read_image
+
+            img, _ = read_image(out)
+            assert img.shape[:2] == (max(1, round(h * 2)), max(1, round(w * 2)))
+        else:
+            lines = err.getvalue().strip().splitlines()
+            assert code == 1 and len(lines) == 1 and lines[0].startswith("superres: error:"), err.getvalue()
+
+    check()
