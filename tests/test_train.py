@@ -5,14 +5,17 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from superres.cli import main
 from superres.data import SampleStream
 from superres.errors import SuperresError
 from superres.io import write_image
@@ -535,3 +538,48 @@ def test_single_frame_ablation_of_clips_trains_on_the_same_clips_frame_by_frame(
     single.train_step(batch, iteration)
     assert seen[0].shape == (2 * 3, 1, 3, 16, 16)
     assert torch.equal(seen[0][:, 0], batch["lr"].flatten(0, 1))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_current_iteration_and_resume_is_bit_exact(tmp_path, tiny_data, signum):
+    """Ctrl-C (or a scheduler's SIGTERM) between checkpoints loses nothing: the last finished iteration
+    is checkpointed (atomically) and --resume continues as if never stopped."""
+    changes = {"train.iterations": 400, "checkpoint.every": 1000, "log.val_every": 1000,
+               "train.scheduler": {"type": "MultiStep", "milestones": [100, 300], "gamma": 0.5}}
+    straight_cfg = write_config(tmp_path / "a", tiny_data, **changes)
+    config = write_config(tmp_path / "b", tiny_data, **changes)
+    proc = subprocess.Popen([sys.executable, "-m", "superres", "train", str(config), "-q"], stderr=subprocess.PIPE,
+                            text=True)
+    log = tmp_path / "b" / "run" / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and (
+            not log.exists() or log.read_text().count("\n") < 20):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signum)
+    assert proc.wait(60) == 128 + signum, proc.stderr.read()
+    ckpts = sorted((tmp_path / "b" / "run" / "checkpoints").iterdir())
+    assert len(ckpts) == 1
+    stopped = int(ckpts[0].stem.split("_")[1])
+    assert 20 <= stopped < 400 and max(losses(tmp_path / "b" / "run")) == stopped
+
+    assert main(["train", str(config), "-q", "--resume"]) == 0
+    Trainer(load_config(straight_cfg), quiet=True).fit()
+    straight, resumed = losses(tmp_path / "a" / "run"), losses(tmp_path / "b" / "run")
+    assert sorted(resumed) == list(range(1, 401))
+    assert [resumed[i] for i in range(stopped + 1, 401)] == [straight[i] for i in range(stopped + 1, 401)]
+    a = load_model(tmp_path / "a" / "run" / "model.safetensors").module.state_dict()
+    b = load_model(tmp_path / "b" / "run" / "model.safetensors").module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_run_refuses_to_train_over_the_first(tmp_path, tiny_data, capsys):
+    config = write_config(tmp_path, tiny_data, **{"train.iterations": 2})
+    assert main(["train", str(config), "-q", "--resume"]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+    assert main(["train", str(config), "-q"]) == 0
+    assert main(["train", str(config), "-q"]) == 1
+    assert "--resume continues it, --overwrite starts again" in capsys.readouterr().err
+    assert main(["train", str(config), "-q", "--overwrite"]) == 0
+    assert sorted(losses(tmp_path / "run")) == [1, 2]  # no duplicated iterations in the log

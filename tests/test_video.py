@@ -380,3 +380,30 @@ def test_frames_in_batches_equal_frames_one_by_one(photos):
     stacked = three.runner.batch(np.stack([f for f, _, _ in clip[:3]]))
     for out, (lr, _, _) in zip(stacked, clip, strict=False):
         np.testing.assert_array_equal(out, one.upscale_array(lr))
+
+
+def test_sigterm_removes_the_temp_file_and_stale_ones_go_next_run(tmp_path, photos):
+    import os
+    import signal
+    import time
+
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=400, audio=False)
+    dst = tmp_path / "new" / "out.mp4"  # a folder that does not exist yet is made, as `upscale` does
+    proc = subprocess.Popen([sys.executable, "-m", "superres", "video", str(src), "-o", str(dst), "-m", "bicubic",
+                             "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(dst.parent.glob(".out.mp4.*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    assert "Traceback" not in proc.stderr.read()
+    assert list(dst.parent.iterdir()) == []
+    # a SIGKILLed run leaves its temp file; the next run into the destination removes it (not a live one's)
+    dead = dst.parent / ".out.mp4.999999999.abcd.tmp"
+    live = dst.parent / f".out.mp4.{os.getpid()}.abcd.tmp"
+    dead.write_bytes(b"x")
+    live.write_bytes(b"x")
+    short = make_video(tmp_path / "short.mp4", photos["chelsea"], frames=3, audio=False)
+    assert upscale_video(short, dst, model="bicubic").frames == 3
+    assert sorted(p.name for p in dst.parent.iterdir()) == [live.name, "out.mp4"]

@@ -7,3 +7,12 @@ class SuperresError(Exception):
 
 class ImageError(SuperresError, ValueError):
     """An image file that cannot be read or written (corrupt, empty, unsupported, too large)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised in the main thread like Ctrl-C so that the same clean-up runs:
+    partial outputs removed, a training checkpoint written."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum

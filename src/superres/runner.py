@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from superres.errors import SuperresError
 from superres.ops.layout import chw_to_hwc, from_float, hwc_to_chw, to_float, to_image, to_tensor
 from superres.runtime import (
     DTYPES,
@@ -31,6 +32,10 @@ from superres.runtime import (
     pick_device,
     pick_precision,
 )
+
+
+class NonFiniteOutputError(SuperresError, ValueError):
+    """The network computes NaN or infinity in fp32 (broken weights): its output would be a black image."""
 
 
 class Runner:
@@ -66,13 +71,14 @@ class Runner:
             return "numpy"
         return pick_backend(self.options.backend, self.device, precision, self._ncnn_files is not None)
 
-    def _net(self, precision: str):
-        if precision not in self._nets:
-            if self.backend_for(precision) == "ncnn":
-                self._nets[precision] = NcnnRunner(*self._ncnn_files)
-            else:
-                self._nets[precision] = self._prepare(precision)
-        return self._nets[precision]
+    def _net(self, precision: str, backend: str | None = None):
+        backend = backend or self.backend_for(precision)
+        if backend == "ncnn" and self.backend_for(precision) != "ncnn":
+            raise ValueError(f"the ncnn runtime cannot run {self.desc.arch} in {precision} here")
+        key = (precision, backend)
+        if key not in self._nets:
+            self._nets[key] = NcnnRunner(*self._ncnn_files) if backend == "ncnn" else self._prepare(precision)
+        return self._nets[key]
 
     def _prepare(self, precision: str) -> torch.nn.Module:
         module = self.desc.module
@@ -121,8 +127,11 @@ class Runner:
             out = out.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
         return chw_to_hwc(out).cpu().numpy()
 
-    def forward(self, x: np.ndarray, precision: str | None = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, precision: str | None = None, backend: str | None = None) -> np.ndarray:
         """float32 HxWxC (or TxHxWxC) in [0, 1] -> float32 output in [0, 1].
+
+        ``backend``: ``torch`` runs PyTorch where the options would pick ncnn (the tiler does so for
+        images that ncnn, with its far larger working memory, could only run in tiny tiles).
 
         A 1-channel network given RGB sees the Y of YCbCr, and its chroma is upscaled by MATLAB
         bicubic (as the classic Y-channel networks are used); a 3-channel one given gray sees it as RGB.
@@ -132,14 +141,17 @@ class Runner:
         precision = precision or self.precision_for(np.uint8)
         channels, wanted = x.shape[-1], self.desc.in_channels
         if channels == 3 and wanted == 1:
-            return upscale_luma(lambda y: self.forward(y, precision), x, self.desc.scale)[0]
+            return upscale_luma(lambda y: self.forward(y, precision, backend), x, self.desc.scale)[0]
         if channels == 1 and wanted == 3:
-            return self.forward(np.repeat(x, 3, axis=-1), precision)
+            return self.forward(np.repeat(x, 3, axis=-1), precision, backend)
         if channels != wanted:
             raise ValueError(f"{self.desc.arch} takes {wanted}-channel images, got {channels} channels")
-        if self.backend_for(precision) == "ncnn":
+        if (backend or self.backend_for(precision)) == "ncnn":
             self.precision_used = precision
-            return self._net(precision)(x)
+            out = self._net(precision, "ncnn")(x)
+            if not np.isfinite(out).all():
+                raise NonFiniteOutputError(self._broken(precision))
+            return out
         with torch.inference_mode():
             out = self._run(to_tensor(x)[None], precision)[0].clamp_(0, 1)
             return to_image(out)
@@ -148,14 +160,28 @@ class Runner:
         """N x C x H x W (video networks: N x T x C x H x W) in [0, 1], integer or float, on any device ->
         the network's float32 output on the device, cropped to scale x the size; falls back to fp32 (and
         stays there) if half precision gives non-finite values."""
-        out = self._torch_forward(self._net(precision), x, precision)
+        out = self._torch_forward(self._net(precision, "torch"), x, precision)
         if (fallback := fallback_precision(precision, out)) is not None:
+            if self._nonfinite_weights():
+                raise NonFiniteOutputError(self._broken(precision))
             warnings.warn(f"{precision} gave non-finite values on this {self.device.type} device (a known fp16 "
                           f"problem on some GPUs); using {fallback} from now on", stacklevel=3)
             self._fell_back = True
-            return self._run(x, fallback)
+            return self._run(x, fallback)  # the fallback's memory is PyTorch's, as planned
+        if precision == "fp32" and not torch.isfinite(out).all():
+            raise NonFiniteOutputError(self._broken(precision))
         self.precision_used = precision
         return out
+
+    def _nonfinite_weights(self) -> int:
+        return sum(not torch.isfinite(p).all() for p in self.desc.module.parameters())
+
+    def _broken(self, precision: str) -> str:
+        name = self.desc.name or self.desc.arch
+        nan = self._nonfinite_weights()
+        cause = (f"{nan} of its weight tensors hold NaN or infinity" if nan
+                 else "its weights overflow on this input")
+        return f"{name} computes non-finite values (NaN/inf) in {precision}: {cause}; the output would be black"
 
     def _torch_forward(self, net: torch.nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -158,6 +158,25 @@ def pick_backend(backend: str, device: torch.device, precision: str, has_ncnn_fi
     return "torch"
 
 
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can get without swapping, as the kernel reports it.
+
+    Linux's ``MemAvailable`` counts the page cache and the other memory the kernel would reclaim;
+    ``SC_AVPHYS_PAGES`` (free pages only, the fallback elsewhere) does not, and on a busy machine
+    with a full page cache it reads a small fraction of what is really there.
+    """
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the system.
 

@@ -8,7 +8,7 @@ import argparse
 from superres import __version__
 from superres.cli import degrade, demo, eval, metrics, models, serve, train, upscale, video
 from superres.cli.common import error
-from superres.errors import SuperresError
+from superres.errors import SuperresError, Terminated
 
 COMMANDS = (metrics, degrade, upscale, video, train, eval, models, serve, demo)  # the order of `superres --help`
 
@@ -28,14 +28,37 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    restore = _terminate_like_ctrl_c()
     try:
         return args.func(args)
     except (SuperresError, ValueError) as e:
         error(str(e))
         return 1
+    except Terminated as e:
+        error("terminated")
+        return 128 + e.signum
     except KeyboardInterrupt:
         error("interrupted")
         return 130
+    finally:
+        restore()
+
+
+def _terminate_like_ctrl_c():
+    """SIGTERM and SIGHUP raise :class:`Terminated` (a KeyboardInterrupt), so a killed command cleans
+    up as an interrupted one does instead of dying on the spot. Returns what puts the old handlers back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, _frame):
+        raise Terminated(signum)
+
+    signums = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    old = {signum: signal.signal(signum, handler) for signum in signums}
+    return lambda: [signal.signal(signum, previous) for signum, previous in old.items()]
 
 
 if __name__ == "__main__":

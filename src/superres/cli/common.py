@@ -38,6 +38,18 @@ def output_path(out_dir: Path, src: Path) -> Path:
     return out_dir / f"{src.stem}.png"
 
 
+def check_distinct_outputs(files: Iterable[Path], out_dir: Path) -> None:
+    """Refuse a batch where two inputs (``photo.png`` and ``photo.jpg``, or the same name in two
+    sub-folders) would write the same output: one would silently replace the other."""
+    claimed: dict[Path, Path] = {}
+    for src in files:
+        target = output_path(out_dir, src)
+        if target in claimed:
+            raise SuperresError(f"{src} and {claimed[target]} would both be written to {target}; "
+                                "rename one of them or process them separately")
+        claimed[target] = src
+
+
 def make_out_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,11 +57,13 @@ def make_out_dir(out_dir: Path) -> None:
         raise SuperresError(f"{out_dir}: cannot create the output folder: {e.strerror or e}") from None
 
 
-def read_integer(src: Path):
-    """The file's own integer samples: MATLAB resizes uint8 images with rounding after each pass."""
+def read_integer(src: Path, max_pixels: int | None = None):
+    """The file's own integer samples: MATLAB resizes uint8 images with rounding after each pass.
+    ``max_pixels``: the decompression-bomb limit (None: the default one)."""
     from superres.io import read_image, to_integer
+    from superres.io.image import DEFAULT_MAX_PIXELS
 
-    img, info = read_image(src)
+    img, info = read_image(src, max_pixels or DEFAULT_MAX_PIXELS)
     return to_integer(img, info.bit_depth), info
 
 
@@ -61,6 +75,12 @@ def _non_negative_int(value: str, name: str) -> int:
     if n < 0:
         raise SuperresError(f"{name} must be >= 0, got {n}")
     return n
+
+
+def max_pixels_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="largest image read or written, in pixels (default 400000000, i.e. 20000x20000; a guard "
+                   "against decompression bombs and runaway scales)")
 
 
 def tile_argument(value: str) -> int | str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from superres.cli.common import make_out_dir, output_path, read_integer, run_batch
+from superres.cli.common import check_distinct_outputs, make_out_dir, output_path, read_integer, run_batch
 from superres.errors import SuperresError
 
 
@@ -66,6 +66,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     else:
         work = lambda f: degrade_one(f, args.lr_dir, scale, args.kind)  # noqa: E731
     files = require_images(args.hr_dir, args.recursive)
+    check_distinct_outputs(files, args.lr_dir)
     make_out_dir(args.lr_dir)
     _, failed = run_batch(files, work, args.quiet)
     return 1 if failed else 0
@@ -77,6 +78,7 @@ def cmd_resize(args: argparse.Namespace) -> int:
     if not args.scale > 0:
         raise SuperresError(f"--scale must be positive, got {args.scale}")
     files = require_images(args.in_dir, args.recursive)
+    check_distinct_outputs(files, args.out_dir)
     make_out_dir(args.out_dir)
     _, failed = run_batch(files, lambda f: resize_one(f, args.out_dir, args.scale), args.quiet)
     return 1 if failed else 0

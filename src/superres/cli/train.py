@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from superres.errors import SuperresError
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from superres.runtime import keep_freed_memory
@@ -17,7 +19,9 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{config.train.iterations} iterations -> {config.output_dir})")
         return 0
     keep_freed_memory()
-    scores = train(config, args.resume, args.quiet)
+    if args.resume and args.overwrite:
+        raise SuperresError("--resume and --overwrite contradict each other: choose one")
+    scores = train(config, args.resume, args.quiet, args.overwrite)
     if scores and not args.quiet:
         print(", ".join(f"{n}: {s['psnr']:.3f} dB / {s['ssim']:.4f}" for n, s in scores.items()))
     return 0
@@ -39,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", type=Path, metavar="CONFIG")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
                    help="continue from the latest checkpoint in the output folder (auto) or from PATH")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again over an earlier run in the output folder (its checkpoints and log are removed)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.iterations=1000 (repeatable)")
     p.add_argument("--check", action="store_true", help="only check the config and print what it would do")

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from superres.cli.common import add_runtime_arguments, make_out_dir, read_integer, run_batch, run_options
+from superres.cli.common import (
+    add_runtime_arguments,
+    error,
+    make_out_dir,
+    max_pixels_argument,
+    read_integer,
+    run_batch,
+    run_options,
+)
 from superres.errors import SuperresError
 
 _FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tif": ".tif"}
@@ -30,7 +39,8 @@ def _collect_inputs(inputs: list[str], recursive: bool) -> list[tuple[Path, Path
         elif path.exists():
             found.append((path, Path(path.name)))
         elif glob.has_magic(item):
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive) if Path(m).is_file())
+            # ``**`` in a pattern the user wrote means sub-folders, with or without -r
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
             if not matches:
                 raise SuperresError(f"{item}: no file matches")
             found += [(m, Path(m.name)) for m in matches]
@@ -55,14 +65,17 @@ def _upscale_target(src: Path, rel: Path, out: Path, single_file: bool, fmt: str
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    import os
-
     from superres.infer import Upscaler
     from superres.io import IMAGE_EXTENSIONS
+    from superres.io.image import DEFAULT_MAX_PIXELS
 
     options = run_options(args)  # checked before any file is looked at
     items = _collect_inputs(args.inputs, args.recursive)
-    single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and args.output.suffix.lower() in IMAGE_EXTENSIONS
+    names_a_file = args.output.suffix.lower() in IMAGE_EXTENSIONS and not args.output.is_dir()
+    single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and names_a_file
+    if names_a_file and not single_file:
+        raise SuperresError(f"-o {args.output} names an image file, but there are {len(items)} inputs"
+                            f"{'' if len(items) > 1 else ' (a folder or glob)'}: give an output folder")
     claimed: dict[Path, Path] = {}
     pairs = []
     for src, rel in items:
@@ -93,7 +106,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
         return 0
     make_out_dir(args.output.parent if single_file else args.output)
-    upscaler = Upscaler(args.model, options, alpha=args.alpha)
+    jobs, failed_early = _check_jobs(jobs, args)  # bad inputs and unwritable outputs fail before the model loads
+    if not jobs:
+        if not args.quiet:
+            print(f"0 done, {skipped} skipped, {failed_early} failed", file=sys.stderr)
+        return 1
+    upscaler = Upscaler(args.model, options, alpha=args.alpha, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     if not args.quiet:
         print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.summary()})"
               + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
@@ -108,10 +126,52 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         bar.update(1)
 
     done, failed = run_batch(jobs, work, quiet=True, name=lambda job: job[0])
+    failed += failed_early
     bar.close()
     if not args.quiet:
         print(f"{done} done, {skipped} skipped, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _check_jobs(jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], int]:
+    """The jobs whose input reads as an image within the pixel limits (header only) and whose output
+    folder takes files, and the number of the others (each reported in one line)."""
+    from superres.infer.image import output_size
+    from superres.io import probe_image
+    from superres.io.files import temp_beside
+    from superres.io.image import DEFAULT_MAX_PIXELS
+    from superres.zoo import MODELS
+
+    limit = args.max_pixels or DEFAULT_MAX_PIXELS
+    spec = MODELS.get(args.model)
+    scale = args.outscale or (spec.scale if spec else None)  # a checkpoint's scale is known once loaded
+    writable: dict[Path, str | None] = {}
+    good, failed = [], 0
+    for src, target in jobs:
+        try:
+            _, width, height = probe_image(src, limit)
+            if scale:
+                out_w, out_h = output_size(height, width, scale)
+                if out_w * out_h > limit:
+                    raise SuperresError(f"{src}: the output would be {out_w}x{out_h}, over the limit of {limit} "
+                                        "pixels (--max-pixels raises it)")
+            folder = target.parent
+            if folder not in writable:
+                writable[folder] = None
+                try:
+                    make_out_dir(folder)
+                    fd, tmp = temp_beside(target)
+                    os.close(fd)
+                    tmp.unlink()
+                except SuperresError as e:
+                    writable[folder] = str(e)
+            if writable[folder]:
+                raise SuperresError(writable[folder])
+            good.append((src, target))
+        except (SuperresError, ValueError) as e:
+            error(str(e))
+            failed += 1
+    return good, failed
 
 
 def _upscale_one(upscaler, src: Path, target: Path, args: argparse.Namespace, bar) -> None:
@@ -119,7 +179,7 @@ def _upscale_one(upscaler, src: Path, target: Path, args: argparse.Namespace, ba
 
     from superres.io import write_image
 
-    img, info = read_integer(src)  # the file's own samples: 16-bit stays 16-bit
+    img, info = read_integer(src, args.max_pixels)  # the file's own samples: 16-bit stays 16-bit
     tiles = None
 
     def progress(done: int, total: int) -> None:
@@ -157,6 +217,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     p.add_argument("--suffix", default="", help="appended to output file stems, e.g. _x4")
     p.add_argument("--alpha", choices=["model", "bicubic"], default="model", help="how the alpha channel is upscaled")
+    max_pixels_argument(p)
     add_runtime_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     p.add_argument("--dry-run", action="store_true", help="list what would be done")

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from superres.errors import SuperresError
-from superres.io import list_images, read_rgb8
+from superres.io import list_images, read_image, read_rgb8, to_integer
 from superres.ops import blur_downsample, imresize, modcrop, rgb2ycbcr
 from superres.ops.layout import to_tensor
 
@@ -38,6 +38,7 @@ class Pair:
     name: str
     hr: np.ndarray  # uint8 HxWx3 RGB, mod-cropped
     lr: np.ndarray  # uint8 (H/scale)x(W/scale)x3 RGB
+    gray: bool = False  # the HR file is gray (its three channels equal): scored on its gray values
 
 
 def degrade(hr: np.ndarray, scale: int, degradation: str) -> np.ndarray:
@@ -68,7 +69,8 @@ def _match_lr(stem: str, scale: int, lr_files: dict[str, Path]) -> Path | None:
 def load_pair(hr_path: Path, scale: int, degradation: str = "bicubic", lr_path: Path | None = None,
               hr_scale: float = 1.0) -> Pair:
     """Read one HR image (optionally shrunk by ``hr_scale`` first) and make or read its LR image."""
-    hr = read_rgb8(hr_path)
+    image, info = read_image(hr_path)
+    hr = to_integer(image[..., :3], 8)
     if hr_scale != 1.0:
         hr = imresize(hr, hr_scale)
     hr = modcrop(hr, scale)
@@ -83,7 +85,7 @@ def load_pair(hr_path: Path, scale: int, degradation: str = "bicubic", lr_path: 
             raise DataError(f"{lr_path}: LR is {lr.shape[1]}x{lr.shape[0]}, expected {expected[1]}x{expected[0]} "
                             f"for the {hr.shape[1]}x{hr.shape[0]} (mod-cropped) HR {hr_path.name} at x{scale}")
     name = hr_path.stem if hr_scale == 1.0 else f"{hr_path.stem}@{hr_scale:g}"
-    return Pair(name, hr, lr)
+    return Pair(name, hr, lr, info.gray)
 
 
 def pair_sources(hr_dirs: Sequence[str | os.PathLike], scale: int, lr_dirs: Sequence[str | os.PathLike] | None = None,

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from superres.io.image import DEFAULT_MAX_PIXELS
 from superres.ops.layout import from_float, to_float
 from superres.ops.tiling import TilePlan, run_tiled
 from superres.runner import Runner
@@ -40,17 +41,18 @@ class Upscaler:
     ``model``: a name from ``superres models``, a checkpoint path, ``bicubic`` or a loaded
     :class:`~superres.zoo.ModelDescriptor`; ``options`` (or the same fields as keywords): device,
     precision, backend, tile and tile_pad; ``alpha``: how an alpha channel is upscaled (``model``
-    or ``bicubic``); ``budget``: bytes of working memory per tile (default: from the device).
+    or ``bicubic``); ``budget``: bytes of working memory per tile (default: from the device);
+    ``max_pixels``: the largest output (and network output) allowed, checked before any work (None: any).
     """
 
     def __init__(self, model=DEFAULT_MODEL, options: RunOptions | None = None, *, alpha: str = "model",
-                 budget: int | None = None, **option_fields):
+                 budget: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, **option_fields):
         from superres.zoo import MODELS, load_model
 
         if alpha not in ("model", "bicubic"):
             raise ValueError(f"alpha must be 'model' or 'bicubic', got {alpha!r}")
         self.options = run_options(options, **option_fields)
-        self.model, self.alpha, self.budget = model, alpha, budget
+        self.model, self.alpha, self.budget, self.max_pixels = model, alpha, budget, max_pixels
         desc = model if not isinstance(model, str | os.PathLike) else load_model(model)
         if desc.purpose != "sr":
             raise ValueError(f"{model}: a {desc.arch} is a {desc.purpose} network, not an image upscaler")
@@ -66,13 +68,21 @@ class Upscaler:
             tile_pad = self.options.tile_pad
             self.margin = tile_pad if tile_pad is not None else known_margin or self._measured_margin()
             self.bytes_per_pixel = (spec.bytes_per_pixel if spec else None) or _estimate_bytes_per_pixel(desc)
+            self.ncnn_bytes_per_pixel = spec.ncnn_bytes_per_pixel if spec else None
 
     def summary(self) -> str:
         """How images run, e.g. ``bf16, torch for 8-bit images; fp32, ncnn for 16-bit and float``."""
-        runs = [(p, self.runner.backend_for(p)) for p in map(self.runner.precision_for, (np.uint8, np.uint16))]
+        runs = [(p, self._backend_summary(p)) for p in map(self.runner.precision_for, (np.uint8, np.uint16))]
         if runs[0] == runs[1]:
             return ", ".join(runs[0])
         return f"{', '.join(runs[0])} for 8-bit images; {', '.join(runs[1])} for 16-bit and float"
+
+    def _backend_summary(self, precision: str) -> str:
+        backend = self.runner.backend_for(precision)
+        if backend != "ncnn" or self.options.backend == "ncnn" or self.tile != "auto":
+            return backend
+        side = self._auto_tile(self._budget(), precision, "ncnn")
+        return f"ncnn up to {side}x{side} pixels, torch above"
 
     @property
     def tile(self) -> int | str:
@@ -89,15 +99,17 @@ class Upscaler:
 
     # --- planning ---------------------------------------------------------------------------
 
-    def plan(self, height: int, width: int, precision: str | None = None) -> TilePlan:
+    def plan(self, height: int, width: int, precision: str | None = None, backend: str | None = None) -> TilePlan:
         """Tiles for an image of this size: ``tile`` as given, or the largest the memory budget
-        allows at ``precision`` (default: the one 8-bit images run in)."""
+        allows at ``precision`` (default: the one 8-bit images run in) on ``backend`` (default: the
+        one :meth:`backend` picks for this image)."""
         ramp = max(4, self.margin // 8)
         if self.desc.module is None:
             return TilePlan(0, 0, 0)
+        precision = precision or self.precision_used
         if self.tile == "auto":
-            budget = self.budget or _default_budget(self.torch_device)
-            tile = self._auto_tile(budget, precision or self.precision_used)
+            backend = backend or self.backend(height, width, precision)
+            tile = self._auto_tile(self._budget(), precision, backend)
             if height * width <= tile * tile:
                 return TilePlan(0, self.margin, ramp)
         else:
@@ -106,24 +118,44 @@ class Upscaler:
                 return TilePlan(0, self.margin, ramp)
         need = 2 * self.margin + ramp + 8
         if tile < need:
-            raise ValueError(f"tile {tile} is too small for {self.model}: it needs at least {need} pixels "
+            budget = "" if self.tile != "auto" else (
+                f" (the largest that fits the {self._budget() >> 20} MiB tile budget on the {backend} runtime"
+                + ("; --backend torch needs far less memory" if backend == "ncnn" else "") + ")")
+            raise ValueError(f"tile {tile}{budget} is too small for {self.model}: it needs at least {need} pixels "
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
         return TilePlan(tile, self.margin, ramp)
 
-    def _auto_tile(self, budget: int, precision: str) -> int:
+    def backend(self, height: int, width: int, precision: str) -> str:
+        """The backend an image of this size runs on at ``precision``: the options' choice, except
+        that under ``auto`` an image that the ncnn runtime cannot run whole within the tile budget
+        runs on PyTorch. ncnn takes ~25x PyTorch's memory per pixel on RRDBNet, so its tiles would
+        be too small to be worth their overlap (or smaller than the receptive field)."""
+        backend = self.runner.backend_for(precision)
+        if backend != "ncnn" or self.options.backend == "ncnn":
+            return backend
+        tile = self.tile if self.tile != "auto" else self._auto_tile(self._budget(), precision, "ncnn")
+        return "ncnn" if tile == 0 or height * width <= tile * tile else "torch"
+
+    def _budget(self) -> int:
+        return self.budget or _default_budget(self.torch_device)
+
+    def _auto_tile(self, budget: int, precision: str, backend: str = "torch") -> int:
         """The largest tile side t whose working memory fits the budget: the network's activations
-        (t^2 x bytes_per_pixel, measured in fp32; half as much in 16-bit precisions) and its float
-        output (t^2 x scale^2 x 3 x 4 bytes).
+        (t^2 x bytes_per_pixel, measured in fp32 on each backend; half as much in 16-bit precisions)
+        and its float output (t^2 x scale^2 x 3 x 4 bytes).
 
         Not counted: the float band of output rows being blended (t x scale rows of the output,
         in float32), which grows with the output like the output array itself does.
         """
-        return int(math.sqrt(budget / self._bytes_per_input_pixel(precision)))
+        return int(math.sqrt(budget / self._bytes_per_input_pixel(precision, backend)))
 
-    def _bytes_per_input_pixel(self, precision: str) -> float:
-        """Working memory per input pixel: activations (measured in fp32, half in 16-bit precisions) and
-        the float output (scale^2 x 3 x 4 bytes)."""
-        activations = self.bytes_per_pixel * (1 if precision == "fp32" else 0.5)
+    def _bytes_per_input_pixel(self, precision: str, backend: str = "torch") -> float:
+        """Working memory per input pixel: activations (measured in fp32 on each backend, half as much in
+        16-bit precisions on PyTorch) and the float output (scale^2 x 3 x 4 bytes)."""
+        if backend == "ncnn" and self.ncnn_bytes_per_pixel:
+            activations = self.ncnn_bytes_per_pixel
+        else:
+            activations = self.bytes_per_pixel * (1 if precision == "fp32" else 0.5)
         return activations + self.scale**2 * 12
 
     # --- running ----------------------------------------------------------------------------
@@ -140,6 +172,7 @@ class Upscaler:
                              f"got shape {image.shape}")
         if min(img.shape[:2]) < 1:
             raise ValueError(f"image is empty ({image.shape})")
+        self.check_size(*img.shape[:2], outscale)
         if self.desc.resample is not None:  # no network: resample the samples themselves, at any scale
             return self.runner(image) if outscale in (None, self.scale) else self._resample(image, outscale)
         precision = self.runner.precision_for(dtype)
@@ -177,6 +210,16 @@ class Upscaler:
         result = resize_to(result, outscale, self.scale, h, w)
         return result[..., 0] if squeeze else result
 
+    def check_size(self, height: int, width: int, outscale: float | None = None) -> None:
+        """Refuse, before any work, an output (or the network's native output) over ``max_pixels``."""
+        if outscale is not None and not outscale > 0:
+            raise ValueError(f"outscale must be positive, got {outscale}")
+        out_w, out_h = output_size(height, width, outscale or self.scale)
+        largest = max(out_w * out_h, width * height * self.scale**2 if self.desc.resample is None else 0)
+        if self.max_pixels and largest > self.max_pixels:
+            raise ValueError(f"the output would be {out_w}x{out_h} (x{outscale or self.scale} of {width}x{height}), "
+                             f"over the limit of {self.max_pixels} pixels (--max-pixels raises it)")
+
     def frames_per_batch(self, height: int, width: int) -> int:
         """How many frames of this size go through the network together: ``options.batch``, or on a GPU
         as many whole frames as the memory budget holds (up to 8); one on the CPU (no gain there)."""
@@ -184,10 +227,9 @@ class Upscaler:
             return int(self.options.batch)
         if self.desc.module is None or self.torch_device.type != "cuda" or self.plan(height, width).tile:
             return 1
-        budget = self.budget or _default_budget(self.torch_device)
         precision = self.runner.precision_for(np.uint8)
         per_frame = height * width * self._bytes_per_input_pixel(precision)
-        return int(max(1, min(8, budget // per_frame)))
+        return int(max(1, min(8, self._budget() // per_frame)))
 
     def upscale_batch(self, images: list[np.ndarray], outscale: float | None = None) -> list[np.ndarray]:
         """Same-size 8-bit RGB images (video frames) through the network together when they fit whole;
@@ -195,6 +237,7 @@ class Upscaler:
         first = images[0]
         whole = (len(images) > 1 and first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
                  and self.desc.module is not None and self.plan(*first.shape[:2]).tile == 0
+                 and self.backend(*first.shape[:2], self.runner.precision_for(np.uint8)) == "torch"
                  and all(image.shape == first.shape for image in images))
         if not whole:
             return [self.upscale_array(image, outscale) for image in images]
@@ -202,8 +245,10 @@ class Upscaler:
         return [resize_to(out, outscale, self.scale, h, w) for out in self.runner.batch(np.stack(images))]
 
     def _run(self, precision: str, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
-        plan = self.plan(*color.shape[:2], precision)
-        run_tiled(color, lambda tile: self.runner.forward(tile, precision), self.scale, plan, out, finish, progress)
+        backend = self.backend(*color.shape[:2], precision)
+        plan = self.plan(*color.shape[:2], precision, backend)
+        run_tiled(color, lambda tile: self.runner.forward(tile, precision, backend), self.scale, plan, out, finish,
+                  progress)
 
     def _resample(self, image: np.ndarray, outscale: float) -> np.ndarray:
         """A resampling model (bicubic) at another scale: the same function, at ``outscale``."""
@@ -218,10 +263,15 @@ def resize_to(image: np.ndarray, outscale: float | None, native: int, h: int, w:
         return image
     if not outscale > 0:
         raise ValueError(f"outscale must be positive, got {outscale}")
-    size = (max(1, round(w * outscale)), max(1, round(h * outscale)))
+    size = output_size(h, w, outscale)
     interpolation = cv2.INTER_AREA if outscale < native else cv2.INTER_LANCZOS4
     out = cv2.resize(image, size, interpolation=interpolation)
     return out.reshape(size[1], size[0], image.shape[2]) if out.ndim == 2 else out
+
+
+def output_size(h: int, w: int, outscale: float) -> tuple[int, int]:
+    """(width, height) of an h x w image resized ``outscale`` x."""
+    return max(1, round(w * outscale)), max(1, round(h * outscale))
 
 
 def fill_transparent(color: np.ndarray, alpha: np.ndarray, levels: int = 12) -> np.ndarray:
@@ -252,22 +302,22 @@ def fill_transparent(color: np.ndarray, alpha: np.ndarray, levels: int = 12) -> 
     return (weight * color + (1 - weight) * filled).astype(np.float32)
 
 
-def available_memory(device) -> int:
-    """Bytes free for work on ``device``: the GPU's free memory, or the memory the system has available."""
+def device_memory(device) -> int:
+    """Bytes free for work on ``device``: the GPU's free memory, or what the system reports available
+    (MemAvailable, which counts the page cache the kernel can reclaim)."""
     import torch
 
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 * DEFAULT_BUDGET_CPU
+    from superres.runtime import available_memory
+
+    return available_memory() or 4 * DEFAULT_BUDGET_CPU
 
 
 def _default_budget(device) -> int:
     if device.type == "cuda":
-        return int(available_memory(device) * 0.5)
-    return int(min(DEFAULT_BUDGET_CPU, available_memory(device) // 4))
+        return int(device_memory(device) * 0.5)
+    return int(min(DEFAULT_BUDGET_CPU, device_memory(device) // 4))
 
 
 def _estimate_bytes_per_pixel(desc) -> float:

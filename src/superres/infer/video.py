@@ -389,9 +389,9 @@ WHOLE_CLIP_BYTES_PER_PIXEL = 1024
 
 def whole_clip_pixels(device) -> int:
     """The longest clip (frames x LR pixels) run whole: a quarter of the memory available."""
-    from superres.infer.image import available_memory
+    from superres.infer.image import device_memory
 
-    return int(available_memory(device) // 4 // WHOLE_CLIP_BYTES_PER_PIXEL)
+    return int(device_memory(device) // 4 // WHOLE_CLIP_BYTES_PER_PIXEL)
 
 
 def video_model(model, outscale: float | None = None, options: RunOptions | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Iterable
@@ -13,12 +14,43 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff",
 
 
 def temp_beside(path: Path) -> tuple[int, Path]:
-    """An open temporary file (fd, path) in ``path``'s folder, to be renamed onto ``path`` when complete."""
+    """An open temporary file (fd, path) in ``path``'s folder, to be renamed onto ``path`` when complete.
+
+    Its name, ``.NAME.PID.RANDOM.tmp``, tells which process writes it (:func:`remove_stale_temps`)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
     except OSError as e:
         raise SuperresError(f"{path}: cannot write: {e.strerror or e}") from None
     return fd, Path(tmp)
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporary files of :func:`temp_beside` for ``path`` left by processes that are gone
+    (killed with SIGKILL, or a power cut); a process still writing keeps its own. Returns those deleted."""
+    removed = []
+    prefix = f".{path.name}."
+    for tmp in (path.parent or Path(".")).glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".")[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: leave its file alone
+    return True
 
 
 def publish(tmp: Path, path: Path) -> None:

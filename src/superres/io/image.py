@@ -59,7 +59,7 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     path = Path(path)
     data = _read_bytes(path)
     fmt, (width, height), orientation, icc = _probe(path, data)
-    _check_size(path, width, height, max_pixels)
+    _check_pixels(path, width, height, max_pixels)
 
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
@@ -99,7 +99,7 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
     path = Path(path)
     data = _read_bytes(path)
     fmt, (width, height), _, _ = _probe(path, data)
-    _check_size(path, width, height, max_pixels)
+    _check_pixels(path, width, height, max_pixels)
     if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
         raise ImageError(f"{path}: corrupt or truncated {fmt} file")
     return fmt, width, height
@@ -119,19 +119,38 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _check_size(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+def probe_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """(format, width, height) from the file's header alone: the errors :func:`read_image` would
+    give for a missing, empty, unreadable, unsupported or too large file, in a fraction of the time."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageError(f"{path}: is a folder, not an image")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read: {e.strerror or e}") from None
+    fmt, (width, height), _, _ = _probe(path, path)
+    _check_pixels(path, width, height, max_pixels)
+    return fmt, width, height
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels and width * height > max_pixels:
         raise ImageError(f"{path}: image is {width}x{height}, over the limit of {max_pixels} pixels "
-                         "(a possible decompression bomb); raise the limit to read it")
+                         "(a possible decompression bomb); --max-pixels raises the limit")
 
 
-def _probe(path: Path, data: bytes) -> tuple[str, tuple[int, int], int, bytes | None]:
-    """Format, size, EXIF orientation and ICC profile from the header, without decoding pixels."""
+def _probe(path: Path, data: bytes | Path) -> tuple[str, tuple[int, int], int, bytes | None]:
+    """Format, size, EXIF orientation and ICC profile from the header (of the file's bytes, or of the
+    file itself), without decoding pixels."""
     with _pillow_limit_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's own bomb warning and corrupt-EXIF chatter
         old_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we apply our own limit
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
                 fmt = "JPEG" if im.format == "MPO" else im.format
                 size = im.size
                 try:

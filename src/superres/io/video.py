@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from superres.errors import SuperresError
-from superres.io.files import publish, temp_beside
+from superres.io.files import publish, remove_stale_temps, temp_beside
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mpg", ".mpeg"})
 _MUXERS = {".mkv": "matroska", ".m4v": "mp4", ".ts": "mpegts", ".mpg": "mpeg", ".mpeg": "mpeg"}
@@ -168,6 +168,11 @@ class VideoWriter:
         self.lock = threading.Lock()  # frames and copied packets may come from different threads
         if not is_video_path(self.dst):
             raise VideoError(f"{self.dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))})")
+        try:
+            self.dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VideoError(f"{self.dst}: cannot create the output folder: {e.strerror or e}") from None
+        remove_stale_temps(self.dst)  # left by a killed run into the same destination
         fd, self.tmp = temp_beside(self.dst)
         os.close(fd)  # PyAV opens it by name
         try:

@@ -5,8 +5,9 @@ MATLAB bicubic (see :mod:`superres.data.paired`), the whole LR image through the
 float32, the output clipped and rounded to 8 bits, and scores on the Y channel with ``scale``
 border pixels removed. Networks that see only Y (SRCNN, FSRCNN, ESPCN) get the Y of the LR image
 and are scored on their Y output directly, with Cb/Cr upscaled by MATLAB bicubic when an RGB
-result is asked for. Video papers (BasicVSR, EDVR on Vid4/REDS4) score every frame of every clip
-with no border crop. Every model runs through :class:`superres.runner.Runner`.
+result is asked for. Gray images are scored on their gray values, as ``superres metrics`` scores
+gray files. Video papers (BasicVSR, EDVR on Vid4/REDS4) score every frame of every clip with no
+border crop. Every model runs through :class:`superres.runner.Runner`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from superres.metrics.psnr_ssim import psnr, ssim
+from superres.metrics.folders import score_images
 from superres.ops.layout import from_float
 from superres.runtime import RunOptions
 
@@ -49,12 +51,13 @@ def evaluate(runner, pairs: Sequence, y_channel: bool = True, crop_border: int |
         if sr.shape != pair.hr.shape:
             raise ValueError(f"{pair.name}: the network made {sr.shape[1]}x{sr.shape[0]} from a "
                              f"{pair.lr.shape[1]}x{pair.lr.shape[0]} input, expected x{scale}")
-        if y_channel and sr_y is not None:
-            gt = rgb2ycbcr(pair.hr.astype(np.float64) / 255.0, y_only=True) * 255.0
-            a, b = sr_y.astype(np.float64), gt
+        if getattr(pair, "gray", False):  # as `superres metrics` scores the gray file `upscale` writes
+            a, b = cv2.cvtColor(np.ascontiguousarray(sr), cv2.COLOR_RGB2GRAY)[..., None], pair.hr[..., :1]
+        elif y_channel and sr_y is not None:
+            a, b = sr_y, rgb2ycbcr(pair.hr.astype(np.float64) / 255.0, y_only=True) * 255.0
         else:
             a, b = sr, pair.hr
-        record = {"name": pair.name, "psnr": psnr(a, b, crop, y_channel), "ssim": ssim(a, b, crop, y_channel)}
+        record = {"name": pair.name, **score_images(a.astype(np.float64), b.astype(np.float64), crop, y_channel)}
         if keep_outputs:
             record["output"] = sr
         records.append(record)
@@ -100,10 +103,9 @@ def evaluate_clips(runner: Callable, clips: Sequence, y_channel: bool = True, cr
         if len(outputs) != len(hr) or outputs[0].shape != hr[0].shape:
             raise ValueError(f"{name}: the network made {len(outputs)} frames of {outputs[0].shape[1]}x"
                              f"{outputs[0].shape[0]}, expected {len(hr)} of {hr[0].shape[1]}x{hr[0].shape[0]}")
-        scores = [(psnr(a, b, crop_border, y_channel), ssim(a, b, crop_border, y_channel))
-                  for a, b in zip(outputs, hr, strict=True)]
-        record = {"name": name, "frames": len(hr), "psnr": float(np.mean([p for p, _ in scores])),
-                  "ssim": float(np.mean([q for _, q in scores]))}
+        scores = [score_images(a, b, crop_border, y_channel) for a, b in zip(outputs, hr, strict=True)]
+        record = {"name": name, "frames": len(hr), **{k: float(np.mean([s[k] for s in scores]))
+                                                      for k in ("psnr", "ssim")}}
         if keep_outputs:
             record["output"] = outputs[len(outputs) // 2]
         records.append(record)

@@ -39,10 +39,16 @@ def score_pair(gt_path: Path, sr_path: Path, crop_border: int, y_channel: bool, 
         hint = "" if modcrop else " (add --modcrop SCALE if the ground truth is not cropped to a multiple of it)"
         raise SuperresError(f"{sr_path}: size {sr.shape[1]}x{sr.shape[0]} differs from ground truth "
                             f"{gt_path.name} {gt.shape[1]}x{gt.shape[0]}{hint}")
-    if gt.shape[2] != sr.shape[2]:  # one gray, one color: compare both as color
+    return {"name": gt_path.stem, **score_images(gt, sr, crop_border, y_channel)}
+
+
+def score_images(gt: np.ndarray, sr: np.ndarray, crop_border: int, y_channel: bool) -> dict[str, float]:
+    """``{psnr, ssim}`` of two HxWxC images on the 0-255 scale, RGB or gray (1 channel), as files are
+    scored: gray against gray on its own values (Y of a gray image is not its gray), one gray and one
+    color both as color. :func:`superres.metrics.evaluate.evaluate` scores through here too."""
+    if gt.shape[2] != sr.shape[2]:
         gt, sr = (x if x.shape[2] == 3 else x.repeat(3, axis=2) for x in (gt, sr))
-    return {"name": gt_path.stem, "psnr": psnr(gt, sr, crop_border, y_channel),
-            "ssim": ssim(gt, sr, crop_border, y_channel)}
+    return {"psnr": psnr(gt, sr, crop_border, y_channel), "ssim": ssim(gt, sr, crop_border, y_channel)}
 
 
 def pair_files(gt_dir: Path, sr_dir: Path, suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:

