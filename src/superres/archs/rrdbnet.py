@@ -4,7 +4,8 @@ Adversarial Networks", ECCVW 2018; also Real-ESRGAN's generator (Wang et al., IC
 Residual-in-Residual Dense Blocks (three dense blocks of five convs, LeakyReLU 0.2, residual
 scaling 0.2), no batch norm, nearest-neighbour x2 + conv upsampling twice. Real-ESRGAN's x2 and
 x1 models first fold the input with pixel-unshuffle so that the body runs at 1/4 resolution.
-Layout as BasicSR (``conv_first``, ``body.N.rdbK.convJ``, ``conv_body``, ``conv_up1/2``, ...).
+Layout as BasicSR (``conv_first``, ``body.N.rdbK.convJ``, ``conv_body``, ``conv_up1/2``, ...); both of
+xinntao/ESRGAN's official layouts load too (renamed by ``_convert_esrgan``).
 """
 
 from __future__ import annotations
@@ -102,8 +103,26 @@ def _detect(s: StateDict) -> dict | None:
             "num_grow_ch": s["body.0.rdb1.conv1.weight"].shape[0]}
 
 
-def _convert_esrgan_original(s: StateDict) -> tuple[StateDict, dict] | None:
-    """xinntao/ESRGAN's original ``model.N`` keys (RRDB_ESRGAN_x4.pth) -> ours."""
+_OFFICIAL_NAMES = {"trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2", "HRconv": "conv_hr"}
+
+
+def _convert_esrgan(s: StateDict) -> tuple[StateDict, dict] | None:
+    """xinntao/ESRGAN's two official layouts -> ours.
+
+    The current one (``RRDBNet_arch.py``: ``conv_first``, ``RRDB_trunk.N.RDBk.convj``, ``trunk_conv``,
+    ``upconv1/2``, ``HRconv``, ``conv_last``; RRDB_ESRGAN_x4.pth today) and the original one it was
+    converted from (``model.0``, ``model.1.sub.N.RDBk.convj.0``, ``model.3/6/8/10``).
+    """
+    if "RRDB_trunk.0.RDB1.conv1.weight" in s and "trunk_conv.weight" in s:
+        out = {}
+        for key, value in s.items():
+            m = re.fullmatch(r"RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)", key)
+            if m:
+                out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+                continue
+            module, _, param = key.rpartition(".")
+            out[f"{_OFFICIAL_NAMES.get(module, module)}.{param}"] = value
+        return out, {}
     if not ("model.0.weight" in s and "model.1.sub.0.RDB1.conv1.0.weight" in s):
         return None
     num_block = count_indices(s, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
@@ -126,4 +145,4 @@ def _facts(kw: dict) -> ModelFacts:
     return ModelFacts("sr", scale, kw["num_in_ch"], kw["num_out_ch"], size_multiple=unshuffle, min_size=unshuffle)
 
 
-ARCHS = (ArchSpec(RRDBNet, _detect, _facts, convert=_convert_esrgan_original),)
+ARCHS = (ArchSpec(RRDBNet, _detect, _facts, convert=_convert_esrgan),)
