@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 
 from superres import __version__
-from superres.cli import degrade, demo, eval, metrics, models, train, upscale, video
+from superres.cli import degrade, demo, eval, export, metrics, models, train, upscale, video
 from superres.cli.common import error
 from superres.errors import SuperresError
 
-COMMANDS = (metrics, degrade, upscale, video, train, eval, models, demo)  # the order of `superres --help`
+COMMANDS = (metrics, degrade, upscale, video, train, eval, models, export, demo)  # the order of `superres --help`
 
 
 def build_parser() -> argparse.ArgumentParser:
