@@ -99,7 +99,10 @@ def test_clear_errors_for_impossible_inputs():
         superres.create_model("NoSuchNet")
     assert set(ARCHITECTURES) == {"SRCNN", "FSRCNN", "ESPCN", "SRResNet", "MSRResNet", "EDSR", "RRDBNet",
                                   "SRVGGNetCompact", "VGGStyleDiscriminator", "UNetDiscriminatorSN", "SpyNet",
-                                  "BasicVSR", "IconVSR", "EDVR", "TemporalAdaptiveNet", "VSRTransformer"}
+                                  "BasicVSR", "IconVSR", "EDVR", "TemporalAdaptiveNet", "VSRTransformer",
+                                  "UpCunet2x", "UpCunet3x", "UpCunet4x"}
+    with pytest.raises(ValueError, match="at least 20"):
+        superres.create_model("UpCunet2x").module(torch.rand(1, 3, 19, 40))
 
 
 def test_srcnn_matlab_upsampling_matches_imresize():

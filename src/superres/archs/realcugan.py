@@ -107,6 +107,10 @@ class _UpCunet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
+        least = _min_size(self.pad, self.multiple)
+        if not torch.jit.is_tracing() and min(h, w) < least:  # reflect padding needs the room
+            raise ValueError(f"{type(self).__name__} needs height and width of at least {least}, got {h}x{w} "
+                             "(pad the input)")
         if self.pro is not None:
             x = x * 0.7 + 0.15
         p, m = self.pad, self.multiple
