@@ -125,22 +125,21 @@ class _UpCunet(nn.Module):
         return self.unet2(y) + y[:, :, 20:-20, 20:-20]
 
 
-class UpCunet2x(_UpCunet):
+class _TwoCascade(_UpCunet):
+    """x2 and x3: UNet1 upscales the image itself, UNet2 refines it."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, pro: bool = False):
+        super().__init__(in_channels, out_channels, pro)
+        self.unet1 = UNet1(in_channels, out_channels, up=self.scale)
+        self.unet2 = UNet2(in_channels, out_channels)
+
+
+class UpCunet2x(_TwoCascade):
     scale, pad, multiple = 2, 18, 2
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, pro: bool = False):
-        super().__init__(in_channels, out_channels, pro)
-        self.unet1 = UNet1(in_channels, out_channels, up=2)
-        self.unet2 = UNet2(in_channels, out_channels)
 
-
-class UpCunet3x(_UpCunet):
+class UpCunet3x(_TwoCascade):
     scale, pad, multiple = 3, 14, 4
-
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, pro: bool = False):
-        super().__init__(in_channels, out_channels, pro)
-        self.unet1 = UNet1(in_channels, out_channels, up=3)
-        self.unet2 = UNet2(in_channels, out_channels)
 
 
 class UpCunet4x(_UpCunet):

@@ -106,6 +106,20 @@ def _detect(s: StateDict) -> dict | None:
 _OFFICIAL_NAMES = {"trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2", "HRconv": "conv_hr"}
 
 
+def _renamed(s: StateDict, block: str, fixed: dict[str, str]) -> StateDict:
+    """Keys matching ``block`` (groups: block, dense block, conv, param) -> ``body.N.rdbK.convJ``; the rest by
+    ``fixed``."""
+    out = {}
+    for key, value in s.items():
+        m = re.fullmatch(block, key)
+        if m:
+            out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+            continue
+        module, _, param = key.rpartition(".")
+        out[f"{fixed.get(module, module)}.{param}"] = value
+    return out
+
+
 def _convert_esrgan(s: StateDict) -> tuple[StateDict, dict] | None:
     """xinntao/ESRGAN's two official layouts -> ours.
 
@@ -114,29 +128,13 @@ def _convert_esrgan(s: StateDict) -> tuple[StateDict, dict] | None:
     converted from (``model.0``, ``model.1.sub.N.RDBk.convj.0``, ``model.3/6/8/10``).
     """
     if "RRDB_trunk.0.RDB1.conv1.weight" in s and "trunk_conv.weight" in s:
-        out = {}
-        for key, value in s.items():
-            m = re.fullmatch(r"RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)", key)
-            if m:
-                out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
-                continue
-            module, _, param = key.rpartition(".")
-            out[f"{_OFFICIAL_NAMES.get(module, module)}.{param}"] = value
-        return out, {}
+        return _renamed(s, r"RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)", _OFFICIAL_NAMES), {}
     if not ("model.0.weight" in s and "model.1.sub.0.RDB1.conv1.0.weight" in s):
         return None
     num_block = count_indices(s, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
     fixed = {"model.0": "conv_first", f"model.1.sub.{num_block}": "conv_body", "model.3": "conv_up1",
              "model.6": "conv_up2", "model.8": "conv_hr", "model.10": "conv_last"}
-    out = {}
-    for key, value in s.items():
-        m = re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", key)
-        if m:
-            out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
-            continue
-        module, _, param = key.rpartition(".")
-        out[f"{fixed.get(module, module)}.{param}"] = value
-    return out, {}
+    return _renamed(s, r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", fixed), {}
 
 
 def _facts(kw: dict) -> ModelFacts:
