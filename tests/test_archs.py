@@ -99,7 +99,10 @@ def test_clear_errors_for_impossible_inputs():
         superres.create_model("NoSuchNet")
     assert set(ARCHITECTURES) == {"SRCNN", "FSRCNN", "ESPCN", "SRResNet", "MSRResNet", "EDSR", "RRDBNet",
                                   "SRVGGNetCompact", "VGGStyleDiscriminator", "UNetDiscriminatorSN", "SpyNet",
-                                  "BasicVSR", "IconVSR", "EDVR", "TemporalAdaptiveNet", "VSRTransformer"}
+                                  "BasicVSR", "IconVSR", "EDVR", "TemporalAdaptiveNet", "VSRTransformer",
+                                  "UpCunet2x", "UpCunet3x", "UpCunet4x"}
+    with pytest.raises(ValueError, match="at least 20"):
+        superres.create_model("UpCunet2x").module(torch.rand(1, 3, 19, 40))
 
 
 def test_srcnn_matlab_upsampling_matches_imresize():
@@ -111,3 +114,19 @@ def test_srcnn_matlab_upsampling_matches_imresize():
     x = torch.rand(1, 3, 10, 12)
     with torch.no_grad():
         torch.testing.assert_close(matlab(x), model(imresize(x, 3)))
+
+
+def test_realcugan_has_the_official_pth_layout():
+    """Key names and shapes of bilibili's upcunet_v3.py (the up2x/up3x/up4x-*.pth files; pro files add "pro")."""
+    import superres
+
+    for scale, bottom in ((2, (64, 3, 4, 4)), (3, (64, 3, 5, 5)), (4, (64, 64, 4, 4))):
+        state = superres.create_model(f"UpCunet{scale}x", pro=True).module.state_dict()
+        assert state["unet1.conv_bottom.weight"].shape == bottom
+        assert state["unet1.conv1.conv.0.weight"].shape == (32, 3, 3, 3)
+        assert state["unet1.conv2.seblock.conv1.weight"].shape == (8, 64, 1, 1)
+        assert state["unet2.conv3.seblock.conv2.bias"].shape == (128,)
+        assert state["unet2.conv4_up.weight"].shape == (64, 64, 2, 2) and "pro" in state
+        assert ("conv_final.weight" in state) == (scale == 4)
+        assert len(state) == 61 + 2 * (scale == 4)  # 30 convs with bias, pro (and x4's conv_final)
+        assert superres.load_model(state).arch == f"UpCunet{scale}x"

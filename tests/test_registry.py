@@ -34,6 +34,10 @@ VARIANTS: dict[str, list[tuple[dict, set[str]]]] = {
     "SRVGGNetCompact": [({"upscale": 2, "num_feat": 8, "num_conv": 2, "act_type": "relu"}, set()),
                         ({"upscale": 4, "num_feat": 8, "num_conv": 1, "num_in_ch": 1, "num_out_ch": 1}, set()),
                         ({"upscale": 3, "num_feat": 8, "num_conv": 2, "act_type": "leakyrelu"}, {"act_type"})],
+    # Real-CUGAN's widths are fixed by the official code; pro weights carry a "pro" entry.
+    "UpCunet2x": [({}, set()), ({"pro": True}, set())],
+    "UpCunet3x": [({}, set()), ({"in_channels": 1, "out_channels": 1, "pro": True}, set())],
+    "UpCunet4x": [({}, set()), ({"pro": True}, set())],
     "VGGStyleDiscriminator": [({"num_feat": 4}, set()), ({"num_feat": 2, "input_size": 256, "num_in_ch": 1}, set())],
     "UNetDiscriminatorSN": [({"num_feat": 4}, set()), ({"num_feat": 4, "skip_connection": False}, {"skip_connection"})],
     "SpyNet": [({}, set()), ({"levels": 4, "layout": "mmedit"}, set())],

@@ -36,11 +36,12 @@ def test_training_checkpoint_wrappers(tmp_path):
     assert same_function(superres.load_model(tmp_path / "ddp.pt").module, raw)
 
 
-def test_original_esrgan_layout():
-    """xinntao/ESRGAN's RRDB_ESRGAN_x4.pth keys: model.0, model.1.sub.N.RDBk.convj.0, model.3/6/8/10."""
-    net = small_rrdb()
-    rename = {"conv_first": "model.0", "conv_body": "model.1.sub.2", "conv_up1": "model.3", "conv_up2": "model.6",
-              "conv_hr": "model.8", "conv_last": "model.10"}
+def _original_esrgan_state(net) -> dict:
+    """Our RRDBNet's weights under xinntao/ESRGAN's original keys: model.0, model.1.sub.N.RDBk.convj.0,
+    model.1.sub.<num_block> (the trunk conv), model.3/6/8/10."""
+    num_block = len(net.body)
+    rename = {"conv_first": "model.0", "conv_body": f"model.1.sub.{num_block}", "conv_up1": "model.3",
+              "conv_up2": "model.6", "conv_hr": "model.8", "conv_last": "model.10"}
     old = {}
     for k, v in net.state_dict().items():
         parts = k.split(".")
@@ -48,7 +49,37 @@ def test_original_esrgan_layout():
             old[f"model.1.sub.{parts[1]}.RDB{parts[2][-1]}.{parts[3]}.0.{parts[4]}"] = v
         else:
             old[f"{rename[parts[0]]}.{parts[1]}"] = v
-    loaded = superres.load_model(old)
+    return old
+
+
+def test_original_esrgan_layout():
+    net = small_rrdb()
+    loaded = superres.load_model(_original_esrgan_state(net))
+    assert loaded.arch == "RRDBNet" and loaded.kwargs["num_block"] == 2 and loaded.scale == 4
+    assert same_function(loaded.module, net)
+
+
+def test_current_official_esrgan_layout():
+    """xinntao/ESRGAN's RRDBNet_arch.py layout (RRDB_ESRGAN_x4.pth as published now), made from the
+    original layout by the rules of the repository's own transer_RRDB_models.py."""
+    net = small_rrdb()
+    num_block = len(net.body)
+    original = _original_esrgan_state(net)
+    fixed = {"model.0": "conv_first", f"model.1.sub.{num_block}": "trunk_conv", "model.3": "upconv1",
+             "model.6": "upconv2", "model.8": "HRconv", "model.10": "conv_last"}
+    current = {}
+    for k, v in original.items():
+        module, _, param = k.rpartition(".")
+        if module in fixed:
+            current[f"{fixed[module]}.{param}"] = v
+        else:  # model.1.sub.N.RDBk.convj.0.weight -> RRDB_trunk.N.RDBk.convj.weight
+            current[k.replace("model.1.sub.", "RRDB_trunk.").replace(f".0.{param}", f".{param}")] = v
+    # the module names of RRDBNet_arch.py: conv_first, RRDB_trunk (RRDB: RDB1-3, each conv1-5), trunk_conv,
+    # upconv1, upconv2, HRconv, conv_last, all with bias
+    official = ["conv_first"] + [f"RRDB_trunk.{i}.RDB{k}.conv{j}" for i in range(num_block) for k in (1, 2, 3)
+                                 for j in range(1, 6)] + ["trunk_conv", "upconv1", "upconv2", "HRconv", "conv_last"]
+    assert set(current) == {f"{m}.{p}" for m in official for p in ("weight", "bias")}
+    loaded = superres.load_model(current)
     assert loaded.arch == "RRDBNet" and loaded.kwargs["num_block"] == 2 and loaded.scale == 4
     assert same_function(loaded.module, net)
 

@@ -11,6 +11,7 @@ from superres.archs import (
     edvr,
     espcn,
     fsrcnn,
+    realcugan,
     rrdbnet,
     spynet,
     srcnn,
@@ -25,6 +26,7 @@ from superres.archs.edsr import EDSR
 from superres.archs.edvr import EDVR
 from superres.archs.espcn import ESPCN
 from superres.archs.fsrcnn import FSRCNN
+from superres.archs.realcugan import UpCunet2x, UpCunet3x, UpCunet4x
 from superres.archs.rrdbnet import RRDBNet
 from superres.archs.spec import ArchSpec
 from superres.archs.spynet import SpyNet
@@ -35,7 +37,7 @@ from superres.archs.tan import TemporalAdaptiveNet
 from superres.archs.vsrt import VSRTransformer
 
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
-    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, discriminators, spynet, basicvsr, edvr, tan, vsrt,
+    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, realcugan, discriminators, spynet, basicvsr, edvr, tan, vsrt,
 ) for spec in module.ARCHS}
 
 ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
@@ -43,5 +45,5 @@ ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
 __all__ = [
     "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "REGISTRY", "SRCNN", "BasicVSR", "IconVSR",
     "MSRResNet", "RRDBNet", "SRResNet", "SRVGGNetCompact", "SpyNet", "TemporalAdaptiveNet",
-    "UNetDiscriminatorSN", "VGGStyleDiscriminator", "VSRTransformer",
+    "UNetDiscriminatorSN", "UpCunet2x", "UpCunet3x", "UpCunet4x", "VGGStyleDiscriminator", "VSRTransformer",
 ]

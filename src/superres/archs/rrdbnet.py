@@ -4,7 +4,8 @@ Adversarial Networks", ECCVW 2018; also Real-ESRGAN's generator (Wang et al., IC
 Residual-in-Residual Dense Blocks (three dense blocks of five convs, LeakyReLU 0.2, residual
 scaling 0.2), no batch norm, nearest-neighbour x2 + conv upsampling twice. Real-ESRGAN's x2 and
 x1 models first fold the input with pixel-unshuffle so that the body runs at 1/4 resolution.
-Layout as BasicSR (``conv_first``, ``body.N.rdbK.convJ``, ``conv_body``, ``conv_up1/2``, ...).
+Layout as BasicSR (``conv_first``, ``body.N.rdbK.convJ``, ``conv_body``, ``conv_up1/2``, ...); both of
+xinntao/ESRGAN's official layouts load too (renamed by ``_convert_esrgan``).
 """
 
 from __future__ import annotations
@@ -102,22 +103,38 @@ def _detect(s: StateDict) -> dict | None:
             "num_grow_ch": s["body.0.rdb1.conv1.weight"].shape[0]}
 
 
-def _convert_esrgan_original(s: StateDict) -> tuple[StateDict, dict] | None:
-    """xinntao/ESRGAN's original ``model.N`` keys (RRDB_ESRGAN_x4.pth) -> ours."""
-    if not ("model.0.weight" in s and "model.1.sub.0.RDB1.conv1.0.weight" in s):
-        return None
-    num_block = count_indices(s, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
-    fixed = {"model.0": "conv_first", f"model.1.sub.{num_block}": "conv_body", "model.3": "conv_up1",
-             "model.6": "conv_up2", "model.8": "conv_hr", "model.10": "conv_last"}
+_OFFICIAL_NAMES = {"trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2", "HRconv": "conv_hr"}
+
+
+def _renamed(s: StateDict, block: str, fixed: dict[str, str]) -> StateDict:
+    """Keys matching ``block`` (groups: block, dense block, conv, param) -> ``body.N.rdbK.convJ``; the rest by
+    ``fixed``."""
     out = {}
     for key, value in s.items():
-        m = re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", key)
+        m = re.fullmatch(block, key)
         if m:
             out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
             continue
         module, _, param = key.rpartition(".")
         out[f"{fixed.get(module, module)}.{param}"] = value
-    return out, {}
+    return out
+
+
+def _convert_esrgan(s: StateDict) -> tuple[StateDict, dict] | None:
+    """xinntao/ESRGAN's two official layouts -> ours.
+
+    The current one (``RRDBNet_arch.py``: ``conv_first``, ``RRDB_trunk.N.RDBk.convj``, ``trunk_conv``,
+    ``upconv1/2``, ``HRconv``, ``conv_last``; RRDB_ESRGAN_x4.pth today) and the original one it was
+    converted from (``model.0``, ``model.1.sub.N.RDBk.convj.0``, ``model.3/6/8/10``).
+    """
+    if "RRDB_trunk.0.RDB1.conv1.weight" in s and "trunk_conv.weight" in s:
+        return _renamed(s, r"RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)", _OFFICIAL_NAMES), {}
+    if not ("model.0.weight" in s and "model.1.sub.0.RDB1.conv1.0.weight" in s):
+        return None
+    num_block = count_indices(s, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
+    fixed = {"model.0": "conv_first", f"model.1.sub.{num_block}": "conv_body", "model.3": "conv_up1",
+             "model.6": "conv_up2", "model.8": "conv_hr", "model.10": "conv_last"}
+    return _renamed(s, r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", fixed), {}
 
 
 def _facts(kw: dict) -> ModelFacts:
@@ -126,4 +143,4 @@ def _facts(kw: dict) -> ModelFacts:
     return ModelFacts("sr", scale, kw["num_in_ch"], kw["num_out_ch"], size_multiple=unshuffle, min_size=unshuffle)
 
 
-ARCHS = (ArchSpec(RRDBNet, _detect, _facts, convert=_convert_esrgan_original),)
+ARCHS = (ArchSpec(RRDBNet, _detect, _facts, convert=_convert_esrgan),)

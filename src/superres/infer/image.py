@@ -373,7 +373,7 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike = DE
 
 
 def ncnn_files(spec) -> tuple[Path, Path] | None:
-    """The ncnn param/bin pair a named model ships as (the ncnn backend runs it), if any."""
+    """The ncnn param/bin pair a named model ships as, if the ncnn backend can run it (the whole network)."""
     from superres.zoo.pretrained import bundled, source_files
 
-    return source_files(spec) if spec is not None and not bundled(spec) else None
+    return source_files(spec) if spec is not None and not bundled(spec) and spec.ncnn_whole else None

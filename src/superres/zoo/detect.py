@@ -27,7 +27,7 @@ def _single(matches: list[tuple[str, object]], what: str):
 def normalize_layout(s: StateDict) -> tuple[StateDict, dict]:
     """Bring other official layouts to ours: (renamed state dict, constructor arguments they imply).
 
-    For example xinntao/ESRGAN's original ``model.N`` keys (-> RRDBNet), MMagic's MSRResNet
+    For example xinntao/ESRGAN's ``RRDB_trunk.N`` and ``model.N`` keys (-> RRDBNet), MMagic's MSRResNet
     (``upsample_lrelu=False``) and EDSRNet (``img_range=1``). Unchanged if the layout is ours.
     """
     found = _single([(name, out) for name, spec in REGISTRY.items()

