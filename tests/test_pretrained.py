@@ -15,7 +15,7 @@ from superres.zoo import pretrained as pretrained_mod
 from superres.zoo.ncnn import read_ncnn, read_param
 from superres.zoo.pretrained import bundled, cached_path, source_files
 
-NCNN_MODELS = [name for name, spec in MODELS.items() if not bundled(spec)]
+NCNN_MODELS = [name for name, spec in MODELS.items() if not bundled(spec) and not spec.files.endswith(".pth")]
 
 # Real-CUGAN's ncnn files hold the cascade alone. Around it, as the official upcunet_v3.py does: reflect
 # padding (per side, and the size multiple the rest rounds up to), the crop to scale x size, x4's

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from superres.ops.layout import to_tensor
 from superres.zoo.checkpoint import CheckpointError
 from superres.zoo.descriptor import ModelDescriptor
 
@@ -62,12 +63,11 @@ def _crop(desc: ModelDescriptor, height: int, width: int) -> torch.Tensor:
     h, w = h + -h % m, w + -w % m
     frames = desc.video.frames if desc.video is not None else 1
     crops = [photo[40 + t:40 + t + h, 150 + t:150 + t + w] for t in range(frames)]  # a little motion
-    x = torch.from_numpy(np.stack(crops).transpose(0, 3, 1, 2).copy())
     if desc.in_channels == 1:
         from superres.ops.color import rgb2ycbcr
 
-        luma = np.stack([rgb2ycbcr(c, y_only=True) for c in crops]).astype(np.float32)
-        x = torch.from_numpy(luma.transpose(0, 3, 1, 2))
+        crops = [rgb2ycbcr(c, y_only=True) for c in crops]
+    x = to_tensor(np.stack(crops).astype(np.float32))
     return x[None] if desc.video is not None else x
 
 
