@@ -122,3 +122,18 @@ def test_import_is_cheap():
     code = "import sys, superres; superres.io; superres.ops; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_closed_pipe_and_a_misspelled_model_get_one_line():
+    """`superres schema | head` ends quietly; a misspelled model name gets a suggestion (bicubic listed)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "superres", "schema"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader goes away before the command writes
+    assert "Traceback" not in proc.stderr.read() and proc.wait() in (0, 141)
+    result = subprocess.run([sys.executable, "-m", "superres", "eval", "-m", "realesrgan-x4pls", ".", "--scale", "4"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "did you mean realesrgan-x4plus?" in result.stderr
+    assert "bicubic" in result.stderr and len(result.stderr.strip().splitlines()) == 1

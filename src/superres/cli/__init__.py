@@ -4,6 +4,7 @@ imports what it needs only when it runs, so the command starts fast."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from superres import __version__
 from superres.cli import degrade, demo, eval, export, metrics, models, serve, train, upscale, video
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     restore = _terminate_like_ctrl_c()
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except (SuperresError, ValueError) as e:
         error(str(e))
         return 1
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         error("interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (`superres schema | head`): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141  # 128 + SIGPIPE, as a shell reports it
     finally:
         restore()
 

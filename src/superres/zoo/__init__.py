@@ -104,7 +104,12 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
     else:
         path = Path(name_or_path)
         if not path.exists():
-            raise CheckpointError(f"{path}: no such model name or file (named models: {', '.join(MODELS)})")
+            import difflib
+
+            names = [*MODELS, BICUBIC]
+            close = difflib.get_close_matches(str(name_or_path), names, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise CheckpointError(f"{path}: no such model name or file ({hint}named models: {', '.join(names)})")
         state, metadata = read_checkpoint(path)
         source = str(path)
     state, implied = normalize_layout(state)
