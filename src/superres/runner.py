@@ -49,7 +49,7 @@ class Runner:
         self.desc, self.options = desc, options or RunOptions()
         self.device = pick_device(self.options.device)
         self._ncnn_files = ncnn_files
-        self._nets: dict[str, object] = {}  # precision -> prepared torch module or ncnn network
+        self._nets: dict[tuple[str, str], object] = {}  # (precision, backend) -> prepared torch module or ncnn net
         self._fell_back = False
         self.precision_used: str | None = None  # the precision of the last run, fallback included
         if self.device.type == "cpu" and desc.module is not None:

@@ -60,8 +60,6 @@ class Upscaler:
         spec = MODELS.get(desc.name) if desc.name else None
         self.runner = Runner(desc, self.options, ncnn_files=ncnn_files(spec))
         self.torch_device = self.runner.device
-        self.precision_used = self.runner.precision_for(np.uint8)
-        self.backend_used = self.runner.backend_for(self.precision_used)
         self.margin = 0
         if desc.module is not None:
             known_margin = spec.margin if spec else None
@@ -83,6 +81,15 @@ class Upscaler:
             return backend
         side = self._auto_tile(self._budget(), precision, "ncnn")
         return f"ncnn up to {side}x{side} pixels, torch above"
+
+    @property
+    def precision_used(self) -> str:
+        """The precision 8-bit images run in now (fp32 after a half-precision fallback)."""
+        return self.runner.precision_for(np.uint8)
+
+    @property
+    def backend_used(self) -> str:
+        return self.runner.backend_for(self.precision_used)
 
     @property
     def tile(self) -> int | str:

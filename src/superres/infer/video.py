@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superres.infer.image import Upscaler, run_options
+from superres.infer.image import Upscaler, resize_to, run_options
 from superres.io import read_rgb8
 from superres.io.video import Segment, VideoError, VideoReader, VideoWriter, is_video_path
 from superres.runner import Runner
@@ -150,8 +150,6 @@ class _VideoNetwork:
         return out if out.ndim == 4 else out[None]  # a window network gives its centre frame
 
     def _output(self, sr: np.ndarray, frame: Frame) -> Frame:
-        from superres.infer.image import resize_to
-
         h, w = frame[0].shape[:2]
         return resize_to(sr, self.outscale, self.scale, h, w), frame[1], frame[2]
 
@@ -161,7 +159,8 @@ class ClipUpscaler(_VideoNetwork):
 
     Each clip gives ``clip - 2 * overlap`` output frames and sees ``overlap`` frames of context on
     each side, so recurrent propagation is not cut short at the clip's edges; at most ``clip``
-    frames are held. The whole frame goes through the network (no spatial tiles).
+    frames are held, unless ``whole_up_to`` lets a short stream run whole. The whole frame goes
+    through the network (no spatial tiles).
     """
 
     def __init__(self, runner: Runner, outscale: float | None, clip: int = 15, overlap: int = 3, fixed: bool = False,

@@ -7,6 +7,7 @@ ICC profile are known before any pixel is decoded. Arrays are always RGB order.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -106,32 +107,36 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
+    with _file_errors(path):
         data = path.read_bytes()
+    if not data:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    return data
+
+
+@contextlib.contextmanager
+def _file_errors(path: Path):
+    """The system's errors on reading ``path`` as one line each, the same for every reader here."""
+    try:
+        yield
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image") from None
     except OSError as e:
         raise ImageError(f"{path}: cannot read: {e.strerror or e}") from None
-    if not data:
-        raise ImageError(f"{path}: empty file (0 bytes)")
-    return data
 
 
 def probe_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
     """(format, width, height) from the file's header alone: the errors :func:`read_image` would
     give for a missing, empty, unreadable, unsupported or too large file, in a fraction of the time."""
     path = Path(path)
-    try:
-        if path.is_dir():
-            raise ImageError(f"{path}: is a folder, not an image")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{path}: empty file (0 bytes)")
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read: {e.strerror or e}") from None
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    with _file_errors(path):
+        empty = path.stat().st_size == 0
+    if empty:
+        raise ImageError(f"{path}: empty file (0 bytes)")
     fmt, (width, height), _, _ = _probe(path, path)
     _check_pixels(path, width, height, max_pixels)
     return fmt, width, height
