@@ -264,7 +264,8 @@ def _detect(s: StateDict) -> dict | None:
     num_heads = [s[f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table"].shape[1]
                  for i in range(num_layers)]
     window_size = math.isqrt(s[f"{_BLOCK}.attn.relative_position_index"].shape[0])
-    mask = s.get("layers.0.residual_group.blocks.1.attn_mask")
+    # img_size is stored only through the shifted blocks' masks (windows = (img_size / window_size)^2)
+    mask = next((v for k, v in s.items() if k.endswith(".attn_mask")), None)
     img_size = math.isqrt(mask.shape[0]) * window_size if mask is not None else window_size
     num_feat = 64
     if "conv_before_upsample.0.weight" in s:
