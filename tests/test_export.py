@@ -15,7 +15,12 @@ SMALL = [("RRDBNet", {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
          ("RRDBNet", {"scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
          ("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2}),
          ("EDSR", {"upscale": 3, "num_feat": 8, "num_block": 1}),
-         ("UpCunet2x", {}), ("UpCunet3x", {"pro": True}), ("UpCunet4x", {})]
+         ("UpCunet2x", {}), ("UpCunet3x", {"pro": True}), ("UpCunet4x", {}),
+         # transformers: shifted-window masks and DAT's inner padding follow the input size in the graph
+         ("SwinIR", {"img_size": 8, "embed_dim": 8, "depths": (2,), "num_heads": (2,), "window_size": 4,
+                     "num_feat": 8}),
+         ("DAT", {"img_size": 8, "embed_dim": 32, "split_size": (2, 8), "depth": (3,), "num_heads": (2,), "upscale": 3,
+                  "upsampler": "pixelshuffledirect"})]
 
 
 def _made(arch, kwargs):
