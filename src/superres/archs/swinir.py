@@ -166,7 +166,8 @@ class SwinIR(nn.Module):
 
     ``img_size`` is the training patch size: it only sets the stored masks' shape (and, when no larger
     than ``window_size``, the window). Inputs of any size work: they are padded by reflection to a
-    multiple of ``window_size`` and the output cropped, as the official test script does.
+    multiple of ``window_size`` and the output cropped, as spandrel does (the official test script
+    mirrors with the edge pixel repeated, and adds a whole window to sizes that are already multiples).
     """
 
     def __init__(self, img_size: int = 64, in_chans: int = 3, embed_dim: int = 96,
