@@ -63,6 +63,13 @@ def test_deformable_convolution_is_refused_by_name(tmp_path):
         export_onnx(desc, tmp_path / "edvr.onnx")
 
 
+def test_a_graph_onnx_runtime_cannot_run_is_one_error(tmp_path):
+    # DAT's position-bias MLP is 0 wide at embed_dim 16: PyTorch runs LayerNorm(0), ONNX Runtime refuses it
+    desc = create_model("DAT", img_size=8, embed_dim=16, depth=(1,), num_heads=(2,), upscale=2)
+    with pytest.raises(ExportError, match=r"DAT exported but fails in ONNX Runtime: .*LayerNormalization"):
+        export_onnx(desc, tmp_path / "dat.onnx")
+
+
 def test_export_command(tmp_path, capsys):
     from superres.cli import main
     from superres.zoo import save_model
