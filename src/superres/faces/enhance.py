@@ -1,0 +1,186 @@
+"""Upscale an image with its faces restored: the background through any SR model, each face detected in
+the input, aligned to the FFHQ template, restored by a face network and pasted back (:mod:`.paste`).
+
+The face network is any model descriptor whose purpose is ``face`` (scale 1, S x S RGB crops, S its
+size requirement; GFPGAN, RestoreFormer and CodeFormer take 512); it runs through the one
+:class:`~superres.runner.Runner`, so device and precision follow the same options as the background.
+Faces are cropped from the upscaled background, so that the change a restorer makes is measured against
+the pixels it replaces (see :mod:`.paste`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from superres.faces.align import face_transform, warp
+from superres.faces.detect import Face, FaceDetector, FaceError
+from superres.faces.paste import COLOR_MODES, face_change, paste_changes
+from superres.ops.layout import to_float
+from superres.runtime import RunOptions
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """How faces are restored.
+
+    ``strength``: 0 leaves faces as the background model made them, 1 is the restorer's output, values
+    between blend the two. ``min_size``: faces whose box is smaller than this (input pixels) are left to
+    the background model. ``color``: ``keep`` takes the faces' colour and shading from the unrestored
+    face (so they match their surroundings) and the detail from the restorer; ``none`` takes all of the
+    restorer's output. ``batch``: faces per network call.
+    """
+
+    strength: float = 1.0
+    min_size: float = 32.0
+    color: str = "keep"
+    batch: int = 4
+
+    def __post_init__(self):
+        if not 0 <= self.strength <= 1:
+            raise FaceError(f"face strength must be between 0 and 1, got {self.strength}")
+        if not self.min_size >= 0:
+            raise FaceError(f"face min size must be >= 0 pixels, got {self.min_size}")
+        if self.color not in COLOR_MODES:
+            raise FaceError(f"face color must be one of {', '.join(COLOR_MODES)}, got {self.color!r}")
+        if self.batch < 1:
+            raise FaceError(f"face batch must be >= 1, got {self.batch}")
+
+
+def load_face_model(model):
+    """A face restoration model descriptor from a path or a descriptor, checked against the contract."""
+    from superres.zoo import load_model
+
+    desc = load_model(model) if isinstance(model, str | os.PathLike) else model
+    name = model if isinstance(model, str | os.PathLike) else (desc.name or desc.arch)
+    if desc.purpose != "face":
+        raise FaceError(f"{name}: a {desc.arch} is a {desc.purpose} network, not a face restorer")
+    if desc.scale != 1 or desc.in_channels != 3 or desc.out_channels != 3 or desc.min_size < 16:
+        raise FaceError(f"{name}: a face restorer must map S x S RGB crops to the same (it is x{desc.scale}, "
+                        f"{desc.in_channels} -> {desc.out_channels} channels, smallest side {desc.min_size})")
+    return desc
+
+
+def rgb8(image: np.ndarray) -> np.ndarray:
+    """Any image layout the upscaler takes (HxW, HxWx1-4; uint8, uint16 or float) as HxWx3 uint8 RGB."""
+    img = image[..., None] if image.ndim == 2 else image
+    if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image must be HxW or HxWxC with C = 1 to 4, got shape {image.shape}")
+    color = img[..., :3] if img.shape[2] >= 3 else np.repeat(img[..., :1], 3, axis=2)
+    if color.dtype == np.uint8:
+        return np.ascontiguousarray(color)
+    return np.rint(to_float(color) * 255).astype(np.uint8)
+
+
+class FaceEnhancer:
+    """An upscaler that restores faces: ``upscale_array`` as :class:`~superres.infer.Upscaler`'s.
+
+    ``face_model``: a checkpoint path or a face-restoration descriptor; ``background``: a model name,
+    path, descriptor or a built :class:`~superres.infer.Upscaler` (default ``realesrgan-x4plus``);
+    ``face_options``: :class:`FaceOptions`; ``options``: the run options of both networks;
+    ``detector``: a function from HxWx3 uint8 RGB to :class:`Face` lists (default MTCNN).
+    """
+
+    def __init__(self, face_model, background=None, face_options: FaceOptions | None = None,
+                 options: RunOptions | None = None, *, detector: Callable[[np.ndarray], list[Face]] | None = None,
+                 **upscaler_args):
+        from superres.infer.image import Upscaler
+        from superres.runner import Runner
+        from superres.zoo.pretrained import DEFAULT_MODEL
+
+        self.face_options = face_options or FaceOptions()
+        self.face_desc = load_face_model(face_model)
+        self.size = self.face_desc.min_size
+        if isinstance(background, Upscaler):
+            self.background = background
+        else:
+            self.background = Upscaler(DEFAULT_MODEL if background is None else background, options, **upscaler_args)
+        self.runner = Runner(self.face_desc, self.background.options)
+        self.detector = detector or FaceDetector(device=self.runner.device)
+
+    # what the upscale command reads from an Upscaler
+    @property
+    def scale(self) -> int:
+        return self.background.scale
+
+    @property
+    def torch_device(self):
+        return self.background.torch_device
+
+    def summary(self) -> str:
+        face = self.face_desc.name or self.face_desc.arch
+        return f"{self.background.summary()}; faces by {face} at {self.runner.precision_for(np.uint8)}"
+
+    def check_size(self, height: int, width: int, outscale: float | None = None) -> None:
+        self.background.check_size(height, width, outscale)
+
+    # --- the steps --------------------------------------------------------------------------
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """The faces of an input image that will be restored (those of at least ``min_size``)."""
+        if min(image.shape[:2]) < 1:
+            return []
+        return [f for f in self.detector(rgb8(image)) if f.size >= self.face_options.min_size]
+
+    def restore(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        """S x S x 3 crops (one dtype) through the face network, ``batch`` at a time."""
+        n = self.face_options.batch
+        return [out for i in range(0, len(crops), n) for out in self.runner.batch(np.stack(crops[i:i + n]))]
+
+    def paste(self, image: np.ndarray, background: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """``background`` (``image`` upscaled, any size) with ``faces`` (found in ``image``) restored."""
+        if not faces:
+            return background
+        bg = background[..., None] if background.ndim == 2 else background
+        sy, sx = bg.shape[0] / image.shape[0], bg.shape[1] / image.shape[1]
+        color = bg[..., :3] if bg.shape[2] >= 3 else np.repeat(bg[..., :1], 3, axis=2)
+        matrices = [face_transform(face.scaled(sx, sy).landmarks, self.size) for face in faces]
+        crops = [warp(color, m, self.size, self.size, border=cv2.BORDER_REFLECT_101) for m in matrices]
+        restored = self.restore(crops)
+        opts = self.face_options
+        changes = [face_change(r, c, opts.color) for r, c in zip(restored, crops, strict=True)]
+        out = paste_changes(bg, changes, matrices, opts.strength)
+        return out[..., 0] if background.ndim == 2 else out
+
+    # --- images and streams ---------------------------------------------------------------------
+
+    def upscale_array(self, image: np.ndarray, outscale: float | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """An image (any layout and dtype the upscaler takes) upscaled, its faces restored."""
+        faces = self.detect(image)
+        background = self.background.upscale_array(image, outscale, progress)
+        return self.paste(image, background, faces)
+
+    def stream(self, upscale: Callable[[Iterator], Iterator], tracker=None) -> Callable[[Iterator], Iterator]:
+        """A frame-stream upscaler (frames of (RGB, pts, time base) in and out, in order) that also restores
+        faces, their landmarks smoothed over time by ``tracker`` (default :class:`~.track.FaceTracker`)."""
+        from collections import deque
+
+        from superres.faces.track import FaceTracker
+
+        tracker = tracker or FaceTracker()
+
+        def run(frames: Iterator) -> Iterator:
+            pending: deque = deque()
+
+            def remember(items: Iterator) -> Iterator:
+                for frame in items:
+                    pending.append(frame)
+                    yield frame
+
+            for sr, pts, tb in upscale(remember(frames)):
+                rgb = pending.popleft()[0]
+                faces = tracker.update(self.detect(rgb))
+                yield self.paste(rgb, sr, faces), pts, tb
+
+        return run
+
+
+def enhance(image: np.ndarray, face_model, background=None, *, outscale: float | None = None,
+            face_options: FaceOptions | None = None, options: RunOptions | None = None) -> np.ndarray:
+    """One image upscaled with its faces restored (builds a :class:`FaceEnhancer`; reuse one for batches)."""
+    return FaceEnhancer(face_model, background, face_options, options).upscale_array(image, outscale)
