@@ -251,18 +251,22 @@ def _square(boxes: torch.Tensor) -> torch.Tensor:
 
 def _crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """The boxes' pixels (whole pixels, as the paper's code takes them) resized to size x size by area
-    averaging, normalized. Parts outside the image are black, as in the paper's code: facenet-pytorch
-    squeezes the part inside instead, which misplaces the landmarks of faces larger than the image."""
-    h, w = x.shape[-2:]
-    out = torch.empty(len(boxes), 3, size, size, device=x.device)
-    for k, (x1, y1, x2, y2) in enumerate(boxes[:, :4].trunc().int().tolist()):
-        x1, y1 = x1 - 1, y1 - 1  # to 0-based indices; x2, y2 become exclusive ends
-        crop = x[:, max(y1, 0):max(min(y2, h), 0), max(x1, 0):max(min(x2, w), 0)]
-        if crop.shape[1:] != (y2 - y1, x2 - x1):
-            padding = (max(-x1, 0), max(x2 - w, 0), max(-y1, 0), max(y2 - h, 0))
-            crop = F.pad(crop, padding) if crop.numel() else x.new_zeros(3, max(y2 - y1, 1), max(x2 - x1, 1))
-        out[k] = F.interpolate(crop[None], size=(size, size), mode="area")[0]
-    return _normalize(out)
+    averaging (the bins of ``adaptive_avg_pool2d``), normalized; all boxes at once, from one summed-area
+    table. Parts outside the image are black, as in the paper's code (facenet-pytorch squeezes the part
+    inside instead, which misplaces the landmarks of faces larger than the image)."""
+    _, h, w = x.shape
+    table = F.pad(x.double().cumsum(1).cumsum(2), (1, 0, 1, 0))  # zero-padded: clamping indices extends it
+    corners = boxes[:, :4].trunc().long()
+    start = corners[:, :2] - 1  # 0-based first pixel; the ends are exclusive
+    extent = (corners[:, 2:4] - start).clamp(min=1)
+    i = torch.arange(size, device=x.device)
+    lo = start[:, None, :] + (i[None, :, None] * extent[:, None, :]).div(size, rounding_mode="floor")
+    hi = start[:, None, :] + ((i[None, :, None] + 1) * extent[:, None, :] + size - 1).div(size, rounding_mode="floor")
+    area = ((hi[..., 1] - lo[..., 1])[:, :, None] * (hi[..., 0] - lo[..., 0])[:, None, :]).double()
+    x0, x1 = lo[..., 0].clamp(0, w)[:, None, :], hi[..., 0].clamp(0, w)[:, None, :]
+    y0, y1 = lo[..., 1].clamp(0, h)[:, :, None], hi[..., 1].clamp(0, h)[:, :, None]
+    total = table[:, y1, x1] - table[:, y0, x1] - table[:, y1, x0] + table[:, y0, x0]
+    return _normalize((total / area).float().transpose(0, 1))
 
 
 def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
