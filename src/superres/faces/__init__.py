@@ -6,8 +6,14 @@ No module here names an architecture: a face network is any model descriptor who
 
 from superres.faces.align import FFHQ_TEMPLATE_512, face_transform
 from superres.faces.detect import Face, FaceDetector, FaceError
-from superres.faces.enhance import FaceEnhancer, FaceOptions, enhance, load_face_model
+from superres.faces.restore import (
+    FaceOptions,
+    FaceRestorer,
+    FaceStream,
+    crop_faces,
+    load_face_model,
+)
 from superres.faces.track import FaceTracker
 
-__all__ = ["FFHQ_TEMPLATE_512", "Face", "FaceDetector", "FaceEnhancer", "FaceError", "FaceOptions", "FaceTracker",
-           "enhance", "face_transform", "load_face_model"]
+__all__ = ["FFHQ_TEMPLATE_512", "Face", "FaceDetector", "FaceError", "FaceOptions", "FaceRestorer",
+           "FaceStream", "FaceTracker", "crop_faces", "face_transform", "load_face_model"]

@@ -1,5 +1,5 @@
-"""Upscale an image with its faces restored: the background through any SR model, each face detected in
-the input, aligned to the FFHQ template, restored by a face network and pasted back (:mod:`.paste`).
+"""Face restoration around a face network: each face detected in the input, aligned to the FFHQ template
+in the upscaled image, restored and pasted back (:mod:`.paste`); for video, tracked over time.
 
 The face network is any model descriptor whose purpose is ``face`` (scale 1, S x S RGB crops, S its
 size requirement; GFPGAN, RestoreFormer and CodeFormer take 512); it runs through the one
@@ -11,6 +11,7 @@ the pixels it replaces (see :mod:`.paste`).
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -76,49 +77,34 @@ def rgb8(image: np.ndarray) -> np.ndarray:
     return np.rint(to_float(color) * 255).astype(np.uint8)
 
 
-class FaceEnhancer:
-    """An upscaler that restores faces: ``upscale_array`` as :class:`~superres.infer.Upscaler`'s.
+def crop_faces(image: np.ndarray, faces: list[Face], size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each face of ``image`` (HxWx3, any dtype) aligned to the FFHQ template at size x size (borders
+    mirrored), and the 2x3 matrices from ``image`` to each crop."""
+    matrices = [face_transform(face.landmarks, size) for face in faces]
+    crops = [warp(image, m, size, size, border=cv2.BORDER_REFLECT_101) for m in matrices]
+    return crops, matrices
 
-    ``face_model``: a checkpoint path or a face-restoration descriptor; ``background``: a model name,
-    path, descriptor or a built :class:`~superres.infer.Upscaler` (default ``realesrgan-x4plus``);
-    ``face_options``: :class:`FaceOptions`; ``options``: the run options of both networks;
-    ``detector``: a function from HxWx3 uint8 RGB to :class:`Face` lists (default MTCNN).
+
+class FaceRestorer:
+    """Detects, restores and pastes back faces, given an image and its upscaled version.
+
+    ``face_model``: a checkpoint path or a face-restoration descriptor; ``face_options``:
+    :class:`FaceOptions`; ``options``: how the network runs (device, precision); ``detector``: a
+    function from HxWx3 uint8 RGB to :class:`Face` lists (default MTCNN on the network's device).
     """
 
-    def __init__(self, face_model, background=None, face_options: FaceOptions | None = None,
-                 options: RunOptions | None = None, *, detector: Callable[[np.ndarray], list[Face]] | None = None,
-                 **upscaler_args):
-        from superres.infer.image import Upscaler
+    def __init__(self, face_model, face_options: FaceOptions | None = None, options: RunOptions | None = None, *,
+                 detector: Callable[[np.ndarray], list[Face]] | None = None):
         from superres.runner import Runner
-        from superres.zoo.pretrained import DEFAULT_MODEL
 
         self.face_options = face_options or FaceOptions()
-        self.face_desc = load_face_model(face_model)
-        self.size = self.face_desc.min_size
-        if isinstance(background, Upscaler):
-            self.background = background
-        else:
-            self.background = Upscaler(DEFAULT_MODEL if background is None else background, options, **upscaler_args)
-        self.runner = Runner(self.face_desc, self.background.options)
+        self.desc = load_face_model(face_model)
+        self.size = self.desc.min_size
+        self.runner = Runner(self.desc, options)
         self.detector = detector or FaceDetector(device=self.runner.device)
 
-    # what the upscale command reads from an Upscaler
-    @property
-    def scale(self) -> int:
-        return self.background.scale
-
-    @property
-    def torch_device(self):
-        return self.background.torch_device
-
     def summary(self) -> str:
-        face = self.face_desc.name or self.face_desc.arch
-        return f"{self.background.summary()}; faces by {face} at {self.runner.precision_for(np.uint8)}"
-
-    def check_size(self, height: int, width: int, outscale: float | None = None) -> None:
-        self.background.check_size(height, width, outscale)
-
-    # --- the steps --------------------------------------------------------------------------
+        return f"faces by {self.desc.name or self.desc.arch} ({self.runner.precision_for(np.uint8)})"
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """The faces of an input image that will be restored (those of at least ``min_size``)."""
@@ -131,56 +117,44 @@ class FaceEnhancer:
         n = self.face_options.batch
         return [out for i in range(0, len(crops), n) for out in self.runner.batch(np.stack(crops[i:i + n]))]
 
-    def paste(self, image: np.ndarray, background: np.ndarray, faces: list[Face]) -> np.ndarray:
-        """``background`` (``image`` upscaled, any size) with ``faces`` (found in ``image``) restored."""
+    def paste(self, image: np.ndarray, upscaled: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """``upscaled`` (``image`` upscaled by any model, to any size) with ``faces`` (found in ``image``)
+        cropped from it, restored and pasted back."""
         if not faces:
-            return background
-        bg = background[..., None] if background.ndim == 2 else background
+            return upscaled
+        bg = upscaled[..., None] if upscaled.ndim == 2 else upscaled
         sy, sx = bg.shape[0] / image.shape[0], bg.shape[1] / image.shape[1]
         color = bg[..., :3] if bg.shape[2] >= 3 else np.repeat(bg[..., :1], 3, axis=2)
-        matrices = [face_transform(face.scaled(sx, sy).landmarks, self.size) for face in faces]
-        crops = [warp(color, m, self.size, self.size, border=cv2.BORDER_REFLECT_101) for m in matrices]
-        restored = self.restore(crops)
+        crops, matrices = crop_faces(color, [face.scaled(sx, sy) for face in faces], self.size)
         opts = self.face_options
-        changes = [face_change(r, c, opts.color) for r, c in zip(restored, crops, strict=True)]
+        changes = [face_change(r, c, opts.color) for r, c in zip(self.restore(crops), crops, strict=True)]
         out = paste_changes(bg, changes, matrices, opts.strength)
-        return out[..., 0] if background.ndim == 2 else out
+        return out[..., 0] if upscaled.ndim == 2 else out
 
-    # --- images and streams ---------------------------------------------------------------------
+    def stream(self, upscale: Callable[[Iterator], Iterator], tracker=None) -> FaceStream:
+        """``upscale``, a frame-stream upscaler, that also restores faces (see :class:`FaceStream`)."""
+        return FaceStream(self, upscale, tracker)
 
-    def upscale_array(self, image: np.ndarray, outscale: float | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """An image (any layout and dtype the upscaler takes) upscaled, its faces restored."""
-        faces = self.detect(image)
-        background = self.background.upscale_array(image, outscale, progress)
-        return self.paste(image, background, faces)
 
-    def stream(self, upscale: Callable[[Iterator], Iterator], tracker=None) -> Callable[[Iterator], Iterator]:
-        """A frame-stream upscaler (frames of (RGB, pts, time base) in and out, in order) that also restores
-        faces, their landmarks smoothed over time by ``tracker`` (default :class:`~.track.FaceTracker`)."""
-        from collections import deque
+class FaceStream:
+    """A frame-stream upscaler (frames of (RGB, pts, time base) in and out, in order, as
+    :mod:`superres.infer.video`'s) with faces restored, their landmarks smoothed over time by ``tracker``
+    (default :class:`~superres.faces.track.FaceTracker`) so that they do not flicker."""
 
+    def __init__(self, faces: FaceRestorer, upscale: Callable[[Iterator], Iterator], tracker=None):
         from superres.faces.track import FaceTracker
 
-        tracker = tracker or FaceTracker()
+        self.faces, self.upscale, self.tracker = faces, upscale, tracker or FaceTracker()
+        self.scale = upscale.scale
 
-        def run(frames: Iterator) -> Iterator:
-            pending: deque = deque()
+    def __call__(self, frames: Iterator) -> Iterator:
+        pending: deque = deque()  # the input frames whose outputs have not come out yet
 
-            def remember(items: Iterator) -> Iterator:
-                for frame in items:
-                    pending.append(frame)
-                    yield frame
+        def remember(items: Iterator) -> Iterator:
+            for frame in items:
+                pending.append(frame)
+                yield frame
 
-            for sr, pts, tb in upscale(remember(frames)):
-                rgb = pending.popleft()[0]
-                faces = tracker.update(self.detect(rgb))
-                yield self.paste(rgb, sr, faces), pts, tb
-
-        return run
-
-
-def enhance(image: np.ndarray, face_model, background=None, *, outscale: float | None = None,
-            face_options: FaceOptions | None = None, options: RunOptions | None = None) -> np.ndarray:
-    """One image upscaled with its faces restored (builds a :class:`FaceEnhancer`; reuse one for batches)."""
-    return FaceEnhancer(face_model, background, face_options, options).upscale_array(image, outscale)
+        for sr, pts, tb in self.upscale(remember(frames)):
+            rgb = pending.popleft()[0]
+            yield self.faces.paste(rgb, sr, self.tracker.update(self.faces.detect(rgb))), pts, tb
