@@ -5,7 +5,7 @@ Matching: the Hungarian assignment (scipy) on box IoU between this frame's detec
 Smoothing: the One Euro filter (Casiez, Roussel & Vogel, "1 Euro Filter: A Simple Speed-based Low-pass
 Filter for Noisy Input in Interactive Systems", CHI 2012) on each landmark coordinate: a low-pass whose
 cutoff rises with the speed of the face, so a still face is held steady (detector jitter filtered out)
-and a moving one is followed without lag. Speeds are measured in eye distances per frame, so the
+and a moving one is followed with little lag. Speeds are measured in eye distances per frame, so the
 same settings suit small and large faces.
 """
 
@@ -41,7 +41,7 @@ class FaceTracker:
     ``hold``: frames a face is kept at its last place when the detector misses it (no pop-in and out).
     """
 
-    def __init__(self, min_cutoff: float = 0.05, beta: float = 20.0, speed_cutoff: float = 0.5,
+    def __init__(self, min_cutoff: float = 0.02, beta: float = 2.0, speed_cutoff: float = 0.5,
                  iou: float = 0.3, hold: int = 2):
         self.min_cutoff, self.beta, self.speed_cutoff = min_cutoff, beta, speed_cutoff
         self.iou, self.hold = iou, hold
@@ -78,7 +78,8 @@ class FaceTracker:
         velocity = face.landmarks - prev.landmarks
         a = _alpha(self.speed_cutoff)
         track.speed = a * velocity + (1 - a) * track.speed
-        cutoff = self.min_cutoff + self.beta * float(np.abs(track.speed).max()) / eyes
+        # the face's speed: its landmarks' mean velocity, in which their independent jitter mostly cancels
+        cutoff = self.min_cutoff + self.beta * float(np.linalg.norm(track.speed.mean(0))) / eyes
         a = _alpha(cutoff)
         landmarks = (a * face.landmarks + (1 - a) * prev.landmarks).astype(np.float32)
         box = (a * face.box + (1 - a) * prev.box).astype(np.float32)
