@@ -13,20 +13,23 @@ from superres.errors import SuperresError
 
 
 def add_face_arguments(p: argparse.ArgumentParser) -> None:
-    """--face-model, --face-strength, --face-min-size (for upscale and video)."""
+    """--face-model, --face-strength, --face-min-size, --face-color (for upscale and video)."""
     p.add_argument("--face-model", metavar="PATH",
                    help="restore faces with this face network (GFPGAN, RestoreFormer, CodeFormer checkpoint)")
     p.add_argument("--face-strength", type=float, default=1.0, metavar="S",
                    help="0: faces as the background model makes them, 1: fully restored (default), between: a blend")
     p.add_argument("--face-min-size", type=float, default=32, metavar="N",
                    help="faces smaller than N input pixels are left to the background model (default 32)")
+    p.add_argument("--face-color", choices=["keep", "none"], default="keep",
+                   help="keep: faces keep the colour and shading of their surroundings and take the restored "
+                   "detail (default); none: the restorer's output as it is")
 
 
 def face_options(args: argparse.Namespace):
     """The command's face options, checked before any work (None without --face-model)."""
     from superres.faces import FaceOptions
 
-    options = FaceOptions(strength=args.face_strength, min_size=args.face_min_size)
+    options = FaceOptions(strength=args.face_strength, min_size=args.face_min_size, color=args.face_color)
     return options if args.face_model else None
 
 
@@ -80,7 +83,7 @@ def _faces_one(src: Path, rel: Path, target: Path, detect, restorer, size: int, 
     import numpy as np
 
     from superres.faces import crop_faces
-    from superres.io import atomic_write, write_image
+    from superres.io import ImageInfo, atomic_write, write_image
 
     img, info = read_integer(src, args.max_pixels)  # the file's own samples: 16-bit crops stay 16-bit
     faces = detect(img)
@@ -91,7 +94,7 @@ def _faces_one(src: Path, rel: Path, target: Path, detect, restorer, size: int, 
     records = []
     for i, (face, crop, matrix) in enumerate(zip(faces, crops, matrices, strict=True)):
         name = f"{rel.stem}_face{i:02d}.png"
-        write_image(target.parent / name, crop, info=None if crop.dtype == np.uint8 else info)
+        write_image(target.parent / name, crop, ImageInfo(bit_depth=info.bit_depth))  # 16-bit crops stay 16-bit
         records.append({**face.to_json(), "crop": name, "matrix": np.round(matrix, 6).tolist()})
     doc = {"image": str(src), "width": img.shape[1], "height": img.shape[0], "crop_size": size,
            "restored": restorer is not None, "faces": records}
