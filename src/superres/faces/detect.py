@@ -272,7 +272,7 @@ def _crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
 def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Greedy suppression by intersection over the smaller box's area (MTCNN's last step)."""
     if not len(boxes):
-        return torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
     lo = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
     hi = torch.minimum(boxes[:, None, 2:4], boxes[None, :, 2:4])
     inter = (hi - lo + 1).clamp(min=0).prod(-1)
@@ -282,4 +282,4 @@ def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> tor
     for i in torch.argsort(scores, descending=True).tolist():
         if all(overlap[i, j] <= threshold for j in kept):
             kept.append(i)
-    return torch.tensor(kept, dtype=torch.long)
+    return torch.tensor(kept, dtype=torch.long, device=boxes.device)
