@@ -76,17 +76,33 @@ def paste_changes(background: np.ndarray, changes: list[np.ndarray], matrices: l
         to_roi = back.copy()
         to_roi[:, 2] -= (x0, y0)
         placed.append(((x0, y0, x1, y1), warp(weighted, to_roi, x1 - x0, y1 - y0)))
-    if not placed:
-        return out
-    ux0, uy0 = min(p[0][0] for p in placed), min(p[0][1] for p in placed)
-    ux1, uy1 = max(p[0][2] for p in placed), max(p[0][3] for p in placed)
     channels = 1 if gray else 3
+    for group in _overlapping(placed):
+        _blend(out, group, channels, strength)
+    return out
+
+
+def _overlapping(placed: list) -> list[list]:
+    """The placed faces in groups whose rectangles overlap (directly or through others): each group is
+    blended in its own bounding box, so faces far apart never need a buffer spanning the image."""
+    groups: list[list] = []
+    for item in placed:
+        (x0, y0, x1, y1), _ = item
+        joined = [g for g in groups if any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b, _ in g)]
+        merged = [item] + [p for g in joined for p in g]
+        groups = [g for g in groups if all(g is not j for j in joined)] + [merged]
+    return groups
+
+
+def _blend(out: np.ndarray, group: list, channels: int, strength: float) -> None:
+    """Add a group's mask-weighted changes (averaged where masks overlap) to ``out`` in place."""
+    ux0, uy0 = min(p[0][0] for p in group), min(p[0][1] for p in group)
+    ux1, uy1 = max(p[0][2] for p in group), max(p[0][3] for p in group)
     total = np.zeros((uy1 - uy0, ux1 - ux0, channels + 1), np.float32)
-    for (x0, y0, x1, y1), part in placed:
+    for (x0, y0, x1, y1), part in group:
         total[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0] += part.reshape(y1 - y0, x1 - x0, channels + 1)
     weight = np.maximum(total[..., -1:], 1)
     region = out[uy0:uy1, ux0:ux1, :channels]
     touched = total[..., -1] > 0  # only pixels under some mask are converted, so the others stay bit-exact
     value = to_float(region[touched]) + np.float32(strength) * total[touched][:, :channels] / weight[touched]
-    region[touched] = from_float(value, background.dtype)
-    return out
+    region[touched] = from_float(value, out.dtype)
