@@ -126,3 +126,15 @@ def test_tracked_face_is_steady_in_a_still_clip(shared_data, detector):
     raw_moves = np.linalg.norm(np.diff(np.array(raw), axis=0), axis=1)
     assert moves.max() < 1.0
     assert moves.mean() <= raw_moves.mean()
+
+
+def test_large_images_are_searched_at_a_reduced_size(photos, detector, monkeypatch):
+    """Where P-Net's first pyramid level would be too large, a smaller copy is searched and the faces
+    scaled back (here forced on a 256-pixel photo)."""
+    import superres.faces.detect as detect
+
+    photo = cv2.resize(np.rint(photos["astronaut"] * 255).astype(np.uint8), (256, 256), interpolation=cv2.INTER_AREA)
+    [full] = detector(photo)
+    monkeypatch.setattr(detect, "MAX_LEVEL_PIXELS", 30_000)
+    [reduced] = detector(photo)
+    assert np.abs(reduced.landmarks - full.landmarks).max() < 0.1 * full.size

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,9 @@ from torchvision.ops import nms
 from superres.errors import SuperresError
 
 INSTALL = "pip install 'facenet-pytorch>=2.5.3,!=2.6.0'"
+# The largest first pyramid level (pixels): P-Net keeps about 100 bytes per pixel of it (0.8 GB here), so
+# images over ~22 Mpx (at the default smallest face, 20 pixels) are searched at a reduced size.
+MAX_LEVEL_PIXELS = 8_000_000
 
 
 class FaceError(SuperresError, ValueError):
@@ -164,6 +169,15 @@ class FaceDetector:
     def __call__(self, image: np.ndarray) -> list[Face]:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"the face detector takes HxWx3 uint8 RGB images, got {image.dtype} {image.shape}")
+        h, w = image.shape[:2]
+        shrink = math.sqrt(MAX_LEVEL_PIXELS / (h * w * (12 / self.min_face) ** 2))
+        if shrink < 1:  # P-Net's first pyramid level would need gigabytes: search a smaller copy
+            size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            return [f.scaled(w / size[0], h / size[1]) for f in self._detect(small)]
+        return self._detect(image)
+
+    def _detect(self, image: np.ndarray) -> list[Face]:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
             boxes = self._propose(x)
