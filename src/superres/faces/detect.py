@@ -170,6 +170,8 @@ class FaceDetector:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"the face detector takes HxWx3 uint8 RGB images, got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
+        if not h or not w:
+            return []
         shrink = math.sqrt(MAX_LEVEL_PIXELS / (h * w * (12 / self.min_face) ** 2))
         if shrink < 1:  # P-Net's first pyramid level would need gigabytes: search a smaller copy
             size = (max(1, round(w * shrink)), max(1, round(h * shrink)))

@@ -60,7 +60,8 @@ def load_face_model(model):
     name = model if isinstance(model, str | os.PathLike) else (desc.name or desc.arch)
     if desc.purpose != "face":
         raise FaceError(f"{name}: a {desc.arch} is a {desc.purpose} network, not a face restorer")
-    if desc.scale != 1 or desc.in_channels != 3 or desc.out_channels != 3 or desc.min_size < 16:
+    if desc.scale != 1 or desc.in_channels != 3 or desc.out_channels != 3 or desc.min_size < 16 or \
+            desc.min_size % max(desc.size_multiple, 1):
         raise FaceError(f"{name}: a face restorer must map S x S RGB crops to the same (it is x{desc.scale}, "
                         f"{desc.in_channels} -> {desc.out_channels} channels, smallest side {desc.min_size})")
     return desc
