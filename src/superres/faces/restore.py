@@ -109,9 +109,13 @@ class FaceRestorer:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """The faces of an input image that will be restored (those of at least ``min_size``)."""
-        if min(image.shape[:2]) < 1:
-            return []
-        return [f for f in self.detector(rgb8(image)) if f.size >= self.face_options.min_size]
+        return self.big_enough(self.detect_all(image))
+
+    def detect_all(self, image: np.ndarray) -> list[Face]:
+        return self.detector(rgb8(image)) if min(image.shape[:2]) >= 1 else []
+
+    def big_enough(self, faces: list[Face]) -> list[Face]:
+        return [f for f in faces if f.size >= self.face_options.min_size]
 
     def restore(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """S x S x 3 crops (one dtype) through the face network, ``batch`` at a time."""
@@ -158,4 +162,7 @@ class FaceStream:
 
         for sr, pts, tb in self.upscale(remember(frames)):
             rgb = pending.popleft()[0]
-            yield self.faces.paste(rgb, sr, self.tracker.update(self.faces.detect(rgb))), pts, tb
+            # all faces are tracked and the smoothed ones filtered by size, so that a face near the
+            # size limit is not restored in one frame and left in the next
+            faces = self.faces.big_enough(self.tracker.update(self.faces.detect_all(rgb)))
+            yield self.faces.paste(rgb, sr, faces), pts, tb
