@@ -78,9 +78,9 @@ def _code_names(file: Path) -> set[str]:
     return names
 
 
-def test_no_architecture_names_in_inference_metrics_training_or_serving():
+def test_no_architecture_names_in_inference_faces_metrics_training_or_serving():
     archs = set(REGISTRY)
-    for folder in ("infer", "metrics", "train", "serve"):
+    for folder in ("infer", "faces", "metrics", "train", "serve"):
         for file in (PACKAGE / folder).rglob("*.py"):
             found = _code_names(file) & archs
             assert not found, f"{file.relative_to(PACKAGE)} names {sorted(found)}"

@@ -15,6 +15,7 @@ from superres.cli.common import (
     read_integer,
     run_options,
 )
+from superres.cli.faces import add_face_arguments, face_options
 from superres.errors import SuperresError
 
 _FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tif": ".tif"}
@@ -70,6 +71,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from superres.io.pipeline import run_pipelined
 
     options = run_options(args)  # checked before any file is looked at
+    faces = face_options(args)
     items = _collect_inputs(args.inputs, args.recursive)
     names_a_file = args.output.suffix.lower() in IMAGE_EXTENSIONS and not args.output.is_dir()
     single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and names_a_file
@@ -112,6 +114,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             print(f"0 done, {skipped} skipped, {failed_early} failed", file=sys.stderr)
         return 1
     upscaler = Upscaler(args.model, options, alpha=args.alpha, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    if faces is not None:
+        from superres.infer.faces import FaceEnhancer
+
+        upscaler = FaceEnhancer(args.face_model, upscaler, faces)
     if not args.quiet:
         print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.summary()})"
               + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
@@ -227,6 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
     p.add_argument("--suffix", default="", help="appended to output file stems, e.g. _x4")
     p.add_argument("--alpha", choices=["model", "bicubic"], default="model", help="how the alpha channel is upscaled")
+    add_face_arguments(p)
     max_pixels_argument(p)
     add_runtime_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from superres.cli.common import add_runtime_arguments, run_options
+from superres.cli.faces import add_face_arguments, face_options
 from superres.errors import SuperresError
 
 
@@ -31,7 +32,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     result = upscale_video(args.input, args.output, model=args.model, outscale=args.outscale,
                            options=run_options(args), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
                            start=_seconds(args.start), end=_seconds(args.end), fps=args.fps,
-                           progress=not args.quiet, preset=args.preset)
+                           progress=not args.quiet, preset=args.preset, face_model=args.face_model,
+                           face_options=face_options(args))
     if not args.quiet:
         print(f"{args.output}: {result.frames} frames at {result.size[0]}x{result.size[1]} "
               f"({result.fps:.2f} frames/s)", file=sys.stderr)
@@ -63,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", default="auto", help="tile size in input pixels: auto, 0 (none) or N")
     p.add_argument("--batch", default="auto",
                    help="frames per network call: auto (as many as GPU memory holds, up to 8; 1 on the CPU) or N")
+    add_face_arguments(p)
     add_runtime_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -256,7 +256,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
                   outscale: float | None = None, options: RunOptions | None = None, codec: str = "auto",
                   crf: int | None = 18, pix_fmt: str = "yuv420p", start: float | None = None,
                   end: float | None = None, fps: float | None = None, preset: str | None = "veryfast",
-                  progress: bool | Callable[[int, int | None], None] = False, **option_fields) -> VideoResult:
+                  progress: bool | Callable[[int, int | None], None] = False, face_model=None,
+                  face_options=None, **option_fields) -> VideoResult:
     """Upscale a video file or a folder of frames into a video file or a folder of PNG frames.
 
     ``model``: a name, a checkpoint path, ``bicubic`` or a loaded descriptor; video networks run on
@@ -267,6 +268,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     CRF the quality is about the same as slower presets; the files are somewhat larger).
     ``progress``: True for a progress bar, or a function called with (frames done, frames expected or
     None) after each frame; an exception it raises stops the run and leaves no output file.
+    ``face_model`` (a face network's path or descriptor): faces are also restored, tracked over time so
+    that they do not flicker (``face_options``: :class:`superres.faces.FaceOptions`).
     """
     src, dst = Path(src), Path(dst)
     if dst.suffix and not is_video_path(dst) and not dst.is_dir():
@@ -275,7 +278,12 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
         raise VideoError(f"{dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))}, "
                          "or a folder name for PNG frames)")
     segment = Segment(start, end)
-    enhance = video_model(model, outscale, run_options(options, **option_fields))
+    options = run_options(options, **option_fields)
+    enhance = video_model(model, outscale, options)
+    if face_model is not None:
+        from superres.faces import FaceRestorer
+
+        enhance = FaceRestorer(face_model, face_options, options).stream(enhance)
     reader = None
     if src.is_dir():
         from superres.io import list_images

@@ -50,6 +50,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]
                               f"tensors, so it was not loaded ({first})") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+    except (KeyError, IndexError):  # what the unpickler makes of arbitrary bytes
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt, or not a checkpoint)") from None
     return unwrap_state_dict(obj, path), {}
 
 
