@@ -10,9 +10,10 @@ shift computed from the encoder's features at 32, 64, 128 and 256: ``w`` (``fide
 trades quality (0) for fidelity to the input (1).
 
 Layout as the official code (sczhou/CodeFormer ``codeformer_arch.py``, ``codeformer.pth``), which
-fixes the VQGAN to 512 x 512 faces, 64 base channels and multipliers 1, 2, 2, 4, 4, 8; inference as
-its script (``adain=True``, ``w`` 0.5 unless given). ``forward`` takes and returns N x 3 x 512 x 512
-RGB in [0, 1]; the [-1, 1] convention, the clamp and dropping the logits are inside it.
+fixes the VQGAN to 512 x 512 faces, 64 base channels and multipliers 1, 2, 2, 4, 4, 8 (the defaults
+here; other widths make smaller test networks); inference as its script (``adain=True``, ``w`` 0.5
+unless given). ``forward`` takes and returns N x 3 x 512 x 512 RGB in [0, 1]; the [-1, 1] convention,
+the clamp and dropping the logits are inside it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from superres.archs.gfpgan import FACE_PRECISIONS
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
 from superres.archs.vqgan import Downsample, Upsample, VectorQuantizer, group_norm, swish
 
-SIZE, NF, CH_MULT, RES_BLOCKS, ATTN_RES, EMB_DIM = 512, 64, (1, 2, 2, 4, 4, 8), 2, 16, 256
+RES_BLOCKS, ATTN_RES, EMB_DIM = 2, 16, 256  # fixed by the official code, as its 16 x 16 latent grid
+
+
+def face_size(ch_mult: tuple[int, ...] | list[int]) -> int:
+    """The face size: the lowest level is the 16 x 16 latent grid."""
+    return ATTN_RES * 2 ** (len(ch_mult) - 1)
 
 
 class ResBlock(nn.Module):
@@ -62,36 +68,36 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
 
 
-def _encoder_blocks() -> tuple[list[nn.Module], dict[int, int]]:
+def _encoder_blocks(nf: int, ch_mult: tuple[int, ...]) -> tuple[list[nn.Module], dict[int, int]]:
     """The VQGAN encoder as one list (the official ``encoder.blocks.N``), and for each resolution the
     index of the block after which the fusion takes its features (after the level's residual blocks,
     before the attention at 16)."""
-    blocks: list[nn.Module] = [nn.Conv2d(3, NF, 3, 1, 1)]
-    taps, res, ch = {}, SIZE, NF
-    for i, mult in enumerate(CH_MULT):
+    blocks: list[nn.Module] = [nn.Conv2d(3, nf, 3, 1, 1)]
+    taps, res, ch = {}, face_size(ch_mult), nf
+    for i, mult in enumerate(ch_mult):
         for _ in range(RES_BLOCKS):
-            blocks.append(ResBlock(ch, NF * mult))
-            ch = NF * mult
+            blocks.append(ResBlock(ch, nf * mult))
+            ch = nf * mult
             if res == ATTN_RES:
                 blocks.append(AttnBlock(ch))
         taps[res] = len(blocks) - 1 - (res == ATTN_RES)
-        if i < len(CH_MULT) - 1:
+        if i < len(ch_mult) - 1:
             blocks.append(Downsample(ch))
             res //= 2
     blocks += [ResBlock(ch, ch), AttnBlock(ch), ResBlock(ch, ch), group_norm(ch), nn.Conv2d(ch, EMB_DIM, 3, 1, 1)]
     return blocks, taps
 
 
-def _generator_blocks() -> tuple[list[nn.Module], dict[int, int]]:
+def _generator_blocks(nf: int, ch_mult: tuple[int, ...]) -> tuple[list[nn.Module], dict[int, int]]:
     """The VQGAN decoder (``generator.blocks.N``), and the index of the block after which each resolution
     is fused (after its first residual block; at 16, after the second, before the attention)."""
-    ch, res = NF * CH_MULT[-1], SIZE // 2 ** (len(CH_MULT) - 1)
+    ch, res = nf * ch_mult[-1], ATTN_RES
     blocks: list[nn.Module] = [nn.Conv2d(EMB_DIM, ch, 3, 1, 1), ResBlock(ch, ch), AttnBlock(ch), ResBlock(ch, ch)]
     taps = {}
-    for i in reversed(range(len(CH_MULT))):
+    for i in reversed(range(len(ch_mult))):
         for j in range(RES_BLOCKS):
-            blocks.append(ResBlock(ch, NF * CH_MULT[i]))
-            ch = NF * CH_MULT[i]
+            blocks.append(ResBlock(ch, nf * ch_mult[i]))
+            ch = nf * ch_mult[i]
             if res == ATTN_RES:
                 blocks.append(AttnBlock(ch))
             if j == (1 if res == ATTN_RES else 0):
@@ -158,17 +164,19 @@ class CodeFormer(nn.Module):
     """CodeFormer with the released model's defaults (``codeformer.pth``).
 
     ``fidelity_weight`` is ``w`` (0: quality, 1: fidelity; also settable as an attribute). ``n_head``
-    is not recorded in the weights; ``connect_list`` names the fused resolutions.
+    is not recorded in the weights; ``connect_list`` names the fused resolutions. ``nf`` and ``ch_mult``
+    (the VQGAN's widths, fixed in the official code) set the face size, 16 x 2^(len(ch_mult) - 1).
     """
 
     def __init__(self, dim_embd: int = 512, n_head: int = 8, n_layers: int = 9, codebook_size: int = 1024,
                  latent_size: int = 256, connect_list: tuple[str, ...] = ("32", "64", "128", "256"),
-                 fidelity_weight: float = 0.5):
+                 fidelity_weight: float = 0.5, nf: int = 64, ch_mult: tuple[int, ...] = (1, 2, 2, 4, 4, 8)):
         super().__init__()
         self.fidelity_weight = fidelity_weight
         self.connect_list = [str(s) for s in connect_list]
-        encoder, self._enc_taps = _encoder_blocks()
-        generator, self._gen_taps = _generator_blocks()
+        ch_mult = tuple(ch_mult)
+        encoder, self._enc_taps = _encoder_blocks(nf, ch_mult)
+        generator, self._gen_taps = _generator_blocks(nf, ch_mult)
         self.encoder = _Blocks(encoder)
         self.quantize = VectorQuantizer(codebook_size, EMB_DIM)
         self.generator = _Blocks(generator)
@@ -176,7 +184,7 @@ class CodeFormer(nn.Module):
         self.feat_emb = nn.Linear(EMB_DIM, dim_embd)
         self.ft_layers = nn.Sequential(*[TransformerSALayer(dim_embd, n_head, 2 * dim_embd) for _ in range(n_layers)])
         self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
-        channels = {16: 512, 32: 256, 64: 256, 128: 128, 256: 128, 512: 64}
+        channels = {face_size(ch_mult) >> i: nf * mult for i, mult in enumerate(ch_mult)}
         self.fuse_convs_dict = nn.ModuleDict({s: FuseSFTBlock(channels[int(s)], channels[int(s)])
                                               for s in self.connect_list})
 
@@ -215,13 +223,23 @@ def _detect(s: StateDict) -> dict | None:
             "ft_layers.0.self_attn.in_proj_weight", "encoder.blocks.0.weight", "generator.blocks.0.weight"} <= s.keys():
         return None
     sizes = sorted({int(k.split(".")[1]) for k in s if k.startswith("fuse_convs_dict.")})
-    return {"dim_embd": s["position_emb"].shape[1], "n_layers": count_indices(s, r"ft_layers\.(\d+)\.norm1\.weight"),
+    nf = s["encoder.blocks.0.weight"].shape[0]
+    ch_mult, level_start = [], True  # each level's first residual block tells its width
+    for i in range(count_indices(s, r"encoder\.blocks\.(\d+)\..*")):
+        if f"encoder.blocks.{i}.conv.weight" in s:  # a Downsample ends the level
+            level_start = True
+        elif level_start and f"encoder.blocks.{i}.conv1.weight" in s:
+            ch_mult.append(s[f"encoder.blocks.{i}.conv1.weight"].shape[0] // nf)
+            level_start = False
+    return {"nf": nf, "ch_mult": ch_mult,
+            "dim_embd": s["position_emb"].shape[1], "n_layers": count_indices(s, r"ft_layers\.(\d+)\.norm1\.weight"),
             "codebook_size": s["idx_pred_layer.1.weight"].shape[0], "latent_size": s["position_emb"].shape[0],
             "connect_list": [str(v) for v in sizes]}
 
 
 def _facts(kw: dict) -> ModelFacts:
-    return ModelFacts("face", 1, 3, 3, size_multiple=SIZE, min_size=SIZE, precisions=FACE_PRECISIONS)
+    size = face_size(kw["ch_mult"])
+    return ModelFacts("face", 1, 3, 3, size_multiple=size, min_size=size, precisions=FACE_PRECISIONS)
 
 
 ARCHS = (ArchSpec(CodeFormer, _detect, _facts),)
