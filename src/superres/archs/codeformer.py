@@ -185,6 +185,8 @@ class CodeFormer(nn.Module):
         self.ft_layers = nn.Sequential(*[TransformerSALayer(dim_embd, n_head, 2 * dim_embd) for _ in range(n_layers)])
         self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
         channels = {face_size(ch_mult) >> i: nf * mult for i, mult in enumerate(ch_mult)}
+        if not {int(s) for s in self.connect_list} <= channels.keys():
+            raise ValueError(f"connect_list {self.connect_list}: the resolutions are {sorted(channels)}")
         self.fuse_convs_dict = nn.ModuleDict({s: FuseSFTBlock(channels[int(s)], channels[int(s)])
                                               for s in self.connect_list})
 

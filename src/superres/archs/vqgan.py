@@ -46,9 +46,10 @@ class VectorQuantizer(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / num_entries, 1.0 / num_entries)
 
     def nearest(self, z: Tensor) -> Tensor:
+        """Distances in fp32 in any precision: in bf16 their cancellation would pick other entries."""
         n, c, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, c)
-        codes = self.embedding.weight
+        flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
+        codes = self.embedding.weight.float()
         dist = flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * flat @ codes.t()
         return self.lookup(dist.argmin(1).view(n, h, w))
 
