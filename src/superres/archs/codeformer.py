@@ -21,9 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from superres.archs.gfpgan import FACE_PRECISIONS
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
-from superres.archs.vqgan import Downsample, Upsample, VectorQuantizer, group_norm, swish
+from superres.archs.vqgan import CODEBOOK_PRECISIONS, Downsample, Upsample, VectorQuantizer, group_norm, swish
 
 RES_BLOCKS, ATTN_RES, EMB_DIM = 2, 16, 256  # fixed by the official code, as its 16 x 16 latent grid
 
@@ -241,7 +240,7 @@ def _detect(s: StateDict) -> dict | None:
 
 def _facts(kw: dict) -> ModelFacts:
     size = face_size(kw["ch_mult"])
-    return ModelFacts("face", 1, 3, 3, size_multiple=size, min_size=size, precisions=FACE_PRECISIONS)
+    return ModelFacts("face", 1, 3, 3, size_multiple=size, min_size=size, precisions=CODEBOOK_PRECISIONS)
 
 
 ARCHS = (ArchSpec(CodeFormer, _detect, _facts),)

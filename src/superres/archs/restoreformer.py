@@ -19,9 +19,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superres.archs.gfpgan import FACE_PRECISIONS
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
-from superres.archs.vqgan import Downsample, Upsample, VectorQuantizer, group_norm, swish
+from superres.archs.vqgan import CODEBOOK_PRECISIONS, Downsample, Upsample, VectorQuantizer, group_norm, swish
 
 
 class ResnetBlock(nn.Module):
@@ -200,7 +199,7 @@ def _detect(s: StateDict) -> dict | None:
 def _facts(kw: dict) -> ModelFacts:
     size = 16 * 2 ** (len(kw["ch_mult"]) - 1)
     return ModelFacts("face", 1, kw["in_channels"], kw["out_ch"], size_multiple=size, min_size=size,
-                      precisions=FACE_PRECISIONS)
+                      precisions=CODEBOOK_PRECISIONS)
 
 
 ARCHS = (ArchSpec(RestoreFormer, _detect, _facts),)

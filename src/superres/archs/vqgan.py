@@ -9,6 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The networks choose codebook entries, a discrete choice that bf16 changes: on random 512 networks 6.6%
+# (RestoreFormer) and 2.3% (CodeFormer) of the 16 x 16 entries differed from fp32's (each a 32 x 32 patch of
+# the face; outputs 28.2 and 19.7 dB from fp32's), against 47 / 39 dB for GFPGAN's continuous decoders.
+CODEBOOK_PRECISIONS = ("fp32",)
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=1e-6)
