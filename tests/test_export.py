@@ -15,7 +15,12 @@ SMALL = [("RRDBNet", {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
          ("RRDBNet", {"scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
          ("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2}),
          ("EDSR", {"upscale": 3, "num_feat": 8, "num_block": 1}),
-         ("UpCunet2x", {}), ("UpCunet3x", {"pro": True}), ("UpCunet4x", {})]
+         ("UpCunet2x", {}), ("UpCunet3x", {"pro": True}), ("UpCunet4x", {}),
+         # transformers: shifted-window masks and DAT's inner padding follow the input size in the graph
+         ("SwinIR", {"img_size": 8, "embed_dim": 8, "depths": (2,), "num_heads": (2,), "window_size": 4,
+                     "num_feat": 8}),
+         ("DAT", {"img_size": 8, "embed_dim": 32, "split_size": (2, 8), "depth": (3,), "num_heads": (2,), "upscale": 3,
+                  "upsampler": "pixelshuffledirect"})]
 
 
 def _made(arch, kwargs):
@@ -56,6 +61,13 @@ def test_deformable_convolution_is_refused_by_name(tmp_path):
                         num_reconstruct_block=1)
     with pytest.raises(ExportError, match="torchvision::deform_conv2d"):
         export_onnx(desc, tmp_path / "edvr.onnx")
+
+
+def test_a_graph_onnx_runtime_cannot_run_is_one_error(tmp_path):
+    # DAT's position-bias MLP is 0 wide at embed_dim 16: PyTorch runs LayerNorm(0), ONNX Runtime refuses it
+    desc = create_model("DAT", img_size=8, embed_dim=16, depth=(1,), num_heads=(2,), upscale=2)
+    with pytest.raises(ExportError, match=r"DAT exported but fails in ONNX Runtime: .*LayerNormalization"):
+        export_onnx(desc, tmp_path / "dat.onnx")
 
 
 def test_export_command(tmp_path, capsys):

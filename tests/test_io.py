@@ -173,3 +173,57 @@ def test_info_defaults_write_8bit(tmp_path, photo):
     write_image(tmp_path / "x.png", photo, ImageInfo())
     assert cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
     assert Path(tmp_path / "x.png").stat().st_size > 0
+
+
+def test_run_pipelined_overlaps_reading_with_compute_and_keeps_going():
+    """The next file is read while the network computes; a failing read, compute or write costs one item."""
+    import threading
+
+    from superres.io.pipeline import run_pipelined
+
+    computing = threading.Event()
+    read_during_compute = []
+
+    def read(i: int) -> int:
+        read_during_compute.append(computing.is_set())
+        if i == 2:
+            raise ValueError("unreadable")
+        return i
+
+    def compute(i: int, loaded: int) -> int:
+        computing.set()
+        threading.Event().wait(0.05)  # long enough for the reader thread to start the next file
+        computing.clear()
+        if i == 4:
+            raise OSError("network failed")
+        return loaded * 10
+
+    written: list[int] = []
+
+    def write(i: int, result: int) -> None:
+        if i == 5:
+            raise OSError("disk full")
+        written.append(result)
+
+    failures: list[tuple[int, str]] = []
+    done, failed = run_pipelined(range(8), read, compute, write, lambda i, e: failures.append((i, str(e))),
+                                 (ValueError, OSError))
+    assert (done, failed) == (5, 3)
+    assert written == [0, 10, 30, 60, 70]  # in order
+    assert sorted(failures) == [(2, "unreadable"), (4, "network failed"), (5, "disk full")]
+    assert any(read_during_compute)
+
+
+def test_run_pipelined_finishes_started_writes_when_interrupted():
+    from superres.io.pipeline import run_pipelined
+
+    written: list[int] = []
+
+    def compute(i: int, loaded: int) -> int:
+        if i == 3:
+            raise KeyboardInterrupt
+        return loaded
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pipelined(range(6), lambda i: i, compute, lambda i, r: written.append(r), lambda i, e: None, (OSError,))
+    assert written == [0, 1, 2]

@@ -34,6 +34,21 @@ VARIANTS: dict[str, list[tuple[dict, set[str]]]] = {
     "SRVGGNetCompact": [({"upscale": 2, "num_feat": 8, "num_conv": 2, "act_type": "relu"}, set()),
                         ({"upscale": 4, "num_feat": 8, "num_conv": 1, "num_in_ch": 1, "num_out_ch": 1}, set()),
                         ({"upscale": 3, "num_feat": 8, "num_conv": 2, "act_type": "leakyrelu"}, {"act_type"})],
+    # SwinIR's four upsamplers; the gray JPEG-artefact setting (7x7 windows, img_range 255 inferred from them).
+    "SwinIR": [({"img_size": 8, "embed_dim": 8, "depths": (2,), "num_heads": (2,), "window_size": 4, "num_feat": 8},
+                set()),
+               ({"img_size": 8, "embed_dim": 8, "depths": (1, 1), "num_heads": (2, 1), "window_size": 4, "upscale": 3,
+                 "upsampler": "pixelshuffledirect"}, {"img_size"}),  # no shifted block: no mask
+               ({"img_size": 8, "embed_dim": 8, "depths": (2,), "num_heads": (1,), "window_size": 4, "upscale": 4,
+                 "upsampler": "nearest+conv", "resi_connection": "3conv", "num_feat": 8}, set()),
+               ({"img_size": 7, "in_chans": 1, "embed_dim": 8, "depths": (2,), "num_heads": (2,), "window_size": 7,
+                 "upscale": 1, "upsampler": "", "img_range": 255.0}, set())],
+    # DAT: img_size is stored only through the shifted blocks' masks (the third block of a group on).
+    "DAT": [({"img_size": 8, "embed_dim": 32, "depth": (2,), "num_heads": (2,), "num_feat": 8}, {"img_size"}),
+            ({"img_size": 8, "embed_dim": 32, "split_size": (2, 8), "depth": (3,), "num_heads": (4,), "upscale": 3,
+              "upsampler": "pixelshuffledirect", "resi_connection": "3conv"}, set()),
+            ({"img_size": 8, "in_chans": 1, "embed_dim": 32, "depth": (1, 1), "num_heads": (2, 2), "upscale": 4,
+              "num_feat": 8}, set())],
     # Real-CUGAN's widths are fixed by the official code; pro weights carry a "pro" entry.
     "UpCunet2x": [({}, set()), ({"pro": True}, set())],
     "UpCunet3x": [({}, set()), ({"in_channels": 1, "out_channels": 1, "pro": True}, set())],

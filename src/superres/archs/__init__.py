@@ -7,6 +7,7 @@ state dict, other layouts' renames, the facts a runner needs); :data:`REGISTRY` 
 from superres.archs import (
     basicvsr,
     codeformer,
+    dat,
     discriminators,
     edsr,
     edvr,
@@ -20,11 +21,13 @@ from superres.archs import (
     srcnn,
     srresnet,
     srvgg,
+    swinir,
     tan,
     vsrt,
 )
 from superres.archs.basicvsr import BasicVSR, IconVSR
 from superres.archs.codeformer import CodeFormer
+from superres.archs.dat import DAT
 from superres.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from superres.archs.edsr import EDSR
 from superres.archs.edvr import EDVR
@@ -39,19 +42,20 @@ from superres.archs.spynet import SpyNet
 from superres.archs.srcnn import SRCNN
 from superres.archs.srresnet import MSRResNet, SRResNet
 from superres.archs.srvgg import SRVGGNetCompact
+from superres.archs.swinir import SwinIR
 from superres.archs.tan import TemporalAdaptiveNet
 from superres.archs.vsrt import VSRTransformer
 
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
-    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, realcugan, discriminators, spynet, basicvsr, edvr, tan, vsrt,
-    gfpgan, restoreformer, codeformer,
+    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, swinir, dat, realcugan, discriminators, spynet, basicvsr,
+    edvr, tan, vsrt, gfpgan, restoreformer, codeformer,
 ) for spec in module.ARCHS}
 
 ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
 
 __all__ = [
-    "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "REGISTRY", "SRCNN", "BasicVSR", "CodeFormer",
+    "ARCHITECTURES", "DAT", "EDSR", "EDVR", "ESPCN", "FSRCNN", "REGISTRY", "SRCNN", "BasicVSR", "CodeFormer",
     "GFPGANv1", "GFPGANv1Clean", "IconVSR", "MSRResNet", "RRDBNet", "RestoreFormer", "SRResNet", "SRVGGNetCompact",
-    "SpyNet", "TemporalAdaptiveNet",
+    "SpyNet", "SwinIR", "TemporalAdaptiveNet",
     "UNetDiscriminatorSN", "UpCunet2x", "UpCunet3x", "UpCunet4x", "VGGStyleDiscriminator", "VSRTransformer",
 ]

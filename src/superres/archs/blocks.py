@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from superres.archs.spec import StateDict, count_indices
@@ -89,3 +90,33 @@ def in_row_strips(fn: Callable[[Tensor], Tensor], x: Tensor, scale: int, halo: i
         out[..., top * scale:min(top + rows, height) * scale, :] = \
             strip[..., (top - a) * scale:(min(top + rows, height) - a) * scale, :]
     return out
+
+
+def window_partition(x: Tensor, wh: int, ww: int) -> Tensor:
+    """B x H x W x C -> (B * windows) x (wh * ww) x C, windows in raster order (Swin, Liu et al. 2021)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, wh * ww, c)
+
+
+def window_reverse(windows: Tensor, wh: int, ww: int, h: int, w: int) -> Tensor:
+    """The inverse of :func:`window_partition`: (B * windows) x (wh * ww) x C -> B x H x W x C."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
+
+
+def shifted_window_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int, device: torch.device) -> Tensor:
+    """Swin's attention mask for windows shifted by (sh, sw) on an H x W map: windows x N x N, -100
+    between tokens that the cyclic shift brought together from different regions, 0 elsewhere.
+
+    Built from comparisons with ``arange`` rather than slice assignments, so that a traced graph (ONNX
+    export) keeps H and W dynamic.
+    """
+    def regions(n: int, size: int, shift: int) -> Tensor:
+        i = torch.arange(n, device=device)
+        return (i >= n - size).long() + (i >= n - shift).long()
+
+    ids = (regions(h, wh, sh)[:, None] * 3 + regions(w, ww, sw)[None, :]).float()
+    windows = window_partition(ids[None, :, :, None], wh, ww)[..., 0]  # windows x N
+    return (windows[:, None, :] != windows[:, :, None]).float() * -100.0

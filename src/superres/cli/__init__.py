@@ -7,12 +7,12 @@ import argparse
 import sys
 
 from superres import __version__
-from superres.cli import degrade, demo, eval, export, metrics, models, serve, train, upscale, video
+from superres.cli import degrade, demo, eval, export, fetch, metrics, models, serve, train, upscale, video
 from superres.cli.common import error
 from superres.errors import SuperresError, Terminated
 
 # the order of `superres --help`
-COMMANDS = (metrics, degrade, upscale, video, train, eval, models, export, serve, demo)
+COMMANDS = (metrics, degrade, upscale, video, train, eval, models, fetch, export, serve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

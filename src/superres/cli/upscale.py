@@ -13,7 +13,6 @@ from superres.cli.common import (
     make_out_dir,
     max_pixels_argument,
     read_integer,
-    run_batch,
     run_options,
 )
 from superres.errors import SuperresError
@@ -68,6 +67,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from superres.infer import Upscaler
     from superres.io import IMAGE_EXTENSIONS
     from superres.io.image import DEFAULT_MAX_PIXELS
+    from superres.io.pipeline import run_pipelined
 
     options = run_options(args)  # checked before any file is looked at
     items = _collect_inputs(args.inputs, args.recursive)
@@ -120,12 +120,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=len(jobs), unit="img", disable=args.quiet, file=sys.stderr)
 
-    def work(job: tuple[Path, Path]) -> None:
-        src, target = job
-        _upscale_one(upscaler, src, target, args, bar)
-        bar.update(1)
+    def compute(job: tuple[Path, Path], loaded):
+        return _upscale_array(upscaler, job[0], *loaded, args)
 
-    done, failed = run_batch(jobs, work, quiet=True, name=lambda job: job[0])
+    def write(job: tuple[Path, Path], result) -> None:
+        _write_one(job[0], job[1], *result, args, bar)
+
+    def report(job: tuple[Path, Path], e: Exception) -> None:
+        error(str(e) if str(job[0]) in str(e) else f"{job[0]}: {e}")
+
+    # the next files decode and the last results encode in threads while the network runs
+    done, failed = run_pipelined(jobs, lambda job: read_integer(job[0], args.max_pixels), compute, write, report,
+                                 (SuperresError, ValueError, OSError))
     failed += failed_early
     bar.close()
     if not args.quiet:
@@ -174,12 +180,10 @@ def _check_jobs(jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> tupl
     return good, failed
 
 
-def _upscale_one(upscaler, src: Path, target: Path, args: argparse.Namespace, bar) -> None:
+def _upscale_array(upscaler, src: Path, img, info, args: argparse.Namespace):
+    """The upscaled samples of one file, with a tile progress bar for large ones."""
     from tqdm import tqdm
 
-    from superres.io import write_image
-
-    img, info = read_integer(src, args.max_pixels)  # the file's own samples: 16-bit stays 16-bit
     tiles = None
 
     def progress(done: int, total: int) -> None:
@@ -191,12 +195,18 @@ def _upscale_one(upscaler, src: Path, target: Path, args: argparse.Namespace, ba
             tiles.refresh()
 
     try:
-        out = upscaler.upscale_array(img, args.outscale, progress)
+        return upscaler.upscale_array(img, args.outscale, progress), info
     finally:
         if tiles is not None:
             tiles.close()
+
+
+def _write_one(src: Path, target: Path, out, info, args: argparse.Namespace, bar) -> None:
+    from superres.io import write_image
+
     make_out_dir(target.parent)
     write_image(target, out, info, quality=args.quality)
+    bar.update(1)
     if not args.quiet:
         bar.write(f"{src} -> {target}", file=sys.stderr)
 

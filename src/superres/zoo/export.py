@@ -126,7 +126,11 @@ def export_onnx(model: ModelDescriptor | str | os.PathLike, path: str | os.PathL
     for x in crops:
         with torch.no_grad():
             ref = module(x).numpy()
-        out = session.run(["output"], {"input": x.to(dtype).numpy()})[0].astype(np.float32)
+        try:
+            out = session.run(["output"], {"input": x.to(dtype).numpy()})[0].astype(np.float32)
+        except Exception as e:  # onnxruntime's own error types
+            raise ExportError(f"{path}: {desc.arch} exported but fails in ONNX Runtime: "
+                              f"{str(e).splitlines()[0]}") from None
         if out.shape != ref.shape:
             raise ExportError(f"{path}: ONNX Runtime gives {out.shape} where PyTorch gives {ref.shape}")
         worst = max(worst, float(np.abs(out - ref).max()))

