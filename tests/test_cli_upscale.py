@@ -152,6 +152,7 @@ def test_models_lists_the_pretrained_models():
     for name in ("realesrgan-x4plus (default)", "realesrgan-x4plus-anime", "realesr-animevideov3", "bicubic"):
         assert name in result.stdout
     assert "16.7M RRDBNet" in result.stdout
+    assert "no package registry ships their weights" in result.stdout and "GFPGANv1.4.pth" in result.stdout
 
 
 def test_set5_end_to_end_with_the_default_model(shared_data, tmp_path):

@@ -73,6 +73,17 @@ VARIANTS: dict[str, list[tuple[dict, set[str]]]] = {
                          "depth": 1}, set()),
                        ({"num_feat": 8, "feat_size": 16, "num_frame": 7, "num_extract_block": 1,
                          "num_reconstruct_block": 1, "depth": 1, "tile_overlap": 4}, {"*"})],  # tile_overlap 16
+    # Face restorers: tiny decoders; unrecorded: what the official code fixes but the weights do not store.
+    "GFPGANv1": [({"out_size": 64, "num_style_feat": 16, "num_mlp": 1, "narrow": 0.125}, set()),
+                 ({"out_size": 32, "num_style_feat": 8, "num_mlp": 2, "narrow": 0.125, "sft_half": False,
+                   "different_w": False, "input_is_latent": False, "lr_mlp": 1.0}, {"input_is_latent", "lr_mlp"})],
+    "GFPGANv1Clean": [({"out_size": 64, "num_style_feat": 16, "num_mlp": 1, "narrow": 0.125}, set()),
+                      ({"out_size": 128, "num_style_feat": 8, "channel_multiplier": 1, "narrow": 0.0625,
+                        "sft_half": False, "different_w": False, "input_is_latent": False}, {"input_is_latent"})],
+    "RestoreFormer": [({"n_embed": 16, "embed_dim": 8, "ch": 32, "ch_mult": (1, 1), "num_res_blocks": 1,
+                        "z_channels": 8, "head_size": 2}, {"head_size"})],
+    "CodeFormer": [({"nf": 32, "ch_mult": (1, 1), "dim_embd": 32, "n_head": 2, "n_layers": 1, "codebook_size": 16,
+                     "connect_list": ("16", "32"), "fidelity_weight": 0.7}, {"n_head", "fidelity_weight"})],
 }
 
 CASES = [pytest.param(arch, kwargs, unrecorded, id=f"{arch}-{i}")

@@ -6,13 +6,16 @@ state dict, other layouts' renames, the facts a runner needs); :data:`REGISTRY` 
 
 from superres.archs import (
     basicvsr,
+    codeformer,
     dat,
     discriminators,
     edsr,
     edvr,
     espcn,
     fsrcnn,
+    gfpgan,
     realcugan,
+    restoreformer,
     rrdbnet,
     spynet,
     srcnn,
@@ -23,13 +26,16 @@ from superres.archs import (
     vsrt,
 )
 from superres.archs.basicvsr import BasicVSR, IconVSR
+from superres.archs.codeformer import CodeFormer
 from superres.archs.dat import DAT
 from superres.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from superres.archs.edsr import EDSR
 from superres.archs.edvr import EDVR
 from superres.archs.espcn import ESPCN
 from superres.archs.fsrcnn import FSRCNN
+from superres.archs.gfpgan import GFPGANv1, GFPGANv1Clean
 from superres.archs.realcugan import UpCunet2x, UpCunet3x, UpCunet4x
+from superres.archs.restoreformer import RestoreFormer
 from superres.archs.rrdbnet import RRDBNet
 from superres.archs.spec import ArchSpec
 from superres.archs.spynet import SpyNet
@@ -42,13 +48,14 @@ from superres.archs.vsrt import VSRTransformer
 
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
     srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, swinir, dat, realcugan, discriminators, spynet, basicvsr,
-    edvr, tan, vsrt,
+    edvr, tan, vsrt, gfpgan, restoreformer, codeformer,
 ) for spec in module.ARCHS}
 
 ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
 
 __all__ = [
-    "ARCHITECTURES", "DAT", "EDSR", "EDVR", "ESPCN", "FSRCNN", "REGISTRY", "SRCNN", "BasicVSR", "IconVSR",
-    "MSRResNet", "RRDBNet", "SRResNet", "SRVGGNetCompact", "SpyNet", "SwinIR", "TemporalAdaptiveNet",
+    "ARCHITECTURES", "DAT", "EDSR", "EDVR", "ESPCN", "FSRCNN", "REGISTRY", "SRCNN", "BasicVSR", "CodeFormer",
+    "GFPGANv1", "GFPGANv1Clean", "IconVSR", "MSRResNet", "RRDBNet", "RestoreFormer", "SRResNet", "SRVGGNetCompact",
+    "SpyNet", "SwinIR", "TemporalAdaptiveNet",
     "UNetDiscriminatorSN", "UpCunet2x", "UpCunet3x", "UpCunet4x", "VGGStyleDiscriminator", "VSRTransformer",
 ]

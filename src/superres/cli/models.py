@@ -15,7 +15,7 @@ def _count(n: int) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from superres.zoo import DEFAULT_MODEL, MODELS
-    from superres.zoo.pretrained import is_available
+    from superres.zoo.pretrained import FACE_WEIGHTS_NOTE, is_available
 
     rows = [("name", "scale", "size", "purpose", "available")]
     for name, spec in MODELS.items():
@@ -27,6 +27,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print("\nAny checkpoint file load_model reads also works as -m PATH (.pth, .safetensors).")
+    print(FACE_WEIGHTS_NOTE)
     return 0
 
 

@@ -21,6 +21,7 @@ StateDict = dict[str, torch.Tensor]
 
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "generator")
 _PREFIXES = ("generator_ema.", "generator.")
+_MMAGIC_PARTS = ("generator", "generator_ema", "discriminator", "discriminator_ema", "data_preprocessor")
 
 
 class CheckpointError(SuperresError):
@@ -65,7 +66,7 @@ def unwrap_state_dict(obj: object, path: str | os.PathLike = "<state dict>") -> 
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(f"{path}: no weights found")
     state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    for prefix in _PREFIXES:  # MMagic: keep the EMA generator if there is one, drop the rest
+    for prefix in _PREFIXES if _is_mmagic(state) else ():  # keep the EMA generator if there is one, drop the rest
         chosen = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if chosen:
             state = chosen
@@ -73,6 +74,13 @@ def unwrap_state_dict(obj: object, path: str | os.PathLike = "<state dict>") -> 
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def _is_mmagic(state: StateDict) -> bool:
+    """Every key under one of MMagic's model parts (``generator.``, ``discriminator.``, ``*_loss.``...):
+    a network whose own submodule is called ``generator`` (CodeFormer's VQGAN decoder) is not unwrapped."""
+    tops = {k.split(".", 1)[0] for k in state}
+    return all(top in _MMAGIC_PARTS or top.endswith("_loss") for top in tops)
 
 
 def _is_state_dict(obj: dict) -> bool:

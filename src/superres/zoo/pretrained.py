@@ -132,6 +132,10 @@ MODELS: dict[str, ModelSpec] = {
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
+# No package registry ships face-restoration weights: users give the file (detected like any checkpoint).
+FACE_WEIGHTS_NOTE = ("Face restoration networks (GFPGAN v1 / v1.3 / v1.4, RestoreFormer, CodeFormer): no package "
+                     "registry ships their weights;\ngive the path of the file you have, e.g. GFPGANv1.4.pth, "
+                     "codeformer.pth, RestoreFormer.pth.")
 
 
 def cache_dir() -> Path:
