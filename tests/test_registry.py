@@ -192,9 +192,10 @@ def test_bicubic_is_a_model():
 
 
 def _runs_on_images(arch: str, kwargs: dict) -> bool:
-    """Image and video upscalers; 1-channel video networks (the Y-channel TAN) run in training only."""
+    """Image and video upscalers and face restorers; 1-channel video networks (the Y-channel TAN) run in
+    training only."""
     facts = create_model(arch, **kwargs).facts
-    return facts.purpose == "sr" or (facts.purpose == "video" and facts.in_channels == 3)
+    return facts.purpose in ("sr", "face") or (facts.purpose == "video" and facts.in_channels == 3)
 
 
 UPSCALERS = [case for case in CASES if _runs_on_images(*case.values[:2])]

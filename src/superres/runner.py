@@ -89,8 +89,10 @@ class Runner:
         if precision != "fp32" or layout:  # never change the caller's module in place
             module = copy.deepcopy(module)
         module = module.to(self.device, DTYPES[precision]).eval()
-        if layout:
-            module = module.to(memory_format=torch.channels_last)
+        if layout:  # 4-D weights only (StyleGAN2's modulated convolutions keep 5-D ones)
+            for t in (*module.parameters(), *module.buffers()):
+                if t.dim() == 4:
+                    t.data = t.data.contiguous(memory_format=torch.channels_last)
         if self.options.compile:
             # Fixed-size work (video frames, equal tiles) compiles once per shape and process; CUDA graphs
             # are left out because tiles at an image's edge come in a few other sizes.
