@@ -11,8 +11,10 @@ from superres.archs import (
     edvr,
     espcn,
     fsrcnn,
+    hat,
     realcugan,
     rrdbnet,
+    span,
     spynet,
     srcnn,
     srresnet,
@@ -26,8 +28,10 @@ from superres.archs.edsr import EDSR
 from superres.archs.edvr import EDVR
 from superres.archs.espcn import ESPCN
 from superres.archs.fsrcnn import FSRCNN
+from superres.archs.hat import HAT
 from superres.archs.realcugan import UpCunet2x, UpCunet3x, UpCunet4x
 from superres.archs.rrdbnet import RRDBNet
+from superres.archs.span import SPAN
 from superres.archs.spec import ArchSpec
 from superres.archs.spynet import SpyNet
 from superres.archs.srcnn import SRCNN
@@ -37,13 +41,14 @@ from superres.archs.tan import TemporalAdaptiveNet
 from superres.archs.vsrt import VSRTransformer
 
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
-    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, realcugan, discriminators, spynet, basicvsr, edvr, tan, vsrt,
+    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, realcugan, span, hat, discriminators, spynet, basicvsr,
+    edvr, tan, vsrt,
 ) for spec in module.ARCHS}
 
 ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
 
 __all__ = [
-    "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "REGISTRY", "SRCNN", "BasicVSR", "IconVSR",
+    "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "HAT", "REGISTRY", "SPAN", "SRCNN", "BasicVSR", "IconVSR",
     "MSRResNet", "RRDBNet", "SRResNet", "SRVGGNetCompact", "SpyNet", "TemporalAdaptiveNet",
     "UNetDiscriminatorSN", "UpCunet2x", "UpCunet3x", "UpCunet4x", "VGGStyleDiscriminator", "VSRTransformer",
 ]

@@ -1,0 +1,104 @@
+"""Architectures people bring (issue 24): a state dict in the official layout, made by a reference
+implementation (spandrel, dev-only) with random weights in a small configuration and saved as a
+.pth file, is detected by ``load_model`` with no hints, loads strictly and computes the same."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from superres.zoo import load_model
+
+spandrel = pytest.importorskip("spandrel")
+
+
+def _randomised(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Perturb every weight (many start at zero or one) so that each one is tested."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return module.eval()
+
+
+def _check(tmp_path, reference: torch.nn.Module, arch: str, shape: tuple[int, ...], atol: float = 1e-4) -> None:
+    path = tmp_path / "official.pth"
+    torch.save(reference.state_dict(), path)
+    loaded = load_model(path)
+    assert loaded.arch == arch
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(x), loaded.module(x)
+    assert got.shape == expected.shape == (*shape[:2], shape[2] * loaded.scale, shape[3] * loaded.scale)
+    torch.testing.assert_close(got, expected, rtol=0, atol=atol)
+
+
+SPAN_CASES = [
+    ({"num_in_ch": 3, "num_out_ch": 3, "feature_channels": 8, "upscale": 2}, (1, 3, 13, 11)),
+    ({"num_in_ch": 3, "num_out_ch": 3, "feature_channels": 12, "upscale": 4, "norm": False}, (1, 3, 9, 10)),
+    ({"num_in_ch": 3, "num_out_ch": 3, "feature_channels": 6, "upscale": 3}, (2, 3, 7, 8)),
+]
+
+
+@pytest.mark.parametrize("kwargs, shape", SPAN_CASES)
+def test_span_official_layout(tmp_path, kwargs, shape):
+    from spandrel.architectures.SPAN import SPAN
+
+    reference = _randomised(SPAN(**kwargs))
+    reference.train()  # the stored eval_conv stays stale: the fused kernel must come from the chain
+    state = {k: v.clone() for k, v in reference.state_dict().items()}
+    reference.eval()
+    path = tmp_path / "span.pth"
+    torch.save(state, path)
+    loaded = load_model(path)
+    assert loaded.arch == "SPAN" and loaded.scale == kwargs["upscale"]
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        # img_range 255: outputs are on a 255x scale in the network, so 1e-4 of it is float32 summation
+        torch.testing.assert_close(loaded.module(x), reference(x), rtol=0, atol=1e-4)
+
+
+HAT_CASES = [  # window sizes with an even overlap (the official OCAB unfold needs one)
+    ({"embed_dim": 12, "depths": (2,), "num_heads": (2,), "window_size": 4, "squeeze_factor": 4,
+      "mlp_ratio": 2.0, "upscale": 2}, (1, 3, 8, 12)),
+    ({"embed_dim": 16, "depths": (2, 1), "num_heads": (2, 4), "window_size": 8, "compress_ratio": 4,
+      "squeeze_factor": 8, "mlp_ratio": 2.0, "upscale": 3, "num_feat": 16}, (1, 3, 16, 24)),
+    ({"in_chans": 1, "embed_dim": 14, "depths": (1,), "num_heads": (2,), "window_size": 8, "overlap_ratio": 0.25,
+      "compress_ratio": 7, "squeeze_factor": 7, "mlp_ratio": 2.0, "qkv_bias": False, "patch_norm": False,
+      "resi_connection": "identity", "upscale": 4, "num_feat": 8}, (1, 1, 8, 16)),
+]
+
+
+@pytest.mark.parametrize("kwargs, shape", HAT_CASES)
+def test_hat_official_layout(tmp_path, kwargs, shape):
+    from spandrel.architectures.HAT import HAT
+
+    _check(tmp_path, _randomised(HAT(**kwargs)), "HAT", shape)
+
+
+@pytest.mark.parametrize("variant, kwargs, expected", [
+    ("HAT-S", {"embed_dim": 144, "compress_ratio": 24, "squeeze_factor": 24}, 9_621_183),
+    ("HAT", {"embed_dim": 180, "compress_ratio": 3, "squeeze_factor": 30}, 20_772_507),
+])
+def test_hat_sizes_match_the_paper(variant, kwargs, expected):
+    """The x4 models' parameter counts (HAT paper, Table 8: HAT-S 9.6M, HAT 20.8M)."""
+    from superres.archs import HAT
+
+    with torch.device("meta"):  # shapes only: no time spent initialising 20M weights
+        net = HAT(depths=(6,) * 6, num_heads=(6,) * 6, window_size=16, mlp_ratio=2.0, upscale=4, **kwargs)
+    assert sum(p.numel() for p in net.parameters()) == expected, variant
+
+
+def test_hat_runs_at_any_size_through_the_runner():
+    """HAT needs multiples of its window; the runner pads and crops back."""
+    import numpy as np
+
+    from superres.runner import Runner
+    from superres.runtime import RunOptions
+    from superres.zoo import create_model
+
+    desc = create_model("HAT", **HAT_CASES[0][0])
+    assert desc.size_multiple == 4
+    out = Runner(desc, RunOptions(device="cpu", precision="fp32", backend="torch"))(
+        np.random.default_rng(0).integers(0, 256, (7, 10, 3), dtype=np.uint8))
+    assert out.shape == (14, 20, 3) and out.dtype == np.uint8
