@@ -21,6 +21,7 @@ from superres.archs import (
     srvgg,
     tan,
     vsrt,
+    waifu2x,
 )
 from superres.archs.basicvsr import BasicVSR, IconVSR
 from superres.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
@@ -39,16 +40,17 @@ from superres.archs.srresnet import MSRResNet, SRResNet
 from superres.archs.srvgg import SRVGGNetCompact
 from superres.archs.tan import TemporalAdaptiveNet
 from superres.archs.vsrt import VSRTransformer
+from superres.archs.waifu2x import CUNet, UpConv7
 
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
-    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, realcugan, span, hat, discriminators, spynet, basicvsr,
-    edvr, tan, vsrt,
+    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, realcugan, span, hat, waifu2x, discriminators, spynet,
+    basicvsr, edvr, tan, vsrt,
 ) for spec in module.ARCHS}
 
 ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
 
 __all__ = [
-    "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "HAT", "REGISTRY", "SPAN", "SRCNN", "BasicVSR", "IconVSR",
-    "MSRResNet", "RRDBNet", "SRResNet", "SRVGGNetCompact", "SpyNet", "TemporalAdaptiveNet",
-    "UNetDiscriminatorSN", "UpCunet2x", "UpCunet3x", "UpCunet4x", "VGGStyleDiscriminator", "VSRTransformer",
+    "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "HAT", "REGISTRY", "SPAN", "SRCNN", "BasicVSR", "CUNet",
+    "IconVSR", "MSRResNet", "RRDBNet", "SRResNet", "SRVGGNetCompact", "SpyNet", "TemporalAdaptiveNet",
+    "UNetDiscriminatorSN", "UpConv7", "UpCunet2x", "UpCunet3x", "UpCunet4x", "VGGStyleDiscriminator", "VSRTransformer",
 ]

@@ -49,7 +49,8 @@ class UNetConv(nn.Module):
 
 
 class UNet1(nn.Module):
-    """One level; ends in a transposed conv upscaling by ``up`` (2: UNet1, 3: the official UNet1x3)."""
+    """One level; ends in a transposed conv upscaling by ``up`` (2: UNet1, 3: the official UNet1x3), or for
+    ``up=1`` in a 3x3 conv (waifu2x's denoising CUNet, ``superres.archs.waifu2x``)."""
 
     def __init__(self, in_channels: int, out_channels: int, up: int = 2):
         super().__init__()
@@ -58,8 +59,12 @@ class UNet1(nn.Module):
         self.conv2 = UNetConv(64, 128, 64, se=True)
         self.conv2_up = nn.ConvTranspose2d(64, 64, 2, 2, 0)
         self.conv3 = nn.Conv2d(64, 64, 3, 1, 0)
-        kernel, padding = {2: (4, 3), 3: (5, 2)}[up]
-        self.conv_bottom = nn.ConvTranspose2d(64, out_channels, kernel, up, padding)
+        self.conv_bottom: nn.Module
+        if up == 1:
+            self.conv_bottom = nn.Conv2d(64, out_channels, 3, 1, 0)
+        else:
+            kernel, padding = {2: (4, 3), 3: (5, 2)}[up]
+            self.conv_bottom = nn.ConvTranspose2d(64, out_channels, kernel, up, padding)
 
     def forward(self, x: Tensor) -> Tensor:
         x1 = self.conv1(x)
@@ -162,7 +167,10 @@ def _detector(cls: type[_UpCunet]):
     def detect(s: StateDict) -> dict | None:
         if not {"unet1.conv1.conv.0.weight", "unet1.conv_bottom.weight", "unet2.conv_bottom.weight"} <= s.keys():
             return None
-        up = 3 if s["unet1.conv_bottom.weight"].shape[-1] == 5 else 4 if "conv_final.weight" in s else 2
+        kernel = s["unet1.conv_bottom.weight"].shape[-1]
+        if kernel == 3:  # a plain conv: waifu2x's x1 CUNet
+            return None
+        up = 3 if kernel == 5 else 4 if "conv_final.weight" in s else 2
         if up != cls.scale:
             return None
         out = s["conv_final.weight"].shape[0] // 4 if up == 4 else s["unet2.conv_bottom.weight"].shape[0]
