@@ -102,3 +102,31 @@ def test_hat_runs_at_any_size_through_the_runner():
     out = Runner(desc, RunOptions(device="cpu", precision="fp32", backend="torch"))(
         np.random.default_rng(0).integers(0, 256, (7, 10, 3), dtype=np.uint8))
     assert out.shape == (14, 20, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("cls_name, pro", [("UpCunet2x", False), ("UpCunet3x", True), ("UpCunet4x", False),
+                                           ("UpCunet2x", True), ("UpCunet4x", True)])
+def test_realcugan_official_pth(tmp_path, cls_name, pro):
+    """Real-CUGAN's official .pth layout (up2x-latest-conservative.pth, pro-denoise3x-up3x.pth ...): the
+    pro files mark themselves with the plain integer ``"pro": 1``, which must survive loading."""
+    from spandrel.architectures import RealCUGAN
+
+    reference = _randomised(getattr(RealCUGAN, cls_name)(in_channels=3, out_channels=3, pro=pro))
+    state = {k: v for k, v in reference.state_dict().items() if k != "pro"}
+    if pro:
+        state["pro"] = 1  # as in the official files
+    torch.save(state, tmp_path / "official.pth")
+    loaded = load_model(tmp_path / "official.pth")
+    assert (loaded.arch, loaded.kwargs["pro"]) == (cls_name, pro)
+    x = torch.rand((1, 3, 23, 26), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), reference(x), rtol=0, atol=1e-4)
+
+
+def test_stray_numbers_in_other_state_dicts_are_ignored(tmp_path):
+    """Numbers kept as markers do not break other architectures' strict loading."""
+    from superres.zoo import create_model
+
+    state = {**create_model("SRVGGNetCompact", num_feat=4, num_conv=1).module.state_dict(), "epoch": 7}
+    torch.save(state, tmp_path / "net.pth")
+    assert load_model(tmp_path / "net.pth").arch == "SRVGGNetCompact"

@@ -7,8 +7,9 @@ Convolutions are unpadded, so each stage crops its skip connections; the squeeze
 blocks scale channels by a function of their mean over the whole image (so tiled runs differ
 slightly from whole-image runs, as in the official tile modes). x4 adds a conv, a pixel shuffle
 and the nearest-upsampled input. The "pro" models take inputs mapped to [0.15, 0.85]
-(``x * 0.7 + 0.15``) and their weights carry a ``pro`` entry. Layout as the official ``.pth``
-(``unet1.conv1.conv.0``, ``unet2.conv2.seblock.conv1``, ``conv_final``).
+(``x * 0.7 + 0.15``) and their weights carry a ``pro`` entry (the integer 1 in the official files, a
+one-element buffer here). Layout as the official ``.pth`` (``up2x-latest-conservative.pth``,
+``pro-denoise3x-up3x.pth``: ``unet1.conv1.conv.0``, ``unet2.conv2.seblock.conv1``, ``conv_final``).
 """
 
 from __future__ import annotations
@@ -178,6 +179,19 @@ def _detector(cls: type[_UpCunet]):
     return detect
 
 
+def _converter(cls: type[_UpCunet]):
+    """The official pro files mark themselves with ``"pro": 1`` (a plain number, not a tensor): it becomes
+    the network's one-element ``pro`` buffer."""
+    detect = _detector(cls)
+
+    def convert(s: StateDict) -> tuple[StateDict, dict] | None:
+        if "pro" not in s or isinstance(s["pro"], torch.Tensor):
+            return None
+        fixed = {**s, "pro": torch.zeros(1)}
+        return (fixed, {}) if detect(fixed) is not None else None
+    return convert
+
+
 def _min_size(pad: int, multiple: int) -> int:
     """The smallest side from which on reflect padding works: each pad shorter than the side."""
     n = pad + multiple  # enough: pad + multiple - 1 < n
@@ -194,4 +208,5 @@ def _facts(cls: type[_UpCunet]):
     return facts
 
 
-ARCHS = tuple(ArchSpec(cls, _detector(cls), _facts(cls)) for cls in (UpCunet2x, UpCunet3x, UpCunet4x))
+ARCHS = tuple(ArchSpec(cls, _detector(cls), _facts(cls), convert=_converter(cls))
+              for cls in (UpCunet2x, UpCunet3x, UpCunet4x))
