@@ -100,7 +100,8 @@ def test_clear_errors_for_impossible_inputs():
     assert set(ARCHITECTURES) == {"SRCNN", "FSRCNN", "ESPCN", "SRResNet", "MSRResNet", "EDSR", "RRDBNet",
                                   "SRVGGNetCompact", "VGGStyleDiscriminator", "UNetDiscriminatorSN", "SpyNet",
                                   "BasicVSR", "IconVSR", "EDVR", "TemporalAdaptiveNet", "VSRTransformer",
-                                  "UpCunet2x", "UpCunet3x", "UpCunet4x"}
+                                  "UpCunet2x", "UpCunet3x", "UpCunet4x", "SPAN", "HAT", "UpConv7", "CUNet",
+                                  "MSRSWVSR"}
     with pytest.raises(ValueError, match="at least 20"):
         superres.create_model("UpCunet2x").module(torch.rand(1, 3, 19, 40))
 

@@ -18,11 +18,19 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import StochasticDepth
 
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
 
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    """Stochastic depth per sample (training only). Written out rather than torchvision's StochasticDepth:
+    importing torchvision costs seconds, and loading any model imports every architecture."""
+    if not training or p == 0.0:
+        return x
+    keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(1 - p)
+    return x * keep / (1 - p)
 
 
 def window_partition(x: Tensor, ws: int) -> Tensor:
@@ -120,7 +128,7 @@ class HAB(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias)
         self.conv_block = CAB(dim, compress_ratio, squeeze_factor)
-        self.drop_path = StochasticDepth(drop_path, "row")
+        self.drop_path_rate = drop_path
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
@@ -136,8 +144,9 @@ class HAB(nn.Module):
         y = window_reverse(windows, self.window_size, h, w)
         if s:
             y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        x = x + self.drop_path(y.reshape(b, h * w, c)) + conv_x * self.conv_scale
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        p, training = self.drop_path_rate, self.training
+        x = x + drop_path(y.reshape(b, h * w, c), p, training) + conv_x * self.conv_scale
+        return x + drop_path(self.mlp(self.norm2(x)), p, training)
 
 
 class OCAB(nn.Module):
