@@ -1,4 +1,4 @@
-"""Pretrained weights from ncnn files (Real-ESRGAN, Real-CUGAN, RealSR): the importer, the cache, and
+"""Pretrained weights from ncnn files (Real-ESRGAN, Real-CUGAN, RealSR, waifu2x): the importer, the cache, and
 agreement with the ncnn runtime; the bundled classic and video models."""
 
 from __future__ import annotations
