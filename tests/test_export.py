@@ -15,7 +15,11 @@ SMALL = [("RRDBNet", {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
          ("RRDBNet", {"scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
          ("SRVGGNetCompact", {"num_feat": 8, "num_conv": 2}),
          ("EDSR", {"upscale": 3, "num_feat": 8, "num_block": 1}),
-         ("UpCunet2x", {}), ("UpCunet3x", {"pro": True}), ("UpCunet4x", {})]
+         ("UpCunet2x", {}), ("UpCunet3x", {"pro": True}), ("UpCunet4x", {}),
+         ("SPAN", {"feature_channels": 8, "upscale": 2}),
+         ("HAT", {"embed_dim": 12, "depths": (2,), "num_heads": (2,), "window_size": 4, "squeeze_factor": 4,
+                  "num_feat": 8}),
+         ("UpConv7", {}), ("CUNet", {"scale": 1})]
 
 
 def _made(arch, kwargs):
