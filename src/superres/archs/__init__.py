@@ -5,6 +5,7 @@ state dict, other layouts' renames, the facts a runner needs); :data:`REGISTRY` 
 """
 
 from superres.archs import (
+    animesr,
     basicvsr,
     codeformer,
     dat,
@@ -14,9 +15,11 @@ from superres.archs import (
     espcn,
     fsrcnn,
     gfpgan,
+    hat,
     realcugan,
     restoreformer,
     rrdbnet,
+    span,
     spynet,
     srcnn,
     srresnet,
@@ -24,7 +27,9 @@ from superres.archs import (
     swinir,
     tan,
     vsrt,
+    waifu2x,
 )
+from superres.archs.animesr import MSRSWVSR
 from superres.archs.basicvsr import BasicVSR, IconVSR
 from superres.archs.codeformer import CodeFormer
 from superres.archs.dat import DAT
@@ -34,9 +39,11 @@ from superres.archs.edvr import EDVR
 from superres.archs.espcn import ESPCN
 from superres.archs.fsrcnn import FSRCNN
 from superres.archs.gfpgan import GFPGANv1, GFPGANv1Clean
+from superres.archs.hat import HAT
 from superres.archs.realcugan import UpCunet2x, UpCunet3x, UpCunet4x
 from superres.archs.restoreformer import RestoreFormer
 from superres.archs.rrdbnet import RRDBNet
+from superres.archs.span import SPAN
 from superres.archs.spec import ArchSpec
 from superres.archs.spynet import SpyNet
 from superres.archs.srcnn import SRCNN
@@ -45,17 +52,46 @@ from superres.archs.srvgg import SRVGGNetCompact
 from superres.archs.swinir import SwinIR
 from superres.archs.tan import TemporalAdaptiveNet
 from superres.archs.vsrt import VSRTransformer
+from superres.archs.waifu2x import CUNet, UpConv7
 
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
-    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, swinir, dat, realcugan, discriminators, spynet, basicvsr,
-    edvr, tan, vsrt, gfpgan, restoreformer, codeformer,
+    srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, swinir, dat, hat, span, realcugan, waifu2x, discriminators,
+    spynet, basicvsr, edvr, tan, vsrt, animesr, gfpgan, restoreformer, codeformer,
 ) for spec in module.ARCHS}
 
 ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
 
 __all__ = [
-    "ARCHITECTURES", "DAT", "EDSR", "EDVR", "ESPCN", "FSRCNN", "REGISTRY", "SRCNN", "BasicVSR", "CodeFormer",
-    "GFPGANv1", "GFPGANv1Clean", "IconVSR", "MSRResNet", "RRDBNet", "RestoreFormer", "SRResNet", "SRVGGNetCompact",
-    "SpyNet", "SwinIR", "TemporalAdaptiveNet",
-    "UNetDiscriminatorSN", "UpCunet2x", "UpCunet3x", "UpCunet4x", "VGGStyleDiscriminator", "VSRTransformer",
+    "ARCHITECTURES",
+    "DAT",
+    "EDSR",
+    "EDVR",
+    "ESPCN",
+    "FSRCNN",
+    "HAT",
+    "MSRSWVSR",
+    "REGISTRY",
+    "SPAN",
+    "SRCNN",
+    "BasicVSR",
+    "CUNet",
+    "CodeFormer",
+    "GFPGANv1",
+    "GFPGANv1Clean",
+    "IconVSR",
+    "MSRResNet",
+    "RRDBNet",
+    "RestoreFormer",
+    "SRResNet",
+    "SRVGGNetCompact",
+    "SpyNet",
+    "SwinIR",
+    "TemporalAdaptiveNet",
+    "UNetDiscriminatorSN",
+    "UpConv7",
+    "UpCunet2x",
+    "UpCunet3x",
+    "UpCunet4x",
+    "VGGStyleDiscriminator",
+    "VSRTransformer",
 ]

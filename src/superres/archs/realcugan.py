@@ -7,8 +7,9 @@ Convolutions are unpadded, so each stage crops its skip connections; the squeeze
 blocks scale channels by a function of their mean over the whole image (so tiled runs differ
 slightly from whole-image runs, as in the official tile modes). x4 adds a conv, a pixel shuffle
 and the nearest-upsampled input. The "pro" models take inputs mapped to [0.15, 0.85]
-(``x * 0.7 + 0.15``) and their weights carry a ``pro`` entry. Layout as the official ``.pth``
-(``unet1.conv1.conv.0``, ``unet2.conv2.seblock.conv1``, ``conv_final``).
+(``x * 0.7 + 0.15``) and their weights carry a ``pro`` entry (the integer 1 in the official files, a
+one-element buffer here). Layout as the official ``.pth`` (``up2x-latest-conservative.pth``,
+``pro-denoise3x-up3x.pth``: ``unet1.conv1.conv.0``, ``unet2.conv2.seblock.conv1``, ``conv_final``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class UNetConv(nn.Module):
 
 
 class UNet1(nn.Module):
-    """One level; ends in a transposed conv upscaling by ``up`` (2: UNet1, 3: the official UNet1x3)."""
+    """One level; ends in a transposed conv upscaling by ``up`` (2: UNet1, 3: the official UNet1x3), or for
+    ``up=1`` in a 3x3 conv (waifu2x's denoising CUNet, ``superres.archs.waifu2x``)."""
 
     def __init__(self, in_channels: int, out_channels: int, up: int = 2):
         super().__init__()
@@ -58,8 +60,12 @@ class UNet1(nn.Module):
         self.conv2 = UNetConv(64, 128, 64, se=True)
         self.conv2_up = nn.ConvTranspose2d(64, 64, 2, 2, 0)
         self.conv3 = nn.Conv2d(64, 64, 3, 1, 0)
-        kernel, padding = {2: (4, 3), 3: (5, 2)}[up]
-        self.conv_bottom = nn.ConvTranspose2d(64, out_channels, kernel, up, padding)
+        self.conv_bottom: nn.Module
+        if up == 1:
+            self.conv_bottom = nn.Conv2d(64, out_channels, 3, 1, 0)
+        else:
+            kernel, padding = {2: (4, 3), 3: (5, 2)}[up]
+            self.conv_bottom = nn.ConvTranspose2d(64, out_channels, kernel, up, padding)
 
     def forward(self, x: Tensor) -> Tensor:
         x1 = self.conv1(x)
@@ -162,12 +168,28 @@ def _detector(cls: type[_UpCunet]):
     def detect(s: StateDict) -> dict | None:
         if not {"unet1.conv1.conv.0.weight", "unet1.conv_bottom.weight", "unet2.conv_bottom.weight"} <= s.keys():
             return None
-        up = 3 if s["unet1.conv_bottom.weight"].shape[-1] == 5 else 4 if "conv_final.weight" in s else 2
+        kernel = s["unet1.conv_bottom.weight"].shape[-1]
+        if kernel == 3:  # a plain conv: waifu2x's x1 CUNet
+            return None
+        up = 3 if kernel == 5 else 4 if "conv_final.weight" in s else 2
         if up != cls.scale:
             return None
         out = s["conv_final.weight"].shape[0] // 4 if up == 4 else s["unet2.conv_bottom.weight"].shape[0]
         return {"in_channels": s["unet1.conv1.conv.0.weight"].shape[1], "out_channels": out, "pro": "pro" in s}
     return detect
+
+
+def _converter(cls: type[_UpCunet]):
+    """The official pro files mark themselves with ``"pro": 1`` (a plain number, not a tensor): it becomes
+    the network's one-element ``pro`` buffer."""
+    detect = _detector(cls)
+
+    def convert(s: StateDict) -> tuple[StateDict, dict] | None:
+        if "pro" not in s or isinstance(s["pro"], torch.Tensor):
+            return None
+        fixed = {**s, "pro": torch.zeros(1)}
+        return (fixed, {}) if detect(fixed) is not None else None
+    return convert
 
 
 def _min_size(pad: int, multiple: int) -> int:
@@ -186,4 +208,5 @@ def _facts(cls: type[_UpCunet]):
     return facts
 
 
-ARCHS = tuple(ArchSpec(cls, _detector(cls), _facts(cls)) for cls in (UpCunet2x, UpCunet3x, UpCunet4x))
+ARCHS = tuple(ArchSpec(cls, _detector(cls), _facts(cls), convert=_converter(cls))
+              for cls in (UpCunet2x, UpCunet3x, UpCunet4x))

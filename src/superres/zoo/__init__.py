@@ -113,6 +113,7 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
         state, metadata = read_checkpoint(path)
         source = str(path)
     state, implied = normalize_layout(state)
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}  # numbers were markers for the layouts
 
     if "superres_arch" in metadata:
         arch, kwargs = metadata["superres_arch"], json.loads(metadata.get("superres_kwargs", "{}"))

@@ -65,7 +65,10 @@ def unwrap_state_dict(obj: object, path: str | os.PathLike = "<state dict>") -> 
         obj = inner
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(f"{path}: no weights found")
-    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    # Plain numbers among the tensors are markers (Real-CUGAN's official pro models carry "pro": 1): kept for
+    # the layout converters (superres.zoo.detect.normalize_layout), which turn them into tensors or leave them
+    # to be dropped.
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor | bool | int | float)}
     for prefix in _PREFIXES if _is_mmagic(state) else ():  # keep the EMA generator if there is one, drop the rest
         chosen = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if chosen:

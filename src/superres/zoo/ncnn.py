@@ -5,9 +5,11 @@ ncnn (Tencent) stores, for each ``Convolution``, ``Deconvolution`` and ``InnerPr
 padded to 4 bytes; ``0``: raw fp32), then its bias as raw fp32; ``PReLU`` slopes are raw fp32.
 We read the graph to tell the architecture (RRDBNet or SRVGGNetCompact, as converted by
 Real-ESRGAN's ncnn models; Real-CUGAN's UpCunet, whose squeeze-and-excitation 1x1 convs are
-``InnerProduct`` layers), then copy the blobs onto the network's convs, transposed convs and
-PReLUs in the same order, with strict shape checks. Real-CUGAN's files hold the cascade alone:
-the reflect padding, the x4 residual and the pro models' input range are the network's own code.
+``InnerProduct`` layers; waifu2x's UpConv7 and CUNet), then copy the blobs onto the network's convs,
+transposed convs and PReLUs in the same order, with strict shape checks. Real-CUGAN's and waifu2x's
+files hold the unpadded network alone: the edge padding (reflect for Real-CUGAN, replicate for
+waifu2x), the x4 residual and the pro models' input range are the network's own code. waifu2x's x2
+CUNet graph is Real-CUGAN's UpCunet2x graph; the caller names the architecture (``arch=``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def read_param(path: str | os.PathLike) -> list[Layer]:
 
 
 def detect_ncnn(layers: list[Layer], path: str | os.PathLike = "<param>") -> tuple[str, dict]:
-    """(architecture, arguments) of a Real-ESRGAN or Real-CUGAN ncnn graph."""
+    """(architecture, arguments) of a Real-ESRGAN, Real-CUGAN or waifu2x ncnn graph."""
     convs = [layer for layer in layers if layer.type == "Convolution"]
     shuffle = [layer for layer in layers if layer.type == "PixelShuffle"]
     if not convs:
@@ -64,7 +66,12 @@ def detect_ncnn(layers: list[Layer], path: str | os.PathLike = "<param>") -> tup
     num_feat = convs[0].int(0)
     num_in_ch = convs[0].int(6) // (9 * num_feat)
     deconvs = [layer for layer in layers if layer.type == "Deconvolution"]
-    if deconvs and any(layer.type == "InnerProduct" for layer in layers):
+    inner = any(layer.type == "InnerProduct" for layer in layers)
+    if len(convs) == 6 and len(deconvs) == 1 and not inner and not shuffle:  # waifu2x's UpConv7
+        return "UpConv7", {"in_channels": num_in_ch, "out_channels": deconvs[0].int(0)}
+    if len(deconvs) == 3 and inner:  # waifu2x's x1 CUNet: UNet1 ends in a conv, not a transposed conv
+        return "CUNet", {"in_channels": num_in_ch, "out_channels": convs[-1].int(0), "scale": 1}
+    if deconvs and inner:
         up = deconvs[1].int(3)  # UNet1's last layer, after its one transposed conv of stride 2
         scale = 4 if shuffle else up
         if (up, deconvs[1].int(1)) not in ((2, 4), (3, 5)) or (shuffle and up != 2):
@@ -115,17 +122,23 @@ _WEIGHTED = {"Convolution": (nn.Conv2d, (0, 5, 6)), "InnerProduct": (nn.Conv2d, 
              "Deconvolution": (nn.ConvTranspose2d, (0, 5, 6))}
 
 
-def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike, **kwargs) -> nn.Module:
+def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike, arch: str | None = None,
+              **kwargs) -> nn.Module:
     """An ncnn model as our network (built by ``create_model``), shapes checked layer by layer.
 
-    ``kwargs``: constructor arguments the graph does not tell (Real-CUGAN's ``pro``).
+    ``arch``: the architecture, where the graph alone cannot tell it (waifu2x's x2 CUNet has the graph of
+    Real-CUGAN's UpCunet2x); ``kwargs``: constructor arguments the graph does not tell (Real-CUGAN's ``pro``).
     """
     from superres.zoo import create_model
 
     layers = read_param(param_path)
-    arch, detected = detect_ncnn(layers, param_path)
+    detected_arch, detected = detect_ncnn(layers, param_path)
+    arch = arch or detected_arch
     kwargs = {**detected, **kwargs}
-    module = create_model(arch, **kwargs).module
+    try:
+        module = create_model(arch, **kwargs).module
+    except (TypeError, ValueError) as e:  # arguments of another architecture
+        raise CheckpointError(f"{param_path}: the graph is {detected_arch}({detected}), not {arch} ({e})") from None
     kinds = nn.Conv2d | nn.ConvTranspose2d | nn.PReLU
     targets = [(name, m) for name, m in module.named_modules() if isinstance(m, kinds)]
     sources = [layer for layer in layers if layer.type in ("PReLU", *_WEIGHTED)]

