@@ -255,8 +255,8 @@ _BLOCK = "layers.0.residual_group.blocks.0"
 
 def _detect(s: StateDict) -> dict | None:
     # HAT's blocks share these names but keep their position index in the network, not in each block
-    if not {"conv_first.weight", f"{_BLOCK}.attn.relative_position_bias_table", f"{_BLOCK}.attn.relative_position_index",
-            f"{_BLOCK}.mlp.fc1.weight"} <= s.keys():
+    if not {"conv_first.weight", f"{_BLOCK}.attn.relative_position_bias_table",
+            f"{_BLOCK}.attn.relative_position_index", f"{_BLOCK}.mlp.fc1.weight"} <= s.keys():
         return None
     if "conv_after_body.weight" not in s and "conv_after_body.4.weight" not in s:
         return None
