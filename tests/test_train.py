@@ -155,6 +155,9 @@ def test_resume_continues_bit_exactly(tmp_path, tiny_data):
     assert all(torch.equal(a[k], b[k]) for k in a)
     ckpts = sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir())
     assert ckpts == ["iter_000000003.pt", "iter_000000006.pt"]
+    # a training checkpoint is a model too (-m run/checkpoints/iter_N.pt): the generator it exports
+    c = load_model(tmp_path / "b" / "run" / "checkpoints" / "iter_000000006.pt").module.state_dict()
+    assert all(torch.equal(b[k], c[k]) for k in b)
 
 
 def test_training_lowers_the_loss_and_exports_an_upscaler(tmp_path, tiny_data):

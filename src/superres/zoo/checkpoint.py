@@ -19,7 +19,8 @@ from superres.errors import SuperresError
 
 StateDict = dict[str, torch.Tensor]
 
-_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "generator")
+# the EMA generator first, as the official code exports it (``ema``: superres's own training checkpoints)
+_WRAPPER_KEYS = ("params_ema", "ema", "params", "state_dict", "model", "net_g", "generator")
 _PREFIXES = ("generator_ema.", "generator.")
 _MMAGIC_PARTS = ("generator", "generator_ema", "discriminator", "discriminator_ema", "data_preprocessor")
 
@@ -74,6 +75,8 @@ def unwrap_state_dict(obj: object, path: str | os.PathLike = "<state dict>") -> 
         if chosen:
             state = chosen
             break
+    if "n_averaged" in state and any(k.startswith("module.") for k in state):
+        del state["n_averaged"]  # torch.optim.swa_utils.AveragedModel (an EMA): its count, then the network
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
@@ -87,7 +90,9 @@ def _is_mmagic(state: StateDict) -> bool:
 
 
 def _is_state_dict(obj: dict) -> bool:
-    return bool(obj) and any(isinstance(v, torch.Tensor) for v in obj.values())
+    """Tensors (and plain-number markers), not a training checkpoint that holds state dicts among tensors."""
+    return bool(obj) and any(isinstance(v, torch.Tensor) for v in obj.values()) and \
+        not any(isinstance(v, dict) for v in obj.values())
 
 
 def save_state_dict(path: str | os.PathLike, state: StateDict, metadata: dict[str, object]) -> None:
