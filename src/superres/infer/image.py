@@ -369,10 +369,10 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike = DE
         _CACHE[key] = Upscaler(model, opts, alpha=alpha)
     up = _CACHE[key]
     if isinstance(image, str | os.PathLike):
-        from superres.io import read_image, to_integer
+        from superres.io import file_samples, read_image
 
         img, info = read_image(Path(image))
-        img = to_integer(img, info.bit_depth)
+        img = file_samples(img, info)
         if info.gray:
             img = img[..., [0, 3]] if info.alpha else img[..., 0]
         return up.upscale_array(img, outscale)
