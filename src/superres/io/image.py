@@ -163,7 +163,9 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
     fmt, (width, height), orientation, icc, mode = _probe(path, data)
     _check_pixels(path, width, height, max_pixels)
     if mode == "float":
-        _read_float_tiff(path, data, orientation, icc)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the range warning comes when the image is read for the work
+            _read_float_tiff(path, data, orientation, icc)
         return fmt, width, height
     with _quiet_opencv():
         small = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
