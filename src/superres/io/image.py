@@ -84,8 +84,12 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 
     if mode == "float":
         return _read_float_tiff(path, data, orientation, icc)
-    with _quiet_opencv():
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    _verify(path, data, fmt)
+    if fmt == "TIFF" and mode == "LA":  # OpenCV drops a TIFF's alpha when the colour is gray
+        pixels = _decode_tiff(data)
+    else:
+        with _quiet_opencv():
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise ImageError(f"{path}: corrupt or truncated {fmt} file")
     if pixels.dtype == np.uint8:
@@ -119,14 +123,45 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     return image, info
 
 
-def _read_float_tiff(path: Path, data: bytes, orientation: int, icc: bytes | None) -> tuple[np.ndarray, ImageInfo]:
-    """A TIFF with float samples as float32 in [0, 1] (see the module's note on the range)."""
+def _decode_tiff(data: bytes) -> np.ndarray | None:
+    """A TIFF's first image in RGB(A) order: by tifffile (any sample type, gray + alpha), else by Pillow or
+    OpenCV for the compressions tifffile needs the imagecodecs package for (LZW, JPEG); None if none can."""
     import tifffile
 
     try:
-        pixels = tifffile.imread(io.BytesIO(data), key=0)
-    except Exception as e:  # tifffile reports damage in many exception types
-        raise ImageError(f"{path}: corrupt or unsupported float TIFF ({str(e).splitlines()[0][:120]})") from None
+        return tifffile.imread(io.BytesIO(data), key=0)
+    except Exception:  # damage or a codec tifffile lacks: Pillow or OpenCV may still read it
+        pass
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode in ("L", "LA", "RGB", "RGBA", "F"):
+                return np.asarray(im)
+    except Exception:  # Pillow reads no float RGB: OpenCV does
+        pass
+    with _quiet_opencv():
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is not None and pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        pixels = pixels[..., [2, 1, 0, 3][:pixels.shape[2]]]
+    return pixels
+
+
+def _verify(path: Path, data: bytes, fmt: str) -> None:
+    """A truncated or damaged PNG found by its chunks' lengths and CRCs (Pillow, no decoding), before
+    libpng inside OpenCV prints its own ``libpng error:`` line on the way to failing."""
+    if fmt != "PNG":
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except Exception:  # Pillow reports damage in several exception types
+        raise ImageError(f"{path}: corrupt or truncated PNG file") from None
+
+
+def _read_float_tiff(path: Path, data: bytes, orientation: int, icc: bytes | None) -> tuple[np.ndarray, ImageInfo]:
+    """A TIFF with float samples as float32 in [0, 1] (see the module's note on the range)."""
+    pixels = _decode_tiff(data)
+    if pixels is None:
+        raise ImageError(f"{path}: corrupt or unsupported float TIFF")
     if pixels.dtype.kind != "f":
         raise ImageError(f"{path}: {pixels.dtype} samples are not supported (8 or 16-bit integers, or floats)")
     if pixels.ndim == 2:
@@ -167,6 +202,7 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
             warnings.simplefilter("ignore")  # the range warning comes when the image is read for the work
             _read_float_tiff(path, data, orientation, icc)
         return fmt, width, height
+    _verify(path, data, fmt)
     with _quiet_opencv():
         small = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
     if small is None:
@@ -213,7 +249,8 @@ def probe_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels and width * height > max_pixels:
         raise ImageError(f"{path}: image is {width}x{height}, over the limit of {max_pixels} pixels "
-                         "(a possible decompression bomb); --max-pixels raises the limit")
+                         "(a possible decompression bomb); --max-pixels raises the limit (superres upscale, degrade, "
+                         "resize)")
 
 
 def _probe(path: Path, data: bytes | Path) -> tuple[str, tuple[int, int], int, bytes | None, str]:
@@ -260,14 +297,17 @@ def _probe_tiff(path: Path, data: bytes | Path) -> tuple[str, tuple[int, int], i
     try:
         with tifffile.TiffFile(io.BytesIO(data) if isinstance(data, bytes) else data) as tif:
             page = tif.pages[0]
-            dtype, width, height = page.dtype, page.imagewidth, page.imagelength
+            dtype, width, height, samples = page.dtype, page.imagewidth, page.imagelength, page.samplesperpixel
             orientation = int(page.tags[274].value) if 274 in page.tags else 1
             icc = bytes(page.tags[34675].value) if 34675 in page.tags else None
     except Exception as e:  # tifffile reports damage in many exception types
         raise ImageError(f"{path}: corrupt or unsupported TIFF ({str(e).splitlines()[0][:120]})") from None
-    if dtype is None or dtype.kind != "f":
-        raise ImageError(f"{path}: TIFF with {dtype} samples is not supported (8 or 16-bit integers, or floats)")
-    return "TIFF", (width, height), orientation if 1 <= orientation <= 8 else 1, icc, "float"
+    orientation = orientation if 1 <= orientation <= 8 else 1
+    if dtype is not None and dtype.kind == "f":
+        return "TIFF", (width, height), orientation, icc, "float"
+    if dtype in (np.uint8, np.uint16):  # e.g. 16-bit gray + alpha: OpenCV decodes it, as 4 channels
+        return "TIFF", (width, height), orientation, icc, {1: "L", 2: "LA"}.get(samples, "RGB")
+    raise ImageError(f"{path}: TIFF with {dtype} samples is not supported (8 or 16-bit integers, or floats)")
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -404,10 +444,10 @@ def file_samples(image: np.ndarray, info: ImageInfo) -> np.ndarray:
     return image if info.float_samples else to_integer(image, info.bit_depth)
 
 
-def read_rgb8(path: str | os.PathLike) -> np.ndarray:
+def read_rgb8(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """An image as uint8 RGB (alpha dropped, gray repeated, 16-bit rounded to 8): what 8-bit
-    pipelines (training data, video frames) work on."""
-    img, _ = read_image(path)
+    pipelines (training data, video frames) work on. ``max_pixels``: None for the default limit."""
+    img, _ = read_image(path, max_pixels or DEFAULT_MAX_PIXELS)
     return to_integer(img[..., :3], 8)
 
 
