@@ -318,7 +318,8 @@ def test_a_cosine_period_longer_than_the_run_warns_once(tmp_path, photos):
     (tmp_path / "hr").mkdir()
     write_image(tmp_path / "hr" / "a.png", photos["chelsea"][:48, :48])
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({
-        "name": "c", "scale": 2, "model": {"arch": "FSRCNN", "args": {"upscale": 2}}, "data": {"hr": "hr"},
+        "name": "c", "scale": 2, "model": {"arch": "FSRCNN", "args": {"upscale": 2}},
+        "data": {"hr": str(tmp_path / "hr")},
         "train": {"iterations": 20000, "scheduler": {"type": "CosineAnnealingRestart", "periods": [20000]}}}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
