@@ -30,11 +30,13 @@ def _collect_inputs(inputs: list[str], recursive: bool, quiet: bool = False) -> 
     from superres.io.files import describe_skipped, scan_folder
 
     found: list[tuple[Path, Path]] = []
+    named = {Path(item).resolve() for item in inputs if Path(item).is_file()}  # tried, so not skipped
     others = 0
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             images, not_images = scan_folder(path, recursive)
+            not_images = [p for p in not_images if p.resolve() not in named]
             others += len(not_images)
             if not_images and not quiet:
                 print(f"superres: {describe_skipped(path, not_images)}", file=sys.stderr)

@@ -203,8 +203,13 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
             _read_float_tiff(path, data, orientation, icc)
         return fmt, width, height
     _verify(path, data, fmt)
-    with _quiet_opencv():
-        small = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    # OpenCV's reduced decode cannot shrink images of a few pixels (a failed assertion): those decode whole
+    flag = cv2.IMREAD_REDUCED_GRAYSCALE_8 if min(width, height) >= 16 else cv2.IMREAD_UNCHANGED
+    try:
+        with _quiet_opencv():
+            small = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error:
+        small = None
     if small is None:
         raise ImageError(f"{path}: corrupt or truncated {fmt} file")
     return fmt, width, height
