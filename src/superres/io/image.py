@@ -378,7 +378,8 @@ def encode_image(image: np.ndarray, fmt: str, info: ImageInfo | None = None, qua
         gray = cv2.cvtColor(np.ascontiguousarray(color, np.float32 if color.dtype.kind == "f" else None),
                             cv2.COLOR_RGB2GRAY)
         color = gray.astype(color.dtype)[..., None]
-    pixels = np.ascontiguousarray(np.concatenate([color, alpha], axis=2))
+    # no copy of a big output for what is already in one piece (a 8000x8000 16-bit RGB image is 384 MB)
+    pixels = np.ascontiguousarray(np.concatenate([color, alpha], axis=2) if alpha.shape[2] else color)
     icc = info.icc_profile if info and fmt in _ICC_FORMATS else None
 
     if fmt == "TIFF" and (icc or pixels.shape[2] == 2 or pixels.dtype.kind == "f"):
@@ -390,7 +391,7 @@ def encode_image(image: np.ndarray, fmt: str, info: ImageInfo | None = None, qua
     if icc and bit_depth == 8:
         return _encode_pillow(pixels, fmt, icc, quality)
     if pixels.shape[2] >= 3:
-        pixels = np.ascontiguousarray(pixels[..., [2, 1, 0, 3][:pixels.shape[2]]])  # RGB(A) -> BGR(A)
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     params = {"JPEG": [cv2.IMWRITE_JPEG_QUALITY, quality], "WEBP": [cv2.IMWRITE_WEBP_QUALITY, quality]}
     ext = FORMATS[fmt][0]
     if icc and hasattr(cv2, "imencodeWithMetadata"):  # 16-bit PNG with its profile (OpenCV 5)
