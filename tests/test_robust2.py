@@ -176,6 +176,8 @@ def test_non_image_files_in_a_folder_are_counted_as_skipped(tmp_path, photos, ca
     err = capsys.readouterr().err
     assert "1 done, 2 skipped, 0 failed" in err
     assert "2 file(s) skipped" in err and ".gif" in err and ".txt" in err
+    assert main(["degrade", str(src), str(tmp_path / "lr"), "--scale", "2"]) == 0
+    assert "2 file(s) skipped" in capsys.readouterr().err
 
 
 def test_training_warnings_are_one_line_even_with_quiet(tmp_path, photos):

@@ -42,6 +42,18 @@ def run_batch(items: Iterable, work: Callable, quiet: bool = False,
     return done, failed
 
 
+def folder_images(folder: Path, recursive: bool = False, quiet: bool = False) -> list[Path]:
+    """The images of a folder (an error if none); the other files in it (GIFs, text...) are said to be
+    skipped in one line, counted by extension."""
+    from superres.io.files import describe_skipped, require_images, scan_folder
+
+    files = require_images(folder, recursive)
+    others = scan_folder(folder, recursive)[1]
+    if others and not quiet:
+        print(f"superres: {describe_skipped(folder, others)}", file=sys.stderr)
+    return files
+
+
 def output_path(out_dir: Path, src: Path) -> Path:
     return out_dir / f"{src.stem}.png"
 

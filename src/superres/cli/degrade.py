@@ -7,6 +7,7 @@ from pathlib import Path
 
 from superres.cli.common import (
     check_distinct_outputs,
+    folder_images,
     make_out_dir,
     max_pixels_argument,
     output_path,
@@ -65,8 +66,6 @@ def resize_one(src: Path, out_dir: Path, scale: float, max_pixels: int | None = 
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:
-    from superres.io import require_images
-
     if args.scale < 2 or args.scale != int(args.scale):
         raise SuperresError(f"--scale must be an integer >= 2, got {args.scale}")
     if args.real_config and not args.real:
@@ -79,7 +78,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         work = lambda f: _degrade_real_one(f, args.lr_dir, scale, settings, args.seed, args.max_pixels)  # noqa: E731
     else:
         work = lambda f: degrade_one(f, args.lr_dir, scale, args.kind, args.max_pixels)  # noqa: E731
-    files = require_images(args.hr_dir, args.recursive)
+    files = folder_images(args.hr_dir, args.recursive, args.quiet)
     check_distinct_outputs(files, args.lr_dir)
     make_out_dir(args.lr_dir)
     _, failed = run_batch(files, work, args.quiet)
@@ -87,11 +86,9 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
 
 def cmd_resize(args: argparse.Namespace) -> int:
-    from superres.io import require_images
-
     if not args.scale > 0:
         raise SuperresError(f"--scale must be positive, got {args.scale}")
-    files = require_images(args.in_dir, args.recursive)
+    files = folder_images(args.in_dir, args.recursive, args.quiet)
     check_distinct_outputs(files, args.out_dir)
     make_out_dir(args.out_dir)
     _, failed = run_batch(files, lambda f: resize_one(f, args.out_dir, args.scale, args.max_pixels), args.quiet)
