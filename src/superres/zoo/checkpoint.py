@@ -88,14 +88,14 @@ def _pickle_imports(path: Path, is_zip: bool) -> list[str]:
     import pickletools
     import zipfile
 
-    if is_zip:
-        with zipfile.ZipFile(path) as z:
-            name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
-            data = z.read(name) if name else b""
-    else:
-        data = path.read_bytes()
     found, strings = [], []
     try:
+        if is_zip:
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name else b""
+        else:
+            data = path.read_bytes()
         for op, arg, _ in pickletools.genops(data):
             if isinstance(arg, str):
                 strings.append(arg)
@@ -103,7 +103,7 @@ def _pickle_imports(path: Path, is_zip: bool) -> list[str]:
                 found.append(str(arg).replace(" ", "."))
             elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                 found.append(f"{strings[-2]}.{strings[-1]}")
-    except Exception:  # not a pickle (random bytes): nothing it would import
+    except Exception:  # not a pickle (random bytes, a damaged archive): nothing it would import
         return []
     return [name for name in dict.fromkeys(found) if not name.startswith(_SAFE_IMPORTS)]
 
