@@ -10,7 +10,12 @@ the image fits its tile budget, else on PyTorch).
 
 Measured (issue 28, 2-core AMD EPYC, fp32): a 600x600 16-bit PNG peaked at 1.5 GiB (it was killed
 at 12 GB before the ncnn path honoured the budget); ``--per-pixel``: realesrgan-x4plus 61 KB on
-ncnn against 2.2 KB on PyTorch, x4plus-anime 61 KB, animevideov3 3.4 KB.
+ncnn against 2.2 KB on PyTorch, x4plus-anime 61 KB, animevideov3 3.4 KB. On a 2-core Intel Xeon (AMX,
+avx512_bf16), realesrgan-x4plus: ncnn 64.0 KB; PyTorch fp32 3.3 KB at 96x96, 3.1 KB at 192x192, 2.6 KB at
+384x384 (fp32 output included, 192 bytes); PyTorch bf16 (not in ``--per-pixel``) 2.2 KB at 192x192 and 1.8 KB
+at 384x384: bf16 activations are 0.67 of fp32's there, not half (``superres.infer.image.HALF_PRECISION_MEMORY``).
+``--bits 16`` on that Xeon (2000x2000, fp32 in PyTorch tiles): peak RSS 2194 MiB, 3202 s with other jobs on
+its 2 cores.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ key's dotted path.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,12 +41,15 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
-    """The mapping in a YAML file, with its ``base`` file (relative to it, recursively) merged under it."""
-    return _read(Path(path).resolve(), ())
+def read_yaml(path: str | os.PathLike, rebase: Callable[[dict, Path], dict] | None = None) -> dict:
+    """The mapping in a YAML file, with its ``base`` file (relative to it, recursively) merged under it.
+
+    ``rebase(data, folder)``, if given, is applied to each file's own mapping before merging, with the
+    folder of that file: what makes the relative paths of a base file relative to the base file."""
+    return _read(Path(path).resolve(), (), rebase)
 
 
-def _read(path: Path, seen: tuple[Path, ...]) -> dict:
+def _read(path: Path, seen: tuple[Path, ...], rebase: Callable[[dict, Path], dict] | None = None) -> dict:
     if path in seen:
         raise ConfigError(f"{path}: 'base' files include each other")
     try:
@@ -57,9 +61,11 @@ def _read(path: Path, seen: tuple[Path, ...]) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys to values")
     base = data.pop("base", None)
+    if rebase is not None:
+        data = rebase(data, path.parent)
     if base is None:
         return data
-    return merge(_read((path.parent / base).resolve(), (*seen, path)), data)
+    return merge(_read((path.parent / base).resolve(), (*seen, path), rebase), data)
 
 
 def validate(model: type[M], data: Any, path: str | os.PathLike, prefix: tuple[str, ...] = ()) -> M:

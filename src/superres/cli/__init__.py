@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     restore = _terminate_like_ctrl_c()
+    restore_warnings = _one_line_warnings()
     try:
         code = args.func(args)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
@@ -51,6 +52,27 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, as a shell reports it
     finally:
         restore()
+        restore_warnings()
+
+
+def _one_line_warnings():
+    """Warnings (ours and the libraries') as ``superres: warning: MESSAGE``, one line each, below any
+    progress bar: not Python's ``file:line: UserWarning`` with a line of source code under it."""
+    import warnings
+
+    from superres.cli.common import warn
+
+    old = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        warn(" ".join(str(message).split()))
+
+    warnings.showwarning = show
+
+    def restore() -> None:
+        warnings.showwarning = old
+
+    return restore
 
 
 def _terminate_like_ctrl_c():

@@ -12,10 +12,18 @@ from superres.errors import SuperresError
 
 
 def error(message: str) -> None:
+    _say(f"superres: error: {message}")
+
+
+def warn(message: str) -> None:
+    _say(f"superres: warning: {message}")
+
+
+def _say(line: str) -> None:
     if "tqdm" in sys.modules:  # print below any progress bar, not on its line
-        sys.modules["tqdm"].tqdm.write(f"superres: error: {message}", file=sys.stderr)
+        sys.modules["tqdm"].tqdm.write(line, file=sys.stderr)
     else:
-        print(f"superres: error: {message}", file=sys.stderr)
+        print(line, file=sys.stderr)
 
 
 def run_batch(items: Iterable, work: Callable, quiet: bool = False,
@@ -32,6 +40,18 @@ def run_batch(items: Iterable, work: Callable, quiet: bool = False,
     if not quiet:
         print(f"{done} done, {failed} failed", file=sys.stderr)
     return done, failed
+
+
+def folder_images(folder: Path, recursive: bool = False, quiet: bool = False) -> list[Path]:
+    """The images of a folder (an error if none); the other files in it (GIFs, text...) are said to be
+    skipped in one line, counted by extension."""
+    from superres.io.files import describe_skipped, require_images, scan_folder
+
+    files = require_images(folder, recursive)
+    others = scan_folder(folder, recursive)[1]
+    if others and not quiet:
+        print(f"superres: {describe_skipped(folder, others)}", file=sys.stderr)
+    return files
 
 
 def output_path(out_dir: Path, src: Path) -> Path:
@@ -58,13 +78,13 @@ def make_out_dir(out_dir: Path) -> None:
 
 
 def read_integer(src: Path, max_pixels: int | None = None):
-    """The file's own integer samples: MATLAB resizes uint8 images with rounding after each pass.
-    ``max_pixels``: the decompression-bomb limit (None: the default one)."""
-    from superres.io import read_image, to_integer
+    """The file's own samples (integers; float32 for float TIFFs): MATLAB resizes uint8 images with rounding
+    after each pass. ``max_pixels``: the decompression-bomb limit (None: the default one)."""
+    from superres.io import file_samples, read_image
     from superres.io.image import DEFAULT_MAX_PIXELS
 
     img, info = read_image(src, max_pixels or DEFAULT_MAX_PIXELS)
-    return to_integer(img, info.bit_depth), info
+    return file_samples(img, info), info
 
 
 def _non_negative_int(value: str, name: str) -> int:

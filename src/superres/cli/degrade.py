@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from superres.cli.common import check_distinct_outputs, make_out_dir, output_path, read_integer, run_batch
+from superres.cli.common import (
+    check_distinct_outputs,
+    folder_images,
+    make_out_dir,
+    max_pixels_argument,
+    output_path,
+    read_integer,
+    run_batch,
+)
 from superres.errors import SuperresError
 
 
@@ -19,17 +27,17 @@ def _modcrop_checked(img, src: Path, scale: int):
     return hr
 
 
-def degrade_one(src: Path, out_dir: Path, scale: int, kind: str) -> None:
+def degrade_one(src: Path, out_dir: Path, scale: int, kind: str, max_pixels: int | None = None) -> None:
     from superres.io import write_image
     from superres.ops import blur_downsample, imresize
 
-    img, info = read_integer(src)  # not data.paired.degrade: it would import torch for two lines
+    img, info = read_integer(src, max_pixels)  # not data.paired.degrade: it would import torch for two lines
     hr = _modcrop_checked(img, src, scale)
     lr = imresize(hr, 1 / scale) if kind == "bicubic" else blur_downsample(hr, scale)
     write_image(output_path(out_dir, src), lr, info)
 
 
-def _degrade_real_one(src: Path, out_dir: Path, scale: int, settings, seed: int) -> None:
+def _degrade_real_one(src: Path, out_dir: Path, scale: int, settings, seed: int, max_pixels: int | None) -> None:
     """The seed mixes ``seed`` with the file name, so an image gets the same LR whatever else is in the folder."""
     import zlib
 
@@ -37,22 +45,27 @@ def _degrade_real_one(src: Path, out_dir: Path, scale: int, settings, seed: int)
     from superres.data.paired import sample_seed
     from superres.io import read_rgb8, write_image
 
-    hr = _modcrop_checked(read_rgb8(src), src, scale)
+    hr = _modcrop_checked(read_rgb8(src, max_pixels), src, scale)
     lr = degrade_real(hr, scale, settings, sample_seed(seed, zlib.crc32(src.stem.encode())))
     write_image(output_path(out_dir, src), lr)
 
 
-def resize_one(src: Path, out_dir: Path, scale: float) -> None:
+def resize_one(src: Path, out_dir: Path, scale: float, max_pixels: int | None = None) -> None:
     from superres.io import write_image
+    from superres.io.image import DEFAULT_MAX_PIXELS
     from superres.ops import imresize
+    from superres.ops.imresize import output_size
 
-    img, info = read_integer(src)
+    img, info = read_integer(src, max_pixels)
+    limit = max_pixels or DEFAULT_MAX_PIXELS
+    (out_h, out_w), _ = output_size(img.shape[:2], scale, None)
+    if out_w * out_h > limit:
+        raise SuperresError(f"{src}: the output would be {out_w}x{out_h}, over the limit of {limit} pixels "
+                            "(--max-pixels raises it)")
     write_image(output_path(out_dir, src), imresize(img, scale), info)
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:
-    from superres.io import require_images
-
     if args.scale < 2 or args.scale != int(args.scale):
         raise SuperresError(f"--scale must be an integer >= 2, got {args.scale}")
     if args.real_config and not args.real:
@@ -62,10 +75,10 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         from superres.data.degradations import read_real_settings
 
         settings = read_real_settings(args.real_config)
-        work = lambda f: _degrade_real_one(f, args.lr_dir, scale, settings, args.seed)  # noqa: E731
+        work = lambda f: _degrade_real_one(f, args.lr_dir, scale, settings, args.seed, args.max_pixels)  # noqa: E731
     else:
-        work = lambda f: degrade_one(f, args.lr_dir, scale, args.kind)  # noqa: E731
-    files = require_images(args.hr_dir, args.recursive)
+        work = lambda f: degrade_one(f, args.lr_dir, scale, args.kind, args.max_pixels)  # noqa: E731
+    files = folder_images(args.hr_dir, args.recursive, args.quiet)
     check_distinct_outputs(files, args.lr_dir)
     make_out_dir(args.lr_dir)
     _, failed = run_batch(files, work, args.quiet)
@@ -73,14 +86,12 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
 
 def cmd_resize(args: argparse.Namespace) -> int:
-    from superres.io import require_images
-
     if not args.scale > 0:
         raise SuperresError(f"--scale must be positive, got {args.scale}")
-    files = require_images(args.in_dir, args.recursive)
+    files = folder_images(args.in_dir, args.recursive, args.quiet)
     check_distinct_outputs(files, args.out_dir)
     make_out_dir(args.out_dir)
-    _, failed = run_batch(files, lambda f: resize_one(f, args.out_dir, args.scale), args.quiet)
+    _, failed = run_batch(files, lambda f: resize_one(f, args.out_dir, args.scale, args.max_pixels), args.quiet)
     return 1 if failed else 0
 
 
@@ -99,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="its settings: a training config (its data.real) or a file of those keys; "
                    "default: the paper's (train_realesrgan_x4plus.yml)")
     p.add_argument("--seed", type=int, default=0, help="with --real: same seed, same images")
+    max_pixels_argument(p)
     p.add_argument("-r", "--recursive", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_degrade)
@@ -107,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("in_dir", type=Path, metavar="IN_DIR")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     p.add_argument("--scale", type=float, required=True)
+    max_pixels_argument(p)
     p.add_argument("-r", "--recursive", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_resize)

@@ -12,14 +12,23 @@ from superres.cli.degrade import degrade_one, resize_one
 SAMPLES = Path(__file__).parent.parent / "samples"
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the bundled photos: shrink x4, upscale back with Real-ESRGAN and bicubic, score."""
+    """The main job on the bundled photos: shrink x4, upscale back with Real-ESRGAN and bicubic, score.
+    Without ``--out`` the images go to a temporary folder that is removed at the end."""
+    if args.out:
+        return _demo(args, args.out)
+    with tempfile.TemporaryDirectory(prefix="superres-demo-") as tmp:
+        code = _demo(args, Path(tmp))
+        print("(the images were in a temporary folder, now removed: --out DIR keeps them)")
+        return code
+
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
     from superres.infer import Upscaler
     from superres.io import require_images, write_image
     from superres.metrics import niqe
     from superres.metrics.folders import load_for_metrics, score_folders
     from superres.metrics.report import format_table
 
-    out = args.out or Path(tempfile.mkdtemp(prefix="superres-demo-"))
     lr_dir, bic_dir, sr_dir = out / "lr_x4", out / "bicubic_x4", out / f"{args.model}_x4"
     for d in (lr_dir, bic_dir, sr_dir):
         make_out_dir(d)
@@ -52,6 +61,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="upscale the bundled photos x4 with Real-ESRGAN and bicubic, and score them")
-    p.add_argument("--out", type=Path, help="output folder (default: a new temporary folder)")
+    p.add_argument("--out", type=Path, help="output folder (default: a temporary folder, removed at the end)")
     p.add_argument("-m", "--model", default="realesrgan-x4plus")
     p.set_defaults(func=cmd_demo)

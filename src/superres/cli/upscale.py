@@ -21,17 +21,25 @@ from superres.errors import SuperresError
 _FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tif": ".tif"}
 
 
-def _collect_inputs(inputs: list[str], recursive: bool) -> list[tuple[Path, Path]]:
-    """(file, path relative to its root) for files, folders and globs; folders keep their sub-folders."""
+def _collect_inputs(inputs: list[str], recursive: bool, quiet: bool = False) -> tuple[list[tuple[Path, Path]], int]:
+    """(file, path relative to its root) for files, folders and globs (folders keep their sub-folders), and
+    the number of files in the folders that are not images superres reads (each folder says so in a line)."""
     import glob
 
-    from superres.io import IMAGE_EXTENSIONS, list_images
+    from superres.io import IMAGE_EXTENSIONS
+    from superres.io.files import describe_skipped, scan_folder
 
     found: list[tuple[Path, Path]] = []
+    named = {Path(item).resolve() for item in inputs if Path(item).is_file()}  # tried, so not skipped
+    others = 0
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            images = list_images(path, recursive)
+            images, not_images = scan_folder(path, recursive)
+            not_images = [p for p in not_images if p.resolve() not in named]
+            others += len(not_images)
+            if not_images and not quiet:
+                print(f"superres: {describe_skipped(path, not_images)}", file=sys.stderr)
             if not images:
                 raise SuperresError(f"{path}: no images found (looked for {' '.join(sorted(IMAGE_EXTENSIONS))}"
                                     f"{'' if recursive else '; add -r for sub-folders'})")
@@ -49,7 +57,7 @@ def _collect_inputs(inputs: list[str], recursive: bool) -> list[tuple[Path, Path
     unique: dict[Path, tuple[Path, Path]] = {}
     for src, rel in found:  # a file named twice (or inside a folder also given) is done once
         unique.setdefault(src.resolve(), (src, rel))
-    return list(unique.values())
+    return list(unique.values()), others
 
 
 def _shard(items: list, rank: int, world: int) -> list:
@@ -72,7 +80,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     options = run_options(args)  # checked before any file is looked at
     faces = face_options(args)
-    items = _collect_inputs(args.inputs, args.recursive)
+    items, skipped = _collect_inputs(args.inputs, args.recursive, args.quiet)
     names_a_file = args.output.suffix.lower() in IMAGE_EXTENSIONS and not args.output.is_dir()
     single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and names_a_file
     if names_a_file and not single_file:
@@ -90,7 +98,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         claimed[target.resolve()] = src
         pairs.append((src, target))
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    jobs, skipped = [], 0
+    jobs = []
     for src, target in _shard(pairs, rank, world):
         if target.exists() and not args.overwrite:
             skipped += 1
@@ -146,10 +154,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def _check_jobs(jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], int]:
-    """The jobs whose input reads as an image within the pixel limits (header only) and whose output
-    folder takes files, and the number of the others (each reported in one line)."""
+    """The jobs whose input reads as an image within the pixel limits (its pixels decode: a truncated file
+    is found here, at 1/8 scale) and whose output folder takes files, and the number of the others (each
+    reported in one line)."""
     from superres.infer.image import output_size
-    from superres.io import probe_image
+    from superres.io import check_image
     from superres.io.files import temp_beside
     from superres.io.image import DEFAULT_MAX_PIXELS
     from superres.zoo import MODELS
@@ -161,7 +170,7 @@ def _check_jobs(jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> tupl
     good, failed = [], 0
     for src, target in jobs:
         try:
-            _, width, height = probe_image(src, limit)
+            _, width, height = check_image(src, limit)
             if scale:
                 out_w, out_h = output_size(height, width, scale)
                 if out_w * out_h > limit:

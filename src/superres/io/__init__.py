@@ -5,6 +5,7 @@ from superres.io.image import (
     ImageInfo,
     check_image,
     encode_image,
+    file_samples,
     probe_image,
     read_image,
     read_rgb8,
@@ -12,5 +13,5 @@ from superres.io.image import (
     write_image,
 )
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "atomic_write", "check_image", "encode_image", "list_images", "probe_image",
-           "read_image", "read_rgb8", "require_images", "to_integer", "write_image"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "atomic_write", "check_image", "encode_image", "file_samples",
+           "list_images", "probe_image", "read_image", "read_rgb8", "require_images", "to_integer", "write_image"]

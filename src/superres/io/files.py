@@ -90,6 +90,12 @@ def _umask() -> int:
 
 def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """The image files in ``folder`` (by extension, sorted by path); hidden files are skipped."""
+    return scan_folder(folder, recursive)[0]
+
+
+def scan_folder(folder: str | os.PathLike, recursive: bool = False) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) in ``folder``, each sorted by path: images by extension, the others
+    (GIFs, text...) for the caller to count as skipped. Hidden files are in neither."""
     folder = Path(folder)
     if not folder.exists():
         raise SuperresError(f"{folder}: no such folder")
@@ -97,14 +103,21 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
         raise SuperresError(f"{folder}: not a folder")
     try:
         entries: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
-        files = sorted(
-            p
-            for p in entries
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )
+        files = sorted(p for p in entries if not p.name.startswith(".") and p.is_file())
     except PermissionError as e:
         raise SuperresError(f"{e.filename or folder}: permission denied") from None
-    return files
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    return images, [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+
+
+def describe_skipped(folder: Path, others: list[Path]) -> str:
+    """One line for the files of a folder that are not images superres reads, counted by extension."""
+    from collections import Counter
+
+    kinds = Counter(p.suffix.lower() or "(no extension)" for p in others)
+    listing = ", ".join(f"{n} {ext}" for ext, n in kinds.most_common())
+    return (f"{folder}: {len(others)} file(s) skipped, not in a format superres reads ({listing}; it reads "
+            f"{' '.join(sorted(IMAGE_EXTENSIONS))})")
 
 
 def require_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:

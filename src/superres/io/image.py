@@ -3,6 +3,11 @@
 Pixels are decoded by OpenCV (which keeps 16-bit samples and alpha); Pillow reads the header
 first, so that the format, the size (decompression-bomb guard), the EXIF orientation and the
 ICC profile are known before any pixel is decoded. Arrays are always RGB order.
+
+Float TIFFs (16, 32 or 64-bit samples, as scientific cameras and HDR tools write them) are read and
+written by tifffile. Their values are used as they are when they lie in [0, 1]; otherwise the image is
+mapped linearly from [min(0, lowest), max(1, highest)] to [0, 1] (with a warning) and a float TIFF
+output is mapped back, so nothing is clipped. NaN or infinite samples are refused.
 """
 
 from __future__ import annotations
@@ -32,8 +37,21 @@ _ICC_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}
 DEFAULT_MAX_PIXELS = 20000 * 20000
 
 _pillow_limit_lock = threading.Lock()
-if hasattr(cv2, "setLogLevel"):
-    cv2.setLogLevel(0)  # decoder warnings would bypass our one-line errors
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+@contextlib.contextmanager
+def _quiet_opencv():
+    """OpenCV's decoder warnings (``[ WARN:0] ... PNG input buffer is incomplete``) off around a decode:
+    our one-line errors say it, and the level is put back for the caller's own OpenCV use."""
+    log = cv2.utils.logging
+    old = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log.setLogLevel(old)
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,8 @@ class ImageInfo:
     icc_profile: bytes | None = None
     orientation: int = 1  # the EXIF orientation that was applied when reading
     path: Path | None = None
+    float_samples: bool = False  # a float TIFF: bit_depth is 16, 32 or 64 bits per float sample
+    float_range: tuple[float, float] = (0.0, 1.0)  # the source values that [0, 1] stands for
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -59,18 +79,27 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     """
     path = Path(path)
     data = _read_bytes(path)
-    fmt, (width, height), orientation, icc = _probe(path, data)
+    fmt, (width, height), orientation, icc, mode = _probe(path, data)
     _check_pixels(path, width, height, max_pixels)
 
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if mode == "float":
+        return _read_float_tiff(path, data, orientation, icc)
+    _verify(path, data, fmt)
+    if fmt == "TIFF" and mode == "LA":  # OpenCV drops a TIFF's alpha when the colour is gray
+        pixels = _decode_tiff(data)
+    else:
+        with _quiet_opencv():
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise ImageError(f"{path}: corrupt or truncated {fmt} file")
     if pixels.dtype == np.uint8:
         bit_depth, scale = 8, 1 / 255
     elif pixels.dtype == np.uint16:
         bit_depth, scale = 16, 1 / 65535
+    elif pixels.dtype.kind == "f":  # a float TIFF that Pillow reads as mode F
+        return _read_float_tiff(path, data, orientation, icc)
     else:
-        raise ImageError(f"{path}: {pixels.dtype} samples are not supported (8 or 16-bit integers only)")
+        raise ImageError(f"{path}: {pixels.dtype} samples are not supported (8 or 16-bit integers, or floats)")
 
     if pixels.ndim == 2:
         pixels = pixels[..., None]
@@ -87,9 +116,76 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
         raise ImageError(f"{path}: {channels}-channel images are not supported")
     rgb = apply_orientation(rgb, orientation)
     image = np.multiply(rgb, np.float32(scale), dtype=np.float32)
-    info = ImageInfo(format=fmt, bit_depth=bit_depth, gray=channels in (1, 2), alpha=channels in (2, 4),
+    # OpenCV decodes gray + alpha as 4 channels: Pillow's mode says what the file holds
+    gray = channels in (1, 2) or (mode in _GRAY_MODES and channels != 3)
+    info = ImageInfo(format=fmt, bit_depth=bit_depth, gray=gray, alpha=channels in (2, 4),
                      icc_profile=icc, orientation=orientation, path=path)
     return image, info
+
+
+def _decode_tiff(data: bytes) -> np.ndarray | None:
+    """A TIFF's first image in RGB(A) order: by tifffile (any sample type, gray + alpha), else by Pillow or
+    OpenCV for the compressions tifffile needs the imagecodecs package for (LZW, JPEG); None if none can."""
+    import tifffile
+
+    try:
+        return tifffile.imread(io.BytesIO(data), key=0)
+    except Exception:  # damage or a codec tifffile lacks: Pillow or OpenCV may still read it
+        pass
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode in ("L", "LA", "RGB", "RGBA", "F"):
+                return np.asarray(im)
+    except Exception:  # Pillow reads no float RGB: OpenCV does
+        pass
+    with _quiet_opencv():
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is not None and pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        pixels = pixels[..., [2, 1, 0, 3][:pixels.shape[2]]]
+    return pixels
+
+
+def _verify(path: Path, data: bytes, fmt: str) -> None:
+    """A truncated or damaged PNG found by its chunks' lengths and CRCs (Pillow, no decoding), before
+    libpng inside OpenCV prints its own ``libpng error:`` line on the way to failing."""
+    if fmt != "PNG":
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except Exception:  # Pillow reports damage in several exception types
+        raise ImageError(f"{path}: corrupt or truncated PNG file") from None
+
+
+def _read_float_tiff(path: Path, data: bytes, orientation: int, icc: bytes | None) -> tuple[np.ndarray, ImageInfo]:
+    """A TIFF with float samples as float32 in [0, 1] (see the module's note on the range)."""
+    pixels = _decode_tiff(data)
+    if pixels is None:
+        raise ImageError(f"{path}: corrupt or unsupported float TIFF")
+    if pixels.dtype.kind != "f":
+        raise ImageError(f"{path}: {pixels.dtype} samples are not supported (8 or 16-bit integers, or floats)")
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+        raise ImageError(f"{path}: float TIFF of shape {pixels.shape} is not supported (gray, gray + alpha, "
+                         "RGB or RGBA)")
+    if not np.isfinite(pixels).all():
+        raise ImageError(f"{path}: the image holds NaN or infinite samples")
+    channels = pixels.shape[2]
+    bit_depth = pixels.dtype.itemsize * 8
+    values = pixels.astype(np.float32)
+    low, high = float(min(0.0, values.min())), float(max(1.0, values.max()))
+    if (low, high) != (0.0, 1.0):
+        warnings.warn(f"{path}: float samples span [{values.min():g}, {values.max():g}]; mapped linearly from "
+                      f"[{low:g}, {high:g}] to [0, 1] for the network (a float TIFF output is mapped back)",
+                      stacklevel=2)
+        values = (values - np.float32(low)) / np.float32(high - low)
+    rgb = values[..., [0, 0, 0] + ([1] if channels == 2 else [])] if channels <= 2 else values
+    rgb = apply_orientation(rgb, orientation)
+    info = ImageInfo(format="TIFF", bit_depth=bit_depth, gray=channels <= 2, alpha=channels in (2, 4),
+                     icc_profile=icc, orientation=orientation, path=path, float_samples=True,
+                     float_range=(low, high))
+    return rgb, info
 
 
 def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
@@ -99,9 +195,22 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
     For callers that must answer before the work starts (the web server)."""
     path = Path(path)
     data = _read_bytes(path)
-    fmt, (width, height), _, _ = _probe(path, data)
+    fmt, (width, height), orientation, icc, mode = _probe(path, data)
     _check_pixels(path, width, height, max_pixels)
-    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
+    if mode == "float":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the range warning comes when the image is read for the work
+            _read_float_tiff(path, data, orientation, icc)
+        return fmt, width, height
+    _verify(path, data, fmt)
+    # OpenCV's reduced decode cannot shrink images of a few pixels (a failed assertion): those decode whole
+    flag = cv2.IMREAD_REDUCED_GRAYSCALE_8 if min(width, height) >= 16 else cv2.IMREAD_UNCHANGED
+    try:
+        with _quiet_opencv():
+            small = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error:
+        small = None
+    if small is None:
         raise ImageError(f"{path}: corrupt or truncated {fmt} file")
     return fmt, width, height
 
@@ -137,7 +246,7 @@ def probe_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
         empty = path.stat().st_size == 0
     if empty:
         raise ImageError(f"{path}: empty file (0 bytes)")
-    fmt, (width, height), _, _ = _probe(path, path)
+    fmt, (width, height), *_ = _probe(path, path)
     _check_pixels(path, width, height, max_pixels)
     return fmt, width, height
 
@@ -145,25 +254,30 @@ def probe_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
 def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels and width * height > max_pixels:
         raise ImageError(f"{path}: image is {width}x{height}, over the limit of {max_pixels} pixels "
-                         "(a possible decompression bomb); --max-pixels raises the limit")
+                         "(a possible decompression bomb); --max-pixels raises the limit (superres upscale, degrade, "
+                         "resize)")
 
 
-def _probe(path: Path, data: bytes | Path) -> tuple[str, tuple[int, int], int, bytes | None]:
-    """Format, size, EXIF orientation and ICC profile from the header (of the file's bytes, or of the
-    file itself), without decoding pixels."""
+def _probe(path: Path, data: bytes | Path) -> tuple[str, tuple[int, int], int, bytes | None, str]:
+    """Format, size, EXIF orientation, ICC profile and Pillow's mode from the header (of the file's bytes,
+    or of the file itself), without decoding pixels. TIFFs with float samples, which Pillow reads only in
+    part, are probed by tifffile and have the mode ``float``."""
     with _pillow_limit_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's own bomb warning and corrupt-EXIF chatter
         old_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we apply our own limit
         try:
             with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
                 fmt = "JPEG" if im.format == "MPO" else im.format
-                size = im.size
+                size, mode = im.size, im.mode
                 try:
                     orientation = int(im.getexif().get(0x0112, 1))
                 except Exception:  # a broken EXIF block must not make the pixels unreadable
                     orientation = 1
                 icc = im.info.get("icc_profile") or None
         except UnidentifiedImageError:
+            head = data[:4] if isinstance(data, bytes) else _head(data)
+            if head in _TIFF_MAGIC:
+                return _probe_tiff(path, data)
             raise ImageError(f"{path}: not an image file, or a format superres cannot read") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
@@ -171,7 +285,34 @@ def _probe(path: Path, data: bytes | Path) -> tuple[str, tuple[int, int], int, b
             Image.MAX_IMAGE_PIXELS = old_limit
     if fmt not in FORMATS:
         raise ImageError(f"{path}: {fmt} images are not supported (use PNG, JPEG, WebP, TIFF or BMP)")
-    return fmt, size, orientation if 1 <= orientation <= 8 else 1, icc
+    if fmt == "TIFF" and mode == "F":
+        mode = "float"
+    return fmt, size, orientation if 1 <= orientation <= 8 else 1, icc, mode
+
+
+def _head(path: Path) -> bytes:
+    with _file_errors(path), open(path, "rb") as f:
+        return f.read(4)
+
+
+def _probe_tiff(path: Path, data: bytes | Path) -> tuple[str, tuple[int, int], int, bytes | None, str]:
+    """:func:`_probe` for the TIFFs Pillow cannot open: float RGB(A), float16; others are unsupported."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data) if isinstance(data, bytes) else data) as tif:
+            page = tif.pages[0]
+            dtype, width, height, samples = page.dtype, page.imagewidth, page.imagelength, page.samplesperpixel
+            orientation = int(page.tags[274].value) if 274 in page.tags else 1
+            icc = bytes(page.tags[34675].value) if 34675 in page.tags else None
+    except Exception as e:  # tifffile reports damage in many exception types
+        raise ImageError(f"{path}: corrupt or unsupported TIFF ({str(e).splitlines()[0][:120]})") from None
+    orientation = orientation if 1 <= orientation <= 8 else 1
+    if dtype is not None and dtype.kind == "f":
+        return "TIFF", (width, height), orientation, icc, "float"
+    if dtype in (np.uint8, np.uint16):  # e.g. 16-bit gray + alpha: OpenCV decodes it, as 4 channels
+        return "TIFF", (width, height), orientation, icc, {1: "L", 2: "LA"}.get(samples, "RGB")
+    raise ImageError(f"{path}: TIFF with {dtype} samples is not supported (8 or 16-bit integers, or floats)")
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -202,50 +343,91 @@ def encode_image(image: np.ndarray, fmt: str, info: ImageInfo | None = None, qua
     """Encode an RGB(A) array (float in [0, 1], uint8 or uint16; HxW or HxWxC) as ``fmt`` bytes.
 
     The bit depth is the array's for integer arrays, else ``info.bit_depth`` (8 by default), lowered
-    to 8 for formats without 16-bit samples. A gray source (``info.gray``) is written gray; alpha is
-    dropped for formats that cannot store it (JPEG, BMP). The ICC profile is kept for 8-bit output.
+    to 8 for formats without 16-bit samples. A float TIFF source (``info.float_samples``) gives a float
+    TIFF of its own sample size and value range, or 16 bits in PNG. A gray source (``info.gray``) is
+    written gray, with its alpha where the format stores gray + alpha (PNG at 8 bits, TIFF); alpha is
+    dropped for formats that cannot store it (JPEG, BMP). The ICC profile is kept at every bit depth.
     """
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
         raise ValueError(f"expected an HxW or HxWxC image with 1, 3 or 4 channels, got shape {image.shape}")
+    floats = info is not None and info.float_samples and image.dtype.kind == "f"
     if image.dtype == np.uint8:
         bit_depth = 8
     elif image.dtype == np.uint16:
+        bit_depth = 16
+    elif floats:
         bit_depth = 16
     else:
         bit_depth = info.bit_depth if info else 8
     if fmt not in _SIXTEEN_BIT_FORMATS:
         bit_depth = 8
-    pixels = to_integer(image, bit_depth)
+    if floats and fmt == "TIFF":
+        low, high = info.float_range
+        pixels = np.clip(image, 0, 1).astype(np.float32) * np.float32(high - low) + np.float32(low)
+        pixels = pixels.astype(f"float{info.bit_depth}")
+    else:
+        pixels = to_integer(image, bit_depth)
 
     color, alpha = pixels[..., :3], pixels[..., 3:]
     if fmt not in _ALPHA_FORMATS:
         alpha = alpha[..., :0]
-    if color.shape[2] == 3 and info is not None and info.gray and alpha.shape[2] == 0:
-        color = cv2.cvtColor(np.ascontiguousarray(color), cv2.COLOR_RGB2GRAY)[..., None]
-    if alpha.shape[2] and color.shape[2] == 1:
-        color = np.repeat(color, 3, axis=2)  # OpenCV cannot write gray + alpha
+    if color.shape[2] == 3 and info is not None and info.gray:
+        gray = cv2.cvtColor(np.ascontiguousarray(color, np.float32 if color.dtype.kind == "f" else None),
+                            cv2.COLOR_RGB2GRAY)
+        color = gray.astype(color.dtype)[..., None]
+    # no copy of a big output for what is already in one piece (a 8000x8000 16-bit RGB image is 384 MB)
+    pixels = np.ascontiguousarray(np.concatenate([color, alpha], axis=2) if alpha.shape[2] else color)
+    icc = info.icc_profile if info and fmt in _ICC_FORMATS else None
 
-    icc = info.icc_profile if info else None
-    if icc and bit_depth == 8 and fmt in _ICC_FORMATS:
-        return _encode_pillow(np.concatenate([color, alpha], axis=2), fmt, icc, quality)
-    bgr = color[..., ::-1] if color.shape[2] == 3 else color
-    out = np.ascontiguousarray(np.concatenate([bgr, alpha], axis=2))
+    if fmt == "TIFF" and (icc or pixels.shape[2] == 2 or pixels.dtype.kind == "f"):
+        return _encode_tifffile(pixels, icc)  # what OpenCV's TIFF writer cannot store
+    if pixels.shape[2] == 2:
+        if bit_depth == 8 and fmt == "PNG":
+            return _encode_pillow(pixels, fmt, icc, quality)
+        pixels = pixels[..., [0, 0, 0, 1]]  # 16-bit PNG (Pillow: no 16-bit gray + alpha) or WebP: RGBA
+    if icc and bit_depth == 8:
+        return _encode_pillow(pixels, fmt, icc, quality)
+    if pixels.shape[2] >= 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     params = {"JPEG": [cv2.IMWRITE_JPEG_QUALITY, quality], "WEBP": [cv2.IMWRITE_WEBP_QUALITY, quality]}
-    ok, buf = cv2.imencode(FORMATS[fmt][0], out, params.get(fmt, []))
+    ext = FORMATS[fmt][0]
+    if icc and hasattr(cv2, "imencodeWithMetadata"):  # 16-bit PNG with its profile (OpenCV 5)
+        ok, buf = cv2.imencodeWithMetadata(ext, pixels, [cv2.IMAGE_METADATA_ICCP],
+                                           [np.frombuffer(icc, np.uint8)], params.get(fmt, []))
+    else:
+        if icc:
+            warnings.warn(f"this OpenCV ({cv2.__version__}) cannot store the ICC profile in a 16-bit {fmt}: "
+                          "it is dropped (OpenCV 5 keeps it)", stacklevel=3)
+        ok, buf = cv2.imencode(ext, pixels, params.get(fmt, []))
     if not ok:
-        raise ImageError(f"OpenCV could not encode a {out.shape} {out.dtype} image as {fmt}")
+        raise ImageError(f"OpenCV could not encode a {pixels.shape} {pixels.dtype} image as {fmt}")
     return buf.tobytes()
 
 
-def _encode_pillow(pixels: np.ndarray, fmt: str, icc: bytes, quality: int) -> bytes:
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
+def _encode_pillow(pixels: np.ndarray, fmt: str, icc: bytes | None, quality: int) -> bytes:
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
     im = Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode)
     buf = io.BytesIO()
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    im.save(buf, format=fmt, icc_profile=icc, **kwargs)
+    if icc:
+        kwargs["icc_profile"] = icc
+    im.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _encode_tifffile(pixels: np.ndarray, icc: bytes | None) -> bytes:
+    """A TIFF (deflate) of any sample type, with gray + alpha and the ICC profile (tag 34675)."""
+    import tifffile
+
+    channels = pixels.shape[2]
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pixels[..., 0] if channels == 1 else pixels, compression="zlib",
+                     photometric="rgb" if channels >= 3 else "minisblack", planarconfig="contig",
+                     extrasamples=("unassalpha",) if channels in (2, 4) else None,
+                     extratags=[(34675, "B", len(icc), icc, True)] if icc else None)
     return buf.getvalue()
 
 
@@ -262,10 +444,16 @@ def to_integer(image: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return np.rint(np.clip(image, 0.0, 1.0) * peak).astype(dtype)
 
 
-def read_rgb8(path: str | os.PathLike) -> np.ndarray:
+def file_samples(image: np.ndarray, info: ImageInfo) -> np.ndarray:
+    """A :func:`read_image` array as the file's own samples: uint8/uint16 of its bit depth, float32 in
+    [0, 1] for a float TIFF (what the runner takes, and :func:`write_image` writes back the same way)."""
+    return image if info.float_samples else to_integer(image, info.bit_depth)
+
+
+def read_rgb8(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """An image as uint8 RGB (alpha dropped, gray repeated, 16-bit rounded to 8): what 8-bit
-    pipelines (training data, video frames) work on."""
-    img, _ = read_image(path)
+    pipelines (training data, video frames) work on. ``max_pixels``: None for the default limit."""
+    img, _ = read_image(path, max_pixels or DEFAULT_MAX_PIXELS)
     return to_integer(img[..., :3], 8)
 
 

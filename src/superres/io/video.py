@@ -152,6 +152,21 @@ class VideoReader:
         self.container.close()
 
 
+# tags that describe the source's encode rather than its content (the muxer writes its own; mkvmerge's
+# statistics and DURATION would be stale after re-encoding or cutting with --start/--end)
+_ENCODER_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "creation_time", "duration",
+                 "bps", "number_of_frames", "number_of_bytes"}
+
+
+def _content_tags(metadata: dict) -> dict:
+    return {k: v for k, v in metadata.items()
+            if k.lower() not in _ENCODER_TAGS and not k.upper().startswith("_STATISTICS")}
+
+
+def _copy_metadata(src, dst) -> None:
+    dst.metadata.update(_content_tags(src.metadata))
+
+
 class VideoWriter:
     """Encode RGB frames into ``dst`` (temp file + rename on :meth:`close`), optionally copying
     streams of a :class:`VideoReader` packet by packet.
@@ -184,6 +199,11 @@ class VideoWriter:
             if rotation:
                 self.stream.set_display_rotation(rotation)
             self.copies = {s.index: self._copy_stream(s) for s in copy_from.others} if copy_from else {}
+            if copy_from:  # the language, title... of each stream and of the file (else they read `und`)
+                _copy_metadata(copy_from.video, self.stream)
+                for src in copy_from.others:
+                    _copy_metadata(src, self.copies[src.index])
+                self.output.metadata.update(_content_tags(copy_from.container.metadata))
         except BaseException:
             self.discard()
             raise

@@ -245,10 +245,10 @@ class JobQueue:
             self._run_image(job)
 
     def _run_image(self, job: Job) -> None:
-        from superres.io import encode_image, read_image, to_integer, write_image
+        from superres.io import encode_image, file_samples, read_image, write_image
 
         img, info = read_image(job.source, self.max_pixels)
-        img = to_integer(img, info.bit_depth)  # the file's own samples, as `superres upscale` runs them
+        img = file_samples(img, info)  # the file's own samples, as `superres upscale` runs them
         job.preview = job.folder / "preview.png"
         job.preview.write_bytes(encode_image(img, "PNG", info))
         upscaler = self._upscaler(job.model, job.alpha)

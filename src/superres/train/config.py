@@ -4,7 +4,12 @@ A config may name a ``base`` file (relative to itself) whose values it overrides
 ``--set a.b.c=value`` overrides on the command line (values parsed as YAML). Unknown keys,
 wrong types and missing data folders fail at load time with the key's dotted path, not at
 iteration 10,000. ``json_schema()`` gives the schema for editors (yaml-language-server).
-Relative data paths are relative to the working directory, as in BasicSR.
+
+Relative paths of data folders (``data.hr``, ``data.lr``, ``val[i].hr``, ``val[i].lr``) and of model
+files (``pretrained``, ``init``, ``train.perceptual_loss.vgg_weights``) are relative to the folder of
+the file that writes them (a ``base`` file's to the base file's), so a config and its data can move
+together; ``--set`` values are relative to the working directory, as is ``output`` (where runs go).
+Absolute paths and named models (``realesrgan-x4plus``) are kept as they are.
 """
 
 from __future__ import annotations
@@ -270,10 +275,12 @@ def _apply_override(data: dict, assignment: str, path: Path) -> None:
 def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
     """Read, merge and validate a config; every problem is reported with its key path."""
     path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(path, _rebase)
     for assignment in overrides:
         _apply_override(data, assignment, path)
+    data = _rebase(data, Path.cwd())  # the --set values
     config = validate(Config, data, path)
+    _check_schedules(config, path)
     if check_paths:
         for key, folder in _data_folders(config):
             if not Path(folder).is_dir():
@@ -286,6 +293,63 @@ def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths:
                 if not _known_model(file):
                     raise ConfigError(f"{path}: {key}.init.{name}: no such file or model name: {file}")
     return config
+
+
+_VGG_KEYWORDS = {"caffe", "torchvision", "random"}
+
+
+def _rebase(data: dict, folder: Path) -> dict:
+    """``data`` (one file's mapping, or the merged one) with its relative data folders and model files
+    made absolute from ``folder``; values of the wrong type are left for validation to report."""
+    def path(value: Any, keep: set[str] = frozenset()) -> Any:
+        if not isinstance(value, str) or not value or value in keep or os.path.isabs(value):
+            return value
+        return os.path.normpath(folder / value)
+
+    def paths(value: Any) -> Any:
+        return [path(v) for v in value] if isinstance(value, list) else path(value)
+
+    def model(m: Any) -> None:
+        if isinstance(m, dict):
+            from superres.zoo import MODELS
+
+            if "pretrained" in m:
+                m["pretrained"] = path(m["pretrained"], set(MODELS))
+            if isinstance(m.get("init"), dict):
+                m["init"] = {k: path(v, set(MODELS)) for k, v in m["init"].items()}
+
+    if isinstance(data.get("data"), dict):
+        for key in ("hr", "lr"):
+            if key in data["data"]:
+                data["data"][key] = paths(data["data"][key])
+    if isinstance(data.get("val"), list):
+        for v in data["val"]:
+            for key in ("hr", "lr"):
+                if isinstance(v, dict) and key in v:
+                    v[key] = path(v[key])
+    model(data.get("model"))
+    train = data.get("train")
+    if isinstance(train, dict):
+        if isinstance(train.get("gan"), dict):
+            model(train["gan"].get("discriminator"))
+        if isinstance(train.get("perceptual_loss"), dict) and "vgg_weights" in train["perceptual_loss"]:
+            loss = train["perceptual_loss"]
+            loss["vgg_weights"] = path(loss["vgg_weights"], _VGG_KEYWORDS)
+    return data
+
+
+def _check_schedules(config: Config, path: Path) -> None:
+    """A cosine schedule longer than the run (``--set train.iterations=1000`` on a recipe whose period
+    is 20000) is kept as written, since restarts and periods are deliberate, but said in one warning:
+    the learning rate would stop far from its floor."""
+    import warnings
+
+    for key, schedule in (("train.scheduler", config.train.scheduler),
+                          ("train.gan.scheduler", config.train.gan and config.train.gan.scheduler)):
+        if isinstance(schedule, CosineAnnealingRestart) and sum(schedule.periods) > config.train.iterations:
+            warnings.warn(f"{path}: {key}: the cosine periods add up to {sum(schedule.periods)} iterations, longer "
+                          f"than train.iterations={config.train.iterations}: the learning rate will not anneal to "
+                          f"its floor; scale {key}.periods to the run (e.g. --set {key}.periods=[N])", stacklevel=3)
 
 
 def _data_folders(config: Config) -> list[tuple[str, str]]:

@@ -152,6 +152,10 @@ def _few(keys: list[str], n: int = 4) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
+def _dims(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
 def _no_match_message(source: str, state: dict) -> str:
     """Name the architecture whose layout shares the most key patterns, and the differences.
 
@@ -169,6 +173,12 @@ def _no_match_message(source: str, state: dict) -> str:
         if score > best_score:
             best, best_score, best_keys = arch, score, keys
     missing, unexpected = sorted(best_keys - have), sorted(have - best_keys)
+    if not missing and not unexpected:  # the layout is right: the shapes fit none of its configurations
+        default = create_model(best).module.state_dict()
+        differ = [f"{k} {_dims(v)} (default {_dims(default[k])})" for k, v in state.items()
+                  if k in default and tuple(v.shape) != tuple(default[k].shape)]
+        return (f"{source}: has the keys of {best}, but tensor shapes that fit none of its configurations; "
+                f"shapes that differ from its default: {_few(differ, 3)}")
     return (f"{source}: matches no known architecture; closest is {best} ({best_score:.0%} of key patterns "
             f"shared): missing {_few(missing)}; unexpected {_few(unexpected)}")
 

@@ -8,9 +8,11 @@ prefixes (EMA preferred), and DataParallel's ``module.``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -44,17 +46,76 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
         return unwrap_state_dict(state, path), metadata
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
-        raise CheckpointError(f"{path}: refused: the file contains pickled code or objects that are not plain "
-                              f"tensors, so it was not loaded ({first})") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
-    except (KeyError, IndexError):  # what the unpickler makes of arbitrary bytes
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt, or not a checkpoint)") from None
+    obj = _torch_load(path)
     return unwrap_state_dict(obj, path), {}
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)`` with its failures as one line that says what the file is: a
+    checkpoint with code or non-tensor objects in it (refused), a damaged checkpoint, or no checkpoint at all."""
+    import warnings
+    import zipfile
+
+    with _file_errors(path), open(path, "rb") as f:
+        head = f.read(2)
+    is_zip = zipfile.is_zipfile(path)
+    # torch.save writes a zip archive; before PyTorch 1.6 it wrote pickles (protocol 2 or later: 0x80 first)
+    if not is_zip and not head.startswith(b"\x80"):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive as torch.save writes, "
+                              "nor a pickle)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unpickler's protocol chatter
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        imports = _pickle_imports(path, is_zip)
+        if imports:
+            raise CheckpointError(f"{path}: refused: its pickle imports {', '.join(imports[:3])}: code or objects "
+                                  "that are not plain tensors, so it was not loaded") from None
+        operand = re.search(r"Unsupported operand \d+", str(e))
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (a damaged or foreign pickle"
+                              f"{': ' + operand.group(0) if operand else ''})") from None
+    except Exception as e:  # zip or pickle damage surfaces as many exception types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kind = "a damaged zip archive" if is_zip else "a damaged pickle"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({kind}: {first[:120]})") from None
+
+
+_SAFE_IMPORTS = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.")
+
+
+def _pickle_imports(path: Path, is_zip: bool) -> list[str]:
+    """What a pickle imports that a tensor file does not need, read from its opcodes without running
+    it (``pickletools``); empty for a file that is not a pickle at all."""
+    import pickletools
+    import zipfile
+
+    found, strings = [], []
+    try:
+        if is_zip:
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, str):
+                strings.append(arg)
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a pickle (random bytes, a damaged archive): nothing it would import
+        return []
+    return [name for name in dict.fromkeys(found) if not name.startswith(_SAFE_IMPORTS)]
+
+
+@contextlib.contextmanager
+def _file_errors(path: Path):
+    try:
+        yield
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 def unwrap_state_dict(obj: object, path: str | os.PathLike = "<state dict>") -> StateDict:
