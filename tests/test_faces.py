@@ -327,8 +327,8 @@ def test_upscale_command_with_a_face_model(face_photo, fake_face_checkpoint, tmp
     junk = tmp_path / "junk.pth"
     junk.write_text("junk\n")  # bytes the unpickler fails on with a KeyError
     assert main(["upscale", *common, "-o", str(tmp_path / "x"), "--face-model", str(junk)]) == 1
-    assert capsys.readouterr().err.strip().splitlines() == [f"superres: error: {junk}: not a readable PyTorch "
-                                                            "checkpoint (corrupt, or not a checkpoint)"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"superres: error: {junk}: not a PyTorch checkpoint")
     assert main(["upscale", *common, "-o", str(tmp_path / "x"), "--face-model", str(fake_face_checkpoint),
                  "--face-strength", "2"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == ["superres: error: face strength must be between 0 and 1, "

@@ -40,8 +40,8 @@ def cmd_faces(args: argparse.Namespace) -> int:
     options = FaceOptions(min_size=args.min_size)  # checked before any file is looked at
     if not args.face_model and not 16 <= args.size <= 4096:
         raise SuperresError(f"--size must be between 16 and 4096 pixels, got {args.size}")
-    items = _collect_inputs(args.inputs, args.recursive)
-    jobs, skipped = [], 0
+    items, skipped = _collect_inputs(args.inputs, args.recursive, args.quiet)
+    jobs = []
     for src, rel in items:
         target = args.output / rel.parent / f"{rel.stem}.json"
         if target.exists() and not args.overwrite:
