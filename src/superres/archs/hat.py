@@ -19,7 +19,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from superres.archs.blocks import Upsample
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
+from superres.archs.swinir import PatchEmbed  # HAT builds on SwinIR: the same token embedding
 
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -211,33 +213,6 @@ class RHAG(nn.Module):
         b, _, c = x.shape
         y = self.residual_group(x, x_size, params).transpose(1, 2).reshape(b, c, *x_size)
         return self.conv(y).flatten(2).transpose(1, 2) + x
-
-
-class PatchEmbed(nn.Module):
-    """Image to tokens (patch size 1), with the optional layer norm of the official code."""
-
-    def __init__(self, embed_dim: int, norm: bool):
-        super().__init__()
-        self.norm = nn.LayerNorm(embed_dim) if norm else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.flatten(2).transpose(1, 2)
-        return self.norm(x) if self.norm is not None else x
-
-
-class Upsample(nn.Sequential):
-    """Conv + PixelShuffle(2) per factor of 2 (scales 2^n), or one conv + PixelShuffle(3)."""
-
-    def __init__(self, scale: int, num_feat: int):
-        layers: list[nn.Module] = []
-        if scale & (scale - 1) == 0:
-            for _ in range(int(math.log2(scale))):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f"HAT upscales by 2^n or 3, not {scale}")
-        super().__init__(*layers)
 
 
 class HAT(nn.Module):
