@@ -240,3 +240,18 @@ def test_compile_gives_the_same_image_and_compiles_once_per_process():
     assert out.shape == plain.shape and np.abs(out.astype(int) - plain).max() <= 1  # summation order only
     again = Runner(desc, RunOptions(device="cpu", precision="fp32", compile=True))
     assert again._net("fp32") is compiled._net("fp32") and len([k for k in _COMPILED if k[0] == id(desc.module)]) == 1
+
+
+def test_running_a_network_leaves_the_callers_float_state_alone():
+    """Denormals are flushed only while a network runs: the caller's own arithmetic keeps subnormals."""
+    import sys
+
+    import numpy as np
+
+    from superres.runner import Runner
+    from superres.runtime import RunOptions
+    from superres.zoo import create_model
+
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    Runner(create_model("ESPCN", upscale=2), RunOptions(device="cpu"))(np.zeros((4, 4, 3), np.uint8))
+    assert torch.tensor(tiny) / 4 > 0 and sys.float_info.min / 4 > 0

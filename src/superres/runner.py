@@ -26,8 +26,8 @@ from superres.runtime import (
     DTYPES,
     RunOptions,
     channels_last,
+    denormals_flushed,
     fallback_precision,
-    flush_denormals,
     pick_backend,
     pick_device,
     pick_precision,
@@ -52,8 +52,6 @@ class Runner:
         self._nets: dict[tuple[str, str], object] = {}  # (precision, backend) -> prepared torch module or ncnn net
         self._fell_back = False
         self.precision_used: str | None = None  # the precision of the last run, fallback included
-        if self.device.type == "cpu" and desc.module is not None:
-            flush_denormals()
         self.precision_for(np.uint8)  # reject impossible explicit choices now, not at the first image
 
     # --- choices ------------------------------------------------------------------------------
@@ -202,7 +200,8 @@ class Runner:
             x = flat.view(*x.shape[:-2], h + pad_h, w + pad_w)
         if x.dim() == 4 and channels_last(self.device, precision):
             x = x.contiguous(memory_format=torch.channels_last)
-        out = net(x).float()
+        with denormals_flushed(self.device):
+            out = net(x).float()
         s = self.desc.scale
         return out[..., : h * s, : w * s]
 
