@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from superres.archs.blocks import Upsample
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
-from superres.archs.swinir import PatchEmbed  # HAT builds on SwinIR: the same token embedding
+from superres.archs.swinir import Mlp, PatchEmbed, WindowAttention  # HAT builds on SwinIR's blocks
 
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -87,39 +87,6 @@ class CAB(nn.Module):
         return self.cab(x)
 
 
-class Mlp(nn.Module):
-    def __init__(self, in_features: int, hidden_features: int):
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(in_features, hidden_features), nn.GELU(), nn.Linear(
-            hidden_features, in_features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class WindowAttention(nn.Module):
-    """Window multi-head self-attention with a relative position bias (Swin)."""
-
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True):
-        super().__init__()
-        self.window_size, self.num_heads = window_size, num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor, rpi: Tensor, mask: Tensor | None) -> Tensor:
-        b_, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = attn + self.relative_position_bias_table[rpi.view(-1)].view(n, n, -1).permute(2, 0, 1)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = (attn.view(b_ // nw, nw, self.num_heads, n, n) + mask[None, :, None]).view(-1, self.num_heads, n, n)
-        return self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b_, n, c))
-
-
 class HAB(nn.Module):
     """Hybrid attention block: (shifted) window attention + conv_scale x CAB, then an MLP."""
 
@@ -128,7 +95,7 @@ class HAB(nn.Module):
         super().__init__()
         self.window_size, self.shift_size, self.conv_scale = window_size, shift_size, conv_scale
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias)
+        self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, own_index=False)
         self.conv_block = CAB(dim, compress_ratio, squeeze_factor)
         self.drop_path_rate = drop_path
         self.norm2 = nn.LayerNorm(dim)
@@ -142,7 +109,7 @@ class HAB(nn.Module):
         s = self.shift_size
         if s:
             y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        windows = self.attn(window_partition(y, self.window_size), rpi_sa, attn_mask if s else None)
+        windows = self.attn(window_partition(y, self.window_size), attn_mask if s else None, rpi_sa)
         y = window_reverse(windows, self.window_size, h, w)
         if s:
             y = torch.roll(y, shifts=(s, s), dims=(1, 2))

@@ -44,23 +44,29 @@ class Mlp(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside a window, with a learned relative position bias (W-MSA)."""
+    """Multi-head self-attention inside a window, with a learned relative position bias (W-MSA).
 
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True):
+    ``own_index``: the block stores its position index (SwinIR's layout); HAT's blocks share one that the
+    network stores and passes to ``forward`` as ``index``.
+    """
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True, own_index: bool = True):
         super().__init__()
         self.window_size, self.num_heads = window_size, num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size, window_size))
+        if own_index:
+            self.register_buffer("relative_position_index", relative_position_index(window_size, window_size))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, index: Tensor | None = None) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         attn = (q * self.scale) @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        index = self.relative_position_index if index is None else index
+        bias = self.relative_position_bias_table[index.view(-1)].view(n, n, -1)
         attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
         if mask is not None:
             windows = mask.shape[0]
