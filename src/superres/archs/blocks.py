@@ -48,6 +48,18 @@ class Upsample(nn.Sequential):
         super().__init__(*layers)
 
 
+def init_transformer_weights(m: nn.Module) -> None:
+    """The Swin-family initialisation (SwinIR, HAT, DAT): truncated normal (0.02) linear weights, zero
+    biases, unit/zero norm layers. For ``module.apply``."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 def subpixel_scale(s: StateDict, num_feat: int, prefix: str = "upsample") -> int:
     """The scale of an :class:`Upsample` stored under ``prefix`` (x3 once, or x2 n times)."""
     convs = [v for k, v in s.items() if re.fullmatch(rf"{prefix}\.\d+\.weight", k) and v.ndim == 4]

@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superres.archs.blocks import Upsample, shifted_window_mask, subpixel_scale, window_partition, window_reverse
+from superres.archs.blocks import (
+    Upsample,
+    init_transformer_weights,
+    shifted_window_mask,
+    subpixel_scale,
+    window_partition,
+    window_reverse,
+)
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
 from superres.archs.swinir import RGB_MEAN, relative_position_index, resi_conv, tokens_to_image
 
@@ -271,7 +278,7 @@ class DAT(nn.Module):
         else:
             self.upsample = nn.Sequential(nn.Conv2d(embed_dim, upscale**2 * in_chans, 3, 1, 1),
                                           nn.PixelShuffle(upscale))
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
         x_size = (x.shape[2], x.shape[3])
@@ -289,16 +296,6 @@ class DAT(nn.Module):
         else:
             out = self.upsample(feat)
         return out / self.img_range + self.mean
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 _BLOCK = "layers.0.blocks.0"

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from superres.archs.blocks import Upsample
+from superres.archs.blocks import Upsample, init_transformer_weights
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
 from superres.archs.swinir import Mlp, PatchEmbed, WindowAttention  # HAT builds on SwinIR's blocks
 
@@ -213,17 +213,7 @@ class HAT(nn.Module):
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_transformer_weights)
 
     def _attn_mask(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """Shifted windows: -100 between tokens that come from different regions before the roll."""

@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superres.archs.blocks import Upsample, shifted_window_mask, subpixel_scale, window_partition, window_reverse
+from superres.archs.blocks import (
+    Upsample,
+    init_transformer_weights,
+    shifted_window_mask,
+    subpixel_scale,
+    window_partition,
+    window_reverse,
+)
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K's, as EDSR and SwinIR subtract it
@@ -215,7 +222,7 @@ class SwinIR(nn.Module):
             self.lrelu = nn.LeakyReLU(0.2, inplace=True)
         else:
             self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward_features(self, x: Tensor) -> Tensor:
         x_size = (x.shape[2], x.shape[3])
@@ -244,16 +251,6 @@ class SwinIR(nn.Module):
             out = x + self.conv_last(feat)
         out = out / self.img_range + self.mean
         return out[:, :, :h * self.upscale, :w * self.upscale]
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 _BLOCK = "layers.0.residual_group.blocks.0"
