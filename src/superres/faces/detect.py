@@ -14,10 +14,8 @@ Coordinates are in pixels with the image spanning [0, W] x [0, H] (pixel (i, j) 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,6 +25,7 @@ from torch import nn
 from torchvision.ops import nms
 
 from superres.errors import SuperresError
+from superres.packages import package_data
 
 INSTALL = "pip install 'facenet-pytorch>=2.5.3,!=2.6.0'"
 # The largest first pyramid level (pixels): P-Net keeps about 100 bytes per pixel of it (0.8 GB here), so
@@ -125,21 +124,14 @@ class ONet(nn.Module):
         return self.dense6_2(x), self.dense6_3(x), self.dense6_1(x).softmax(1)[:, 1]
 
 
-def weights_dir() -> Path:
-    """The folder of facenet-pytorch's MTCNN weights, found without importing the package."""
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise FaceError(f"face detection needs the MTCNN weights that ship with facenet-pytorch: {INSTALL}")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
 @functools.lru_cache(maxsize=4)
 def load_mtcnn(device: str = "cpu") -> tuple[PNet, RNet, ONet]:
     """P-, R- and O-Net with their weights, in eval mode on ``device`` (loaded once per process)."""
-    folder = weights_dir()
     nets = []
     for cls, name in ((PNet, "pnet"), (RNet, "rnet"), (ONet, "onet")):
-        path = folder / f"{name}.pt"
+        path = package_data("facenet_pytorch", f"data/{name}.pt")
+        if path is None:
+            raise FaceError(f"face detection needs the MTCNN weights that ship with facenet-pytorch: {INSTALL}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as e:

