@@ -1,7 +1,7 @@
 """The perception-distortion trade-off of a small ESRGAN pair trained with this repo's recipes.
 
-``runs/esrgan_small_psnr_x4`` (configs/esrgan_small_psnr_x4.yaml, L1 only) and its GAN fine-tune
-``runs/esrgan_small_x4`` (configs/esrgan_small_x4.yaml: perceptual + relativistic GAN + 0.01 L1), blended
+The shipped ``esrgan-small-psnr-x4`` (configs/esrgan_small_psnr_x4.yaml, L1 only) and its GAN fine-tune
+``esrgan-small-x4`` (configs/esrgan_small_x4.yaml), or any two runs' models (``--a``, ``--b``), blended
 weight by weight as ESRGAN's network interpolation (Wang et al., ECCVW 2018, Sec. 3.4), scored on
 held-out images: the first 20 BSD200 images (the recipes' validation images, left out of training)
 and Set5. Y-PSNR/SSIM (crop 4) and NIQE/BRISQUE of the outputs; the table goes to stdout and, with
@@ -23,9 +23,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/data")
     parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
-    parser.add_argument("--a", default=str(ROOT / "runs/esrgan_small_psnr_x4/model.safetensors"),
-                        help="the PSNR-oriented model")
-    parser.add_argument("--b", default=str(ROOT / "runs/esrgan_small_x4/model.safetensors"), help="its GAN fine-tune")
+    parser.add_argument("--a", default="esrgan-small-psnr-x4", help="the PSNR-oriented model (e.g. "
+                        "runs/esrgan_small_psnr_x4/model.safetensors)")
+    parser.add_argument("--b", default="esrgan-small-x4", help="its GAN fine-tune")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     from superres.io import list_images

@@ -287,3 +287,55 @@ def test_official_basicvsr_weights_load_and_run_through_superres_video(name, tmp
                     .round().astype(np.uint8))
     assert main(["video", str(frames), "-o", str(tmp_path / "out"), "-m", name, "-q"]) == 0
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
+
+
+# docs/model-card.md: `superres interpolate esrgan-small-psnr-x4 esrgan-small-x4 --sweep` on the first 20
+# BSD200 images (held out of both trainings), alpha = 0 and 1: (Y-PSNR, NIQE) of each end
+TRADEOFF = {0.0: (27.522, 6.9651), 1.0: (26.5841, 6.2274)}
+
+
+def test_small_esrgan_pair_trades_distortion_for_perception(shared_data, tmp_path):
+    """The GAN model's NIQE is clearly lower than its PSNR parent's while its PSNR is lower, as in ESRGAN."""
+    import json
+    import subprocess
+    import sys
+
+    from superres.io import list_images
+
+    held_out = tmp_path / "bsd200-20"
+    held_out.mkdir()
+    for f in list_images(shared_data / "BSD200")[:20]:
+        (held_out / f.name).symlink_to(f.resolve())
+    result = subprocess.run([sys.executable, "-m", "superres", "interpolate", "esrgan-small-psnr-x4", "esrgan-small-x4",
+                             "--sweep", str(held_out), "--alphas", "0,1", "-o", str(tmp_path / "sweep")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    parent, gan = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    for row in (parent, gan):
+        psnr, niqe = TRADEOFF[row["alpha"]]
+        assert row["psnr"] == pytest.approx(psnr, abs=0.01)
+        assert row["niqe"] == pytest.approx(niqe, abs=0.02)
+    assert gan["niqe"] < parent["niqe"] - 0.5 and gan["psnr"] < parent["psnr"] - 0.3
+
+
+def test_small_esrgan_pair_ships(photos):
+    """Both ends load offline as the spec says; the GAN end's output carries more fine detail (higher
+    Laplacian energy) than its parent's on a bundled photo, the parent's more than bicubic."""
+    from superres.ops import imresize
+    from superres.runner import Runner
+
+    hr = (photos["chelsea"][:200, :240, :3] * 255).round().astype(np.uint8)
+    lr = imresize(hr, 1 / 4)
+    detail = []
+    for name in ("esrgan-small-psnr-x4", "esrgan-small-x4"):
+        desc = load_model(name)
+        assert (desc.arch, desc.scale) == ("RRDBNet", 4)
+        assert sum(p.numel() for p in desc.module.parameters()) == MODELS[name].params
+        detail.append(_laplacian_energy(Runner(desc)(lr)))
+    assert _laplacian_energy(imresize(lr, 4)) < detail[0] < detail[1]
+
+
+def _laplacian_energy(img: np.ndarray) -> float:
+    y = img.astype(np.float64).mean(-1)
+    lap = 4 * y[1:-1, 1:-1] - y[:-2, 1:-1] - y[2:, 1:-1] - y[1:-1, :-2] - y[1:-1, 2:]
+    return float(np.mean(lap ** 2))

