@@ -18,11 +18,20 @@ the clamp and dropping the logits are inside it.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
-from superres.archs.vqgan import CODEBOOK_PRECISIONS, Downsample, Upsample, VectorQuantizer, group_norm, swish
+from superres.archs.vqgan import (
+    CODEBOOK_PRECISIONS,
+    Downsample,
+    ResnetBlock,
+    Upsample,
+    VectorQuantizer,
+    group_norm,
+)
 
 RES_BLOCKS, ATTN_RES, EMB_DIM = 2, 16, 256  # fixed by the official code, as its 16 x 16 latent grid
 
@@ -32,20 +41,8 @@ def face_size(ch_mult: tuple[int, ...] | list[int]) -> int:
     return ATTN_RES * 2 ** (len(ch_mult) - 1)
 
 
-class ResBlock(nn.Module):
-    """GroupNorm-swish-conv twice, with a 1x1 shortcut (``conv_out``) when the channels change."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.norm1 = group_norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
-        self.norm2 = group_norm(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
-        self.conv_out = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv2(swish(self.norm2(self.conv1(swish(self.norm1(x))))))
-        return h + (x if self.conv_out is None else self.conv_out(x))
+# VQGAN's residual block, its 1x1 shortcut named as in CodeFormer's checkpoints
+ResBlock = partial(ResnetBlock, shortcut="conv_out")
 
 
 class AttnBlock(nn.Module):

@@ -20,23 +20,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from superres.archs.spec import ArchSpec, ModelFacts, StateDict, count_indices
-from superres.archs.vqgan import CODEBOOK_PRECISIONS, Downsample, Upsample, VectorQuantizer, group_norm, swish
-
-
-class ResnetBlock(nn.Module):
-    """GroupNorm-swish-conv twice, with a 1x1 shortcut when the channels change."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.norm1 = group_norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
-        self.norm2 = group_norm(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
-        self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv2(swish(self.norm2(self.conv1(swish(self.norm1(x))))))
-        return h + (x if self.nin_shortcut is None else self.nin_shortcut(x))
+from superres.archs.vqgan import (
+    CODEBOOK_PRECISIONS,
+    Downsample,
+    ResnetBlock,
+    Upsample,
+    VectorQuantizer,
+    group_norm,
+    swish,
+)
 
 
 class MultiHeadAttnBlock(nn.Module):

@@ -1,6 +1,7 @@
 """Building blocks of VQGAN (Esser, Rombach and Ommer, "Taming Transformers for High-Resolution Image
 Synthesis", CVPR 2021) shared by the codebook face restorers RestoreFormer and CodeFormer: GroupNorm
-with 32 groups, swish, the resampling convolutions and the nearest-codebook-entry lookup (Sec. 3.1).
+with 32 groups, swish, the residual block, the resampling convolutions and the nearest-codebook-entry
+lookup (Sec. 3.1).
 """
 
 from __future__ import annotations
@@ -17,6 +18,25 @@ CODEBOOK_PRECISIONS = ("fp32",)
 
 def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=1e-6)
+
+
+class ResnetBlock(nn.Module):
+    """GroupNorm-swish-conv twice, with a 1x1 shortcut when the channels change, named as the checkpoint
+    names it: ``nin_shortcut`` (VQGAN, RestoreFormer) or ``conv_out`` (CodeFormer)."""
+
+    def __init__(self, in_channels: int, out_channels: int, shortcut: str = "nin_shortcut"):
+        super().__init__()
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
+        self.norm2 = group_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
+        self.shortcut = shortcut
+        setattr(self, shortcut, nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv2(swish(self.norm2(self.conv1(swish(self.norm1(x))))))
+        shortcut = getattr(self, self.shortcut)
+        return h + (x if shortcut is None else shortcut(x))
 
 
 class Downsample(nn.Module):
