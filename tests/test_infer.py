@@ -255,3 +255,25 @@ def test_running_a_network_leaves_the_callers_float_state_alone():
     tiny = np.float32(np.finfo(np.float32).tiny)
     Runner(create_model("ESPCN", upscale=2), RunOptions(device="cpu"))(np.zeros((4, 4, 3), np.uint8))
     assert torch.tensor(tiny) / 4 > 0 and sys.float_info.min / 4 > 0
+
+
+def test_fp32_on_a_gpu_runs_without_tf32():
+    """The flags are process-wide: off only while an fp32 network runs on CUDA, restored afterwards
+    (checked without a GPU: the context only sets PyTorch's backend flags)."""
+    from superres.runtime import tf32_disabled
+
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = True
+        with tf32_disabled(torch.device("cuda"), "fp32"):
+            assert not any(f.allow_tf32 for f in flags)
+        assert all(f.allow_tf32 for f in flags)
+        for device, precision in (("cuda", "fp16"), ("cuda", "bf16"), ("cpu", "fp32")):
+            with tf32_disabled(torch.device(device), precision):
+                assert all(f.allow_tf32 for f in flags)
+    finally:
+        for f, value in zip(flags, before, strict=True):
+            f.allow_tf32 = value
+

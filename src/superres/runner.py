@@ -31,6 +31,7 @@ from superres.runtime import (
     pick_backend,
     pick_device,
     pick_precision,
+    tf32_disabled,
 )
 
 
@@ -200,7 +201,7 @@ class Runner:
             x = flat.view(*x.shape[:-2], h + pad_h, w + pad_w)
         if x.dim() == 4 and channels_last(self.device, precision):
             x = x.contiguous(memory_format=torch.channels_last)
-        with denormals_flushed(self.device):
+        with denormals_flushed(self.device), tf32_disabled(self.device, precision):
             out = net(x).float()
         s = self.desc.scale
         return out[..., : h * s, : w * s]

@@ -215,3 +215,20 @@ def denormals_flushed(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(False)
+
+
+@contextmanager
+def tf32_disabled(device: torch.device, precision: str) -> Iterator[None]:
+    """No TF32 while a network runs in ``fp32`` on a GPU: PyTorch lets cuDNN run fp32 convolutions in TF32
+    (a 10-bit mantissa, about 1e-3 relative error) on Ampere and newer GPUs by default, so "fp32" would not
+    compute what it does on a CPU, and the 8-bit outputs, PSNR and NIQE would move with the GPU. The flags
+    are the process's; they are restored afterwards (training may allow TF32 for itself)."""
+    if device.type != "cuda" or precision != "fp32":
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
