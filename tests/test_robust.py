@@ -111,9 +111,10 @@ def test_upscale_refuses_a_runaway_output_before_any_work(tmp_path, photos, monk
     write_image(src, photos["chelsea"][:40, :50])
     with monkeypatch.context() as m:
         m.setattr(superres.infer, "Upscaler", None)  # the model is not even loaded
-        assert main(["upscale", str(src), "-o", str(tmp_path / "x.png"), "-s", "1000", "-q"]) == 1
+        assert main(["upscale", str(src), "-o", str(tmp_path / "x.png"), "-s", "64", "--max-pixels", "8000000",
+                     "-q"]) == 1  # -s itself stops at 64
     err = capsys.readouterr().err
-    assert "50000x40000, over the limit" in err and "--max-pixels" in err and not (tmp_path / "x.png").exists()
+    assert "3200x2560, over the limit" in err and "--max-pixels" in err and not (tmp_path / "x.png").exists()
     with pytest.raises(ValueError, match="over the limit of 1000 pixels"):
         Upscaler("bicubic", max_pixels=1000).upscale_array(np.zeros((20, 20), np.uint8))
     assert _cli("upscale", src, "-o", tmp_path / "y.png", "-m", "bicubic", "-s", "2", "--max-pixels",

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from superres.memory import available_memory  # noqa: F401  (re-exported: a memory fact of the machine)
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BACKENDS = ("auto", "torch", "ncnn")
@@ -158,25 +160,6 @@ def pick_backend(backend: str, device: torch.device, precision: str, has_ncnn_fi
     if backend == "auto" and has_ncnn_files and device.type == "cpu" and precision == "fp32" and ncnn_available():
         return "ncnn"
     return "torch"
-
-
-def available_memory() -> int | None:
-    """Bytes of memory a new allocation can get without swapping, as the kernel reports it.
-
-    Linux's ``MemAvailable`` counts the page cache and the other memory the kernel would reclaim;
-    ``SC_AVPHYS_PAGES`` (free pages only, the fallback elsewhere) does not, and on a busy machine
-    with a full page cache it reads a small fraction of what is really there.
-    """
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def keep_freed_memory() -> bool:

@@ -15,8 +15,16 @@ from superres.errors import SuperresError, Terminated
 COMMANDS = (metrics, degrade, upscale, video, faces, train, eval, models, fetch, export, serve, demo)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is one line, ``superres COMMAND: error: ...`` (exit 2), not the whole usage above it:
+    ``-h`` shows that. Sub-command parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="superres", description="Image and video super-resolution.")
+    parser = _Parser(prog="superres", description="Image and video super-resolution.")
     parser.add_argument("--version", action="version", version=f"superres {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
@@ -50,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 141  # 128 + SIGPIPE, as a shell reports it
+    except OSError as e:  # a file or folder a command did not expect to fail on: still one line naming it
+        error(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+        return 1
     finally:
         restore()
         restore_warnings()

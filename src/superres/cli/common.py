@@ -1,5 +1,6 @@
-"""What every sub-command shares: one-line errors, batches that go on past a bad file, output folders,
-the tile and runtime arguments. Nothing here imports torch."""
+"""What every sub-command shares: one-line errors, batches that go on past a bad file, inputs and output
+folders (an output never replaces an input nor is read back as one), the scale, tile, face and runtime
+arguments. Nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -54,6 +55,112 @@ def folder_images(folder: Path, recursive: bool = False, quiet: bool = False) ->
     return files
 
 
+def collect_inputs(inputs: list[str], recursive: bool, quiet: bool = False,
+                   output: Path | None = None) -> tuple[list[tuple[Path, Path]], int]:
+    """(file, path relative to its root) for files, folders and globs (folders keep their sub-folders), and
+    the number of files in the folders that are not images superres reads (each folder says so in a line).
+
+    ``output``: the output folder. Where it lies inside a folder given (or inside a pattern's fixed part), the
+    files in it are not inputs: a second run must not take the first one's outputs for images to upscale."""
+    import glob
+
+    from superres.io import IMAGE_EXTENSIONS
+    from superres.io.files import describe_skipped, scan_folder
+
+    found: list[tuple[Path, Path]] = []
+    named = {Path(item).resolve() for item in inputs if Path(item).is_file()}  # tried, so not skipped
+    others = 0
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            keep = _outside_output(path, output)
+            images, not_images = scan_folder(path, recursive)
+            not_images = [p for p in not_images if p.resolve() not in named and keep(p)]
+            others += len(not_images)
+            if not_images and not quiet:
+                print(f"superres: {describe_skipped(path, not_images)}", file=sys.stderr)
+            kept = [f for f in images if keep(f)]
+            if not kept:
+                raise SuperresError(f"{path}: no images found (looked for {' '.join(sorted(IMAGE_EXTENSIONS))}"
+                                    + (f"; those in the output folder {output} are not inputs" if images else
+                                       "" if recursive else "; add -r for sub-folders") + ")")
+            found += [(f, f.relative_to(path)) for f in kept]
+        elif path.exists():
+            if not path.is_file():  # reading /dev/zero or a FIFO would never end
+                raise SuperresError(f"{path}: not a regular file (a device, pipe or socket); give image files "
+                                    "or folders")
+            found.append((path, Path(path.name)))
+        elif glob.has_magic(item):
+            # ``**`` in a pattern the user wrote means sub-folders, with or without -r
+            keep = _outside_output(_pattern_root(item), output)
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise SuperresError(f"{item}: no file matches")
+            found += [(m, Path(m.name)) for m in matches if keep(m)]
+        else:
+            raise SuperresError(f"{item}: no such file or folder")
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for src, rel in found:  # a file named twice (or inside a folder also given) is done once
+        unique.setdefault(src.resolve(), (src, rel))
+    return list(unique.values()), others
+
+
+def _outside_output(root: Path, output: Path | None) -> Callable[[Path], bool]:
+    """Whether a file found under ``root`` lies outside ``output``, where the output folder is inside ``root``
+    (an output folder that is ``root`` itself, or outside it, takes nothing away)."""
+    if output is None:
+        return lambda f: True
+    out, base = output.resolve(), root.resolve()
+    if base not in out.parents:
+        return lambda f: True
+    return lambda f: out not in f.resolve().parents
+
+
+def _pattern_root(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading parts without wildcards."""
+    import glob
+    import itertools
+
+    return Path(*itertools.takewhile(lambda part: not glob.has_magic(part), Path(pattern).parts))
+
+
+def refuse_overwriting_input(src: Path, target: Path, advice: str = "choose another output") -> None:
+    """Refuse an output that is its input: the same path, or the same file through a symbolic or hard link
+    (--overwrite does not change that)."""
+    from superres.io.files import same_file
+
+    if same_file(src, target):
+        raise SuperresError(f"{src}: the output {target} would overwrite the input; {advice}")
+
+
+def claim_outputs(pairs: Iterable[tuple[Path, Path]], same_folder_advice: str = "rename one of them",
+                  advice: str = "choose another output") -> None:
+    """Refuse, before any work, a batch where an output would replace its input (:func:`refuse_overwriting_input`,
+    with ``advice``) or where two inputs would write the same output. ``same_folder_advice`` is the way out
+    for two inputs of one folder (``x.png`` and ``x.jpg``); inputs of different folders can be given as one."""
+    from superres.io.files import same_file
+
+    claimed: dict[Path, Path] = {}
+    for src, target in pairs:
+        refuse_overwriting_input(src, target, advice)
+        key = target.resolve()
+        if key in claimed:
+            other = claimed[key]
+            way_out = (same_folder_advice if same_file(src.parent, other.parent) else
+                       "give the inputs as one folder (sub-folders are kept) or process them separately")
+            raise SuperresError(f"{src}: its output {target} is also the output of {other}; {way_out}")
+        claimed[key] = src
+
+
+def remove_stale_temps(targets: Iterable[Path]) -> None:
+    """Delete the temporary files that killed runs (SIGKILL, a power cut) left in the folders of these outputs;
+    those of processes still writing stay. Each folder is listed once."""
+    from superres.io.files import remove_stale_temps_in
+
+    for folder in dict.fromkeys(target.parent for target in targets):
+        remove_stale_temps_in(folder)
+
+
 def output_path(out_dir: Path, src: Path) -> Path:
     return out_dir / f"{src.stem}.png"
 
@@ -80,11 +187,10 @@ def make_out_dir(out_dir: Path) -> None:
 def read_integer(src: Path, max_pixels: int | None = None):
     """The file's own samples (integers; float32 for float TIFFs): MATLAB resizes uint8 images with rounding
     after each pass. ``max_pixels``: the decompression-bomb limit (None: the default one)."""
-    from superres.io import file_samples, read_image
+    from superres.io import read_samples
     from superres.io.image import DEFAULT_MAX_PIXELS
 
-    img, info = read_image(src, max_pixels or DEFAULT_MAX_PIXELS)
-    return file_samples(img, info), info
+    return read_samples(src, max_pixels or DEFAULT_MAX_PIXELS)
 
 
 def _non_negative_int(value: str, name: str) -> int:
@@ -101,6 +207,54 @@ def max_pixels_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="largest image read or written, in pixels (default 400000000, i.e. 20000x20000; a guard "
                    "against decompression bombs and runaway scales)")
+
+
+# -s/--outscale: a downscale by more than 100 or an upscale by more than 64 is a typo, not a use
+MIN_OUTSCALE, MAX_OUTSCALE = 0.01, 64
+
+
+def bounded_number(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a finite number within [low, high], or one line saying what it takes."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # NaN and infinities too
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+
+    return parse
+
+
+outscale_argument = bounded_number(MIN_OUTSCALE, MAX_OUTSCALE)
+
+
+def outscale_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--outscale", type=outscale_argument,
+                   help=f"final scale, {MIN_OUTSCALE:g} to {MAX_OUTSCALE:g} (default: the model's own)")
+
+
+def add_face_arguments(p: argparse.ArgumentParser) -> None:
+    """--face-model, --face-strength, --face-min-size, --face-color (for upscale and video)."""
+    p.add_argument("--face-model", metavar="PATH",
+                   help="restore faces with this face network (GFPGAN, RestoreFormer, CodeFormer checkpoint)")
+    p.add_argument("--face-strength", type=float, default=1.0, metavar="S",
+                   help="0: faces as the background model makes them, 1: fully restored (default), between: a blend")
+    p.add_argument("--face-min-size", type=float, default=32, metavar="N",
+                   help="faces smaller than N input pixels are left to the background model (default 32)")
+    p.add_argument("--face-color", choices=["keep", "none"], default="keep",
+                   help="keep: faces keep the colour and shading of their surroundings and take the restored "
+                   "detail (default); none: the restorer's output as it is")
+
+
+def face_options(args: argparse.Namespace):
+    """The command's face options, checked before any work (None without --face-model)."""
+    from superres.faces import FaceOptions
+
+    options = FaceOptions(strength=args.face_strength, min_size=args.face_min_size, color=args.face_color)
+    return options if args.face_model else None
 
 
 def tile_argument(value: str) -> int | str:

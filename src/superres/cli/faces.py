@@ -1,5 +1,5 @@
 """``superres faces``: detect and align the faces of images (restore them with --face-model), save the crops
-and a JSON of boxes and landmarks per image. Also the face options `upscale` and `video` share."""
+and a JSON of boxes and landmarks per image."""
 
 from __future__ import annotations
 
@@ -8,42 +8,34 @@ import json
 import sys
 from pathlib import Path
 
-from superres.cli.common import add_runtime_arguments, make_out_dir, max_pixels_argument, read_integer, run_batch
+from superres.cli.common import (
+    add_runtime_arguments,
+    claim_outputs,
+    collect_inputs,
+    make_out_dir,
+    max_pixels_argument,
+    read_integer,
+    remove_stale_temps,
+    run_batch,
+)
 from superres.errors import SuperresError
 
 
-def add_face_arguments(p: argparse.ArgumentParser) -> None:
-    """--face-model, --face-strength, --face-min-size, --face-color (for upscale and video)."""
-    p.add_argument("--face-model", metavar="PATH",
-                   help="restore faces with this face network (GFPGAN, RestoreFormer, CodeFormer checkpoint)")
-    p.add_argument("--face-strength", type=float, default=1.0, metavar="S",
-                   help="0: faces as the background model makes them, 1: fully restored (default), between: a blend")
-    p.add_argument("--face-min-size", type=float, default=32, metavar="N",
-                   help="faces smaller than N input pixels are left to the background model (default 32)")
-    p.add_argument("--face-color", choices=["keep", "none"], default="keep",
-                   help="keep: faces keep the colour and shading of their surroundings and take the restored "
-                   "detail (default); none: the restorer's output as it is")
-
-
-def face_options(args: argparse.Namespace):
-    """The command's face options, checked before any work (None without --face-model)."""
-    from superres.faces import FaceOptions
-
-    options = FaceOptions(strength=args.face_strength, min_size=args.face_min_size, color=args.face_color)
-    return options if args.face_model else None
-
-
 def cmd_faces(args: argparse.Namespace) -> int:
-    from superres.cli.upscale import _collect_inputs
     from superres.faces import FaceDetector, FaceOptions, FaceRestorer
 
     options = FaceOptions(min_size=args.min_size)  # checked before any file is looked at
     if not args.face_model and not 16 <= args.size <= 4096:
         raise SuperresError(f"--size must be between 16 and 4096 pixels, got {args.size}")
-    items, skipped = _collect_inputs(args.inputs, args.recursive, args.quiet)
+    items, skipped = collect_inputs(args.inputs, args.recursive, args.quiet, output=args.output)
+    targets = [args.output / rel.parent / f"{rel.stem}.json" for _, rel in items]
+    claim_outputs([(src, target) for (src, _), target in zip(items, targets, strict=True)],
+                  same_folder_advice="rename one of them (NAME.json and NAME_faceNN.png take the image's name "
+                  "without its extension)")
+    remove_stale_temps(targets)  # what a killed run left
+    inputs = {_inode(src) for src, _ in items}  # no crop may replace one of them
     jobs = []
-    for src, rel in items:
-        target = args.output / rel.parent / f"{rel.stem}.json"
+    for (src, rel), target in zip(items, targets, strict=True):
         if target.exists() and not args.overwrite:
             skipped += 1
             continue
@@ -71,7 +63,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
 
     def work(job: tuple[Path, Path, Path]) -> None:
         nonlocal found
-        found += _faces_one(*job, detect, restorer, size, args)
+        found += _faces_one(*job, detect, restorer, size, args, inputs)
 
     done, failed = run_batch(jobs, work, quiet=True, name=lambda job: job[0])
     if not args.quiet:
@@ -79,7 +71,16 @@ def cmd_faces(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _faces_one(src: Path, rel: Path, target: Path, detect, restorer, size: int, args: argparse.Namespace) -> int:
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _faces_one(src: Path, rel: Path, target: Path, detect, restorer, size: int, args: argparse.Namespace,
+               inputs: set) -> int:
     import numpy as np
 
     from superres.faces import crop_faces
@@ -87,13 +88,17 @@ def _faces_one(src: Path, rel: Path, target: Path, detect, restorer, size: int, 
 
     img, info = read_integer(src, args.max_pixels)  # the file's own samples: 16-bit crops stay 16-bit
     faces = detect(img)
+    names = [f"{rel.stem}_face{i:02d}.png" for i in range(len(faces))]
+    for name in names:  # checked before any crop is written
+        if (inode := _inode(target.parent / name)) is not None and inode in inputs:
+            raise SuperresError(f"{src}: its crop {target.parent / name} would overwrite that input; choose "
+                                "another output folder")
     crops, matrices = crop_faces(img[..., :3], faces, size)
     if restorer is not None and crops:
         crops = restorer.restore(crops)
     make_out_dir(target.parent)
     records = []
-    for i, (face, crop, matrix) in enumerate(zip(faces, crops, matrices, strict=True)):
-        name = f"{rel.stem}_face{i:02d}.png"
+    for name, face, crop, matrix in zip(names, faces, crops, matrices, strict=True):
         write_image(target.parent / name, crop, ImageInfo(bit_depth=info.bit_depth))  # 16-bit crops stay 16-bit
         records.append({**face.to_json(), "crop": name, "matrix": np.round(matrix, 6).tolist()})
     doc = {"image": str(src), "width": img.shape[1], "height": img.shape[0], "crop_size": size,

@@ -8,56 +8,22 @@ import sys
 from pathlib import Path
 
 from superres.cli.common import (
+    add_face_arguments,
     add_runtime_arguments,
+    claim_outputs,
+    collect_inputs,
     error,
+    face_options,
     make_out_dir,
     max_pixels_argument,
+    outscale_option,
     read_integer,
+    remove_stale_temps,
     run_options,
 )
-from superres.cli.faces import add_face_arguments, face_options
 from superres.errors import SuperresError
 
 _FORMAT_EXT = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tif": ".tif"}
-
-
-def _collect_inputs(inputs: list[str], recursive: bool, quiet: bool = False) -> tuple[list[tuple[Path, Path]], int]:
-    """(file, path relative to its root) for files, folders and globs (folders keep their sub-folders), and
-    the number of files in the folders that are not images superres reads (each folder says so in a line)."""
-    import glob
-
-    from superres.io import IMAGE_EXTENSIONS
-    from superres.io.files import describe_skipped, scan_folder
-
-    found: list[tuple[Path, Path]] = []
-    named = {Path(item).resolve() for item in inputs if Path(item).is_file()}  # tried, so not skipped
-    others = 0
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            images, not_images = scan_folder(path, recursive)
-            not_images = [p for p in not_images if p.resolve() not in named]
-            others += len(not_images)
-            if not_images and not quiet:
-                print(f"superres: {describe_skipped(path, not_images)}", file=sys.stderr)
-            if not images:
-                raise SuperresError(f"{path}: no images found (looked for {' '.join(sorted(IMAGE_EXTENSIONS))}"
-                                    f"{'' if recursive else '; add -r for sub-folders'})")
-            found += [(f, f.relative_to(path)) for f in images]
-        elif path.exists():
-            found.append((path, Path(path.name)))
-        elif glob.has_magic(item):
-            # ``**`` in a pattern the user wrote means sub-folders, with or without -r
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
-            if not matches:
-                raise SuperresError(f"{item}: no file matches")
-            found += [(m, Path(m.name)) for m in matches]
-        else:
-            raise SuperresError(f"{item}: no such file or folder")
-    unique: dict[Path, tuple[Path, Path]] = {}
-    for src, rel in found:  # a file named twice (or inside a folder also given) is done once
-        unique.setdefault(src.resolve(), (src, rel))
-    return list(unique.values()), others
 
 
 def _shard(items: list, rank: int, world: int) -> list:
@@ -72,6 +38,21 @@ def _upscale_target(src: Path, rel: Path, out: Path, single_file: bool, fmt: str
     return out / rel.parent / f"{rel.stem}{suffix}{ext}"
 
 
+def _without_earlier_outputs(pairs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Split off the inputs that are another input's output (``-o`` the input folder with a ``--suffix``: a
+    second run finds ``a_x4.png`` beside ``a.png``, and must not make ``a_x4_x4.png`` of it). Returns the
+    pairs to keep and (earlier output, its input) for those left out."""
+    maker = {target.resolve(): src for src, target in pairs}
+    kept, earlier = [], []
+    for src, target in pairs:
+        of = maker.get(src.resolve())
+        if of is not None and of.resolve() != src.resolve():
+            earlier.append((src, of))
+        else:
+            kept.append((src, target))
+    return kept, earlier
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from superres.infer import Upscaler
     from superres.io import IMAGE_EXTENSIONS
@@ -80,23 +61,22 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     options = run_options(args)  # checked before any file is looked at
     faces = face_options(args)
-    items, skipped = _collect_inputs(args.inputs, args.recursive, args.quiet)
+    items, skipped = collect_inputs(args.inputs, args.recursive, args.quiet, output=args.output)
     names_a_file = args.output.suffix.lower() in IMAGE_EXTENSIONS and not args.output.is_dir()
     single_file = len(items) == 1 and Path(args.inputs[0]).is_file() and names_a_file
     if names_a_file and not single_file:
         raise SuperresError(f"-o {args.output} names an image file, but there are {len(items)} inputs"
                             f"{'' if len(items) > 1 else ' (a folder or glob)'}: give an output folder")
-    claimed: dict[Path, Path] = {}
-    pairs = []
-    for src, rel in items:
-        target = _upscale_target(src, rel, args.output, single_file, args.format, args.suffix)
-        if target.resolve() == src.resolve():
-            raise SuperresError(f"{src}: the output would overwrite the input; choose another folder or a --suffix")
-        if target.resolve() in claimed:
-            raise SuperresError(f"{src}: its output {target} is also the output of {claimed[target.resolve()]}; "
-                                "give the inputs as one folder (sub-folders are kept) or upscale them separately")
-        claimed[target.resolve()] = src
-        pairs.append((src, target))
+    pairs = [(src, _upscale_target(src, rel, args.output, single_file, args.format, args.suffix))
+             for src, rel in items]
+    pairs, earlier = _without_earlier_outputs(pairs)
+    skipped += len(earlier)
+    if earlier and not args.quiet:
+        for src, of in earlier:
+            print(f"skip {src} (the output of {of}, not an input)", file=sys.stderr)
+    claim_outputs(pairs, advice="choose another output file" if single_file else "choose another folder or a --suffix",
+                  same_folder_advice="rename one of them" if args.format == "same" else
+                  "--format same keeps each one's extension; or rename one of them")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     jobs = []
     for src, target in _shard(pairs, rank, world):
@@ -111,6 +91,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             print(f"{src} -> {target}")
         print(f"{len(jobs)} to do, {skipped} skipped (dry run: nothing written)", file=sys.stderr)
         return 0
+    remove_stale_temps(target for _, target in pairs)  # what a killed run left, beside done outputs too
     if not jobs:
         if not args.quiet:
             print(f"0 done, {skipped} skipped, 0 failed", file=sys.stderr)
@@ -235,7 +216,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (or a file, for one input)")
     p.add_argument("-m", "--model", default="realesrgan-x4plus",
                    help="a name from `superres models`, a checkpoint path, or bicubic")
-    p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's own)")
+    outscale_option(p)
     p.add_argument("--tile", default="auto", help="tile size in input pixels: auto (from memory), 0 (none) or N")
     p.add_argument("--tile-pad", type=int, help="context margin per tile edge (default: the model's measured one)")
     p.add_argument("--format", choices=["same", "png", "jpg", "webp", "tif"], default="same")

@@ -6,8 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from superres.cli.common import add_runtime_arguments, run_options
-from superres.cli.faces import add_face_arguments, face_options
+from superres.cli.common import (
+    add_face_arguments,
+    add_runtime_arguments,
+    bounded_number,
+    face_options,
+    outscale_option,
+    refuse_overwriting_input,
+    run_options,
+)
 from superres.errors import SuperresError
 
 
@@ -25,15 +32,19 @@ def _seconds(text: str | None) -> float | None:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from superres.infer.video import upscale_video
-
+    refuse_overwriting_input(args.input, args.output)  # a file, or a folder of frames, with or without --overwrite
     if args.output.exists() and args.output.is_file() and not args.overwrite:
         raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
-    result = upscale_video(args.input, args.output, model=args.model, outscale=args.outscale,
-                           options=run_options(args), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
-                           start=_seconds(args.start), end=_seconds(args.end), fps=args.fps,
-                           progress=not args.quiet, preset=args.preset, face_model=args.face_model,
-                           face_options=face_options(args))
+    from superres.infer.video import upscale_video
+
+    try:
+        result = upscale_video(args.input, args.output, model=args.model, outscale=args.outscale,
+                               options=run_options(args), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
+                               start=_seconds(args.start), end=_seconds(args.end), fps=args.fps,
+                               progress=not args.quiet, preset=args.preset, face_model=args.face_model,
+                               face_options=face_options(args))
+    except OSError as e:  # an output folder that cannot be made or written (under a file, a read-only disk)
+        raise SuperresError(f"{e.filename or args.output}: {e.strerror or e}") from None
     if not args.quiet:
         print(f"{args.output}: {result.frames} frames at {result.size[0]}x{result.size[1]} "
               f"({result.fps:.2f} frames/s)", file=sys.stderr)
@@ -50,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="a video file or a folder")
     p.add_argument("-m", "--model", default="realesr-animevideov3",
                    help="a name from `superres models`, a checkpoint path, or bicubic")
-    p.add_argument("-s", "--outscale", type=float, help="final scale (default: the model's own)")
+    outscale_option(p)
     p.add_argument("--codec", default="auto",
                    help="auto / h264 / hevc: NVIDIA's hardware encoder if this machine's GPU has one (tested "
                    "first), else libx264 / libx265; or a named encoder, e.g. libx264, libx265, libvpx-vp9, ffv1")
@@ -61,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="x264/x265 speed preset (ultrafast ... veryslow); slower ones make smaller files")
     p.add_argument("--start", help="start time (seconds or [HH:]MM:SS)")
     p.add_argument("--end", help="end time (seconds or [HH:]MM:SS)")
-    p.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 25)")
+    p.add_argument("--fps", type=bounded_number(0.001, 1000), help="frame rate of a folder of frames (default 25)")
     p.add_argument("--tile", default="auto", help="tile size in input pixels: auto, 0 (none) or N")
     p.add_argument("--batch", default="auto",
                    help="frames per network call: auto (as many as GPU memory holds, up to 8; 1 on the CPU) or N")

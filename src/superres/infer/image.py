@@ -377,10 +377,9 @@ def upscale(image: np.ndarray | str | os.PathLike, model: str | os.PathLike = DE
         _CACHE[key] = Upscaler(model, opts, alpha=alpha)
     up = _CACHE[key]
     if isinstance(image, str | os.PathLike):
-        from superres.io import file_samples, read_image
+        from superres.io.image import read_samples
 
-        img, info = read_image(Path(image))
-        img = file_samples(img, info)
+        img, info = read_samples(Path(image))  # the file's own samples, without a float copy on the way
         if info.gray:
             img = img[..., [0, 3]] if info.alpha else img[..., 0]
         return up.upscale_array(img, outscale)

@@ -25,6 +25,7 @@ import numpy as np
 
 from superres.infer.image import Upscaler, resize_to, run_options
 from superres.io import read_rgb8
+from superres.io.files import same_file
 from superres.io.video import Segment, VideoError, VideoReader, VideoWriter, is_video_path
 from superres.runner import Runner
 from superres.runtime import RunOptions
@@ -247,9 +248,12 @@ class WindowUpscaler(_VideoNetwork):
 
 
 def _folder_frames(files: list[Path], rate: Fraction, segment: Segment) -> Iterator[tuple[np.ndarray, int, Fraction]]:
+    size = None  # every frame must have the first one's size: a video has one
     for i, f in enumerate(files):
         if segment.contains(float(i / rate)):
-            yield read_rgb8(f), i, 1 / rate
+            frame = read_rgb8(f, size=size)
+            size = size or (frame.shape[1], frame.shape[0])
+            yield frame, i, 1 / rate
 
 
 def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_VIDEO_MODEL, *,
@@ -272,6 +276,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     that they do not flicker (``face_options``: :class:`superres.faces.FaceOptions`).
     """
     src, dst = Path(src), Path(dst)
+    if same_file(src, dst):  # a file, or a folder of frames: its frames would be replaced as they are read
+        raise ValueError(f"{src}: the output {dst} would overwrite the input; choose another output")
     if dst.suffix and not is_video_path(dst) and not dst.is_dir():
         from superres.io.video import VIDEO_EXTENSIONS
 

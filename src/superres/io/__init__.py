@@ -9,9 +9,11 @@ from superres.io.image import (
     probe_image,
     read_image,
     read_rgb8,
+    read_samples,
     to_integer,
     write_image,
 )
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "atomic_write", "check_image", "encode_image", "file_samples",
-           "list_images", "probe_image", "read_image", "read_rgb8", "require_images", "to_integer", "write_image"]
+           "list_images", "probe_image", "read_image", "read_rgb8", "read_samples",
+           "require_images", "to_integer", "write_image"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,12 +42,52 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
+# the name temp_beside gives: .NAME.PID.RANDOM.tmp, RANDOM being mkstemp's 8 characters
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps_in(folder: Path) -> list[Path]:
+    """Delete the temporary files of :func:`temp_beside` in ``folder`` (whatever file they were for) whose
+    writing process is gone, in one listing of the folder; other files, and those of live processes, stay.
+    Returns those deleted; a folder that does not exist has none."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if not match or _alive(int(match["pid"])):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file or folder: the same path once resolved (symbolic links followed),
+    or the same inode (hard links)."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+    except (OSError, RuntimeError):  # a symbolic link loop
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no process can have that number
         return False
     except (PermissionError, OSError):
         return True  # someone else's process: leave its file alone

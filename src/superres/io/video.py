@@ -170,6 +170,11 @@ def _copy_metadata(src, dst) -> None:
 class VideoWriter:
     """Encode RGB frames into ``dst`` (temp file + rename on :meth:`close`), optionally copying
     streams of a :class:`VideoReader` packet by packet.
+
+    Frames have the ``size`` given (odd sizes are padded to even ones where the pixel format needs it).
+    A frame of another size is refused rather than stretched, unless the frames come from a video file
+    (``copy_from``): a stream may change its resolution midway, and is scaled to its first size, as FFmpeg
+    does.
     """
 
     def __init__(self, dst: str | os.PathLike, size: tuple[int, int], rate: Fraction, time_base: Fraction | None = None,
@@ -179,7 +184,8 @@ class VideoWriter:
                  segment: Segment = Segment()):
         import av
 
-        self.dst, self.segment = Path(dst), segment
+        self.dst, self.segment, self.size = Path(dst), segment, tuple(size)
+        self.stretch, self.frames = copy_from is not None, 0
         self.lock = threading.Lock()  # frames and copied packets may come from different threads
         if not is_video_path(self.dst):
             raise VideoError(f"{self.dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))})")
@@ -242,6 +248,11 @@ class VideoWriter:
     def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction) -> None:
         import av
 
+        height, width = rgb.shape[:2]
+        if (width, height) != self.size and not self.stretch:
+            raise VideoError(f"{self.dst}: frame {self.frames + 1} is {width}x{height}, but the video is "
+                             f"{self.size[0]}x{self.size[1]}: the frames of a video must all have one size")
+        self.frames += 1
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if (frame.width, frame.height) != (self.stream.width, self.stream.height):  # 4:2:0: odd sizes -> even
             frame = frame.reformat(width=self.stream.width, height=self.stream.height)

@@ -107,21 +107,26 @@ def imresize(img, scale: float | Sequence[float] | None = None, antialiasing: bo
         weights, indices = contributions(in_size[dim], out[dim], scales[dim], antialiasing)
         if integer:  # MATLAB computes each pass in double and casts back to the input class
             limits = np.iinfo(img.dtype)
-            result = resize_axis(result.astype(np.float64), axis, weights, indices)
+            # tap by tap: the input is never copied whole into float64 (8x its size)
+            result = _resize_axis_numpy(result, axis, weights, indices, np.float64)
             result = np.clip(matlab_round(result), limits.min, limits.max).astype(img.dtype)
         else:
             result = resize_axis(result, axis, weights, indices)
     return result
 
 
-def _resize_axis_numpy(img: np.ndarray, axis: int, weights: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    weights = weights.astype(img.dtype)
+def _resize_axis_numpy(img: np.ndarray, axis: int, weights: np.ndarray, indices: np.ndarray,
+                       dtype: np.dtype | None = None) -> np.ndarray:
+    weights = weights.astype(dtype or img.dtype)
     shape = [1] * img.ndim
     shape[axis] = -1
     out = None
     for k in range(weights.shape[1]):
         term = np.take(img, indices[:, k], axis=axis) * weights[:, k].reshape(shape)
-        out = term if out is None else out + term
+        if out is None:
+            out = term
+        else:
+            out += term
     return out
 
 

@@ -7,9 +7,11 @@ Nothing here knows about HTTP: the web app (:mod:`superres.serve.app`) submits, 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -24,7 +26,10 @@ log = logging.getLogger("superres.serve")
 
 TERMINAL = ("done", "failed", "cancelled")
 RESULT_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}  # others come back as PNG (browsers show them)
+SHUTTING_DOWN = "the server is shutting down"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_PREFIX = "superres-serve-"
+_WORKDIR = re.compile(re.escape(_PREFIX) + r"[0-9]+-[A-Za-z0-9_]+")  # the PID, then mkdtemp's letters
 
 
 class JobCancelledError(Exception):
@@ -100,6 +105,7 @@ class JobQueue:
         self._pending: queue.Queue[Job | None] = queue.Queue()
         self._models: OrderedDict[tuple, object] = OrderedDict()
         self._version = 0
+        self._stopping = False
         self._thread = threading.Thread(target=self._work, name="superres-serve-worker", daemon=True)
         self._thread.start()
 
@@ -112,10 +118,15 @@ class JobQueue:
         return job_id, folder
 
     def submit(self, job: Job) -> Job:
+        """Queue ``job``; once :meth:`stop` was called it is cancelled at once (no worker would run it)."""
         with self._lock:
             self._jobs[job.id] = job
             self._touch(job)
             self._forget_old()
+            if self._stopping:
+                job.cancel_requested.set()
+                self._finish(job, "cancelled", SHUTTING_DOWN)
+                return job
         self._pending.put(job)
         return job
 
@@ -156,13 +167,28 @@ class JobQueue:
     def version(self) -> int:
         return self._version
 
-    def close(self) -> None:
-        """Stop the worker (the running job is cancelled) and remove every file the jobs left."""
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        """Take no more work: queued jobs are cancelled now (whoever waits for them is told at once), the
+        running one at its next tile or frame. Quick and thread-safe: the server calls it on SIGTERM."""
         with self._lock:
+            self._stopping = True
             for job in self._jobs.values():
-                job.cancel_requested.set()
+                if job.status not in TERMINAL:
+                    job.cancel_requested.set()
+                    if job.status == "queued":
+                        self._finish(job, "cancelled", SHUTTING_DOWN)
+
+    def close(self, timeout: float = 5) -> None:
+        """:meth:`stop`, wait up to ``timeout`` seconds for the running job to stop, and remove every file
+        the jobs left. A job still running then (a model loading, one long tile) ends with the process: the
+        worker is a daemon thread, and a folder it leaves is removed by the next server (:func:`claim_workdir`)."""
+        self.stop()
         self._pending.put(None)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # --- the worker's side ------------------------------------------------------------------
@@ -190,6 +216,8 @@ class JobQueue:
                 return
             with self._lock:
                 if job.cancel_requested.is_set():
+                    if job.status not in TERMINAL:  # whoever waits for it must hear that it ended
+                        self._finish(job, "cancelled")
                     continue
                 job.status, job.started = "running", time.time()
                 self._touch(job)
@@ -245,10 +273,12 @@ class JobQueue:
             self._run_image(job)
 
     def _run_image(self, job: Job) -> None:
-        from superres.io import encode_image, file_samples, read_image, write_image
+        from superres.io import encode_image, read_samples, write_image
 
-        img, info = read_image(job.source, self.max_pixels)
-        img = file_samples(img, info)  # the file's own samples, as `superres upscale` runs them
+        img, info = read_samples(job.source, self.max_pixels)  # the file's own samples, as `superres upscale` runs them
+        with self._lock:  # the size as read, EXIF orientation applied: the result's name comes from it
+            job.height, job.width = img.shape[:2]
+            self._touch(job)
         job.preview = job.folder / "preview.png"
         job.preview.write_bytes(encode_image(img, "PNG", info))
         upscaler = self._upscaler(job.model, job.alpha)
@@ -280,3 +310,56 @@ class JobQueue:
 def one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def claim_workdir(parent: Path | None = None) -> tuple[Path, int | None]:
+    """A new folder for a server's files, ``superres-serve-PID-*`` in ``parent`` (default: the system's
+    temporary folder), and an open descriptor of it that holds a lock on it (``flock``) until it is closed.
+
+    First the folders of servers that died without removing theirs (SIGKILL, a power cut) are removed:
+    those no process holds a lock on. The folder is locked before it gets its name, so a server starting
+    at the same moment never sees it unlocked. Without ``fcntl`` (Windows) there is no lock and no cleanup.
+    """
+    parent = Path(parent or tempfile.gettempdir())
+    try:
+        import fcntl
+    except ImportError:
+        return Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent)), None
+    remove_stale_workdirs(parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{_PREFIX}{os.getpid()}-", dir=parent))
+    fd = os.open(staging, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without locks: the folder is removed at exit, but never by another server
+        os.close(fd)
+        fd = None
+    return staging.rename(parent / staging.name[1:]), fd
+
+
+def remove_stale_workdirs(parent: Path) -> list[Path]:
+    """Remove the folders in ``parent`` named as :func:`claim_workdir` names them that no process holds a
+    lock on, and that are this user's own (not links). Returns the folders removed."""
+    import fcntl
+
+    removed = []
+    for folder in parent.glob(_PREFIX + "*"):
+        if not _WORKDIR.fullmatch(folder.name):
+            continue
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            continue
+        try:
+            if os.fstat(fd).st_uid != os.getuid():
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live server's (or a lock this file system cannot take)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d folder(s) left by servers that did not stop cleanly", len(removed))
+    return removed
