@@ -53,11 +53,15 @@ def _read(path: Path, seen: tuple[Path, ...], rebase: Callable[[dict, Path], dic
     if path in seen:
         raise ConfigError(f"{path}: 'base' files include each other")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); a config is YAML text") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}:{_place(e, text)}: not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys to values")
     base = data.pop("base", None)
@@ -66,6 +70,28 @@ def _read(path: Path, seen: tuple[Path, ...], rebase: Callable[[dict, Path], dic
     if base is None:
         return data
     return merge(_read((path.parent / base).resolve(), (*seen, path), rebase), data)
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """What PyYAML found wrong, in one line: its problem and what it was parsing (where that began), not
+    its several lines of quoted source with carets."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem:
+        start = e.context_mark
+        context = f" ({e.context} at line {start.line + 1}, column {start.column + 1})" if e.context and start else ""
+        return f"{e.problem}{context}"
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, most control characters)
+        code = e.character if isinstance(e.character, int) else ord(e.character[:1] or "\0")
+        return f"the character #x{code:04x} is not allowed in YAML"
+    return " ".join(str(e).split())
+
+
+def _place(e: yaml.YAMLError, text: str) -> str:
+    """``line:column`` (from 1) of a YAML error in ``text``."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        return f"{mark.line + 1}:{mark.column + 1}"
+    before = text[:getattr(e, "position", 0)]
+    return f"{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}"
 
 
 def validate(model: type[M], data: Any, path: str | os.PathLike, prefix: tuple[str, ...] = ()) -> M:

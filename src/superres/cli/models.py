@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from superres.cli.common import make_out_dir, refuse_overwriting_input
 from superres.errors import SuperresError
 
 
@@ -52,7 +53,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from superres.metrics.sweep import SWEEP_KEYS, interpolation_sweep, plot_sweep
 
     out = args.output
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)  # one line, not a traceback, where -o is a file (an input, say)
     rows = interpolation_sweep(args.model_a, args.model_b, args.sweep, args.alphas, scale=args.scale,
                                lr_dir=args.lr_dir, progress=lambda r: print(f"alpha {r['alpha']:g}: PSNR "
                                f"{r['psnr']:.2f} dB, NIQE {r['niqe']:.3f}, BRISQUE {r['brisque']:.2f}", flush=True))
@@ -64,14 +65,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_interpolate(args: argparse.Namespace) -> int:
-    from superres.zoo import interpolate, save_model
+def _check_output_file(output: Path, inputs: list[str | Path | None], overwrite: bool) -> None:
+    """Refuse to write ``output`` over an input file (--overwrite or not) and, without ``overwrite``, over
+    any file that exists, as ``superres video`` does."""
+    for given in inputs:
+        if given is not None and Path(given).is_file():  # not a named model
+            refuse_overwriting_input(Path(given), output, "write the blend to another file")
+    if output.is_dir():
+        raise SuperresError(f"{output}: is a folder; -o names the file to write")
+    if output.exists() and not overwrite:
+        raise SuperresError(f"{output}: exists (use --overwrite to replace it)")
 
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
     if (args.alpha is None) == (args.sweep is None):
         raise SuperresError("give --alpha (one blend, -o FILE) or --sweep HR_DIR (a table and a plot, -o DIR)")
     if args.sweep is not None:
         return cmd_sweep(args)
-    mixed = interpolate(args.model_a, args.model_b, args.alpha)
+    from superres.io.files import remove_stale_temps
+    from superres.zoo import check_safetensors_name, interpolate, load_model, save_model
+
+    check_safetensors_name(args.output)
+    _check_output_file(args.output, [args.model_a, args.model_b], args.overwrite)
+    a, b = load_model(args.model_a), load_model(args.model_b)
+    _check_output_file(args.output, [a.source, b.source], args.overwrite)  # named models: their cached files
+    mixed = interpolate(a, b, args.alpha)
+    remove_stale_temps(args.output)  # of a run killed while writing
     save_model(mixed, args.output, provenance=f"interpolate({args.model_a}, {args.model_b}, alpha={args.alpha})")
     print(f"{args.output}: {mixed.arch}, {1 - args.alpha:g} x {args.model_a} + {args.alpha:g} x {args.model_b}")
     return 0
@@ -98,4 +117,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-dir", type=Path, help="with --sweep: LR images, same names")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output .safetensors file (--alpha) or folder (--sweep)")
+    p.add_argument("--overwrite", action="store_true", help="with --alpha: replace the output file if it exists "
+                   "(never an input)")
     p.set_defaults(func=cmd_interpolate)

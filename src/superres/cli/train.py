@@ -12,8 +12,10 @@ from superres.errors import SuperresError
 def cmd_train(args: argparse.Namespace) -> int:
     from superres.runtime import keep_freed_memory
     from superres.train import load_config, train
+    from superres.train.config import check_data
 
     config = load_config(args.config, args.set or [])
+    check_data(config, args.config)
     if args.check:
         print(f"{args.config}: OK ({config.name}, x{config.scale}, {config.model.arch}, "
               f"{config.train.iterations} iterations -> {config.output_dir})")

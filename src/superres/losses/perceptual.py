@@ -170,9 +170,19 @@ class VGGFeatures(nn.Module):
                 raise SuperresError(
                     f"{path}: VGG19 ImageNet weights not found; download {VGG19_URL} to that path "
                     "(or leave train.perceptual_loss.vgg_weights unset for the offline Caffe VGG19)")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
-                                      if k.startswith("features.")})
+            from superres.zoo.checkpoint import torch_load_error, unwrap_state_dict
+
+            try:  # weights_only: a file with pickled code is refused, and nothing in it runs
+                state = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+            except Exception as e:
+                raise (e if isinstance(e, SuperresError) else torch_load_error(path, e)) from None
+            found = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+            expected = features.state_dict()
+            fits = [k for k, v in expected.items() if k in found and found[k].shape == v.shape]
+            if len(fits) != len(expected) or len(found) != len(expected):
+                raise SuperresError(f"{path}: not torchvision's VGG19 ({VGG19_FILE}): {len(fits)} of the "
+                                    f"{len(expected)} features.* tensors it needs, {len(state)} tensors in all")
+            features.load_state_dict(found)
         last = max(names.index(n) for n in layers)
         self.features = features[: last + 1]
         self.names, self.layers = names[: last + 1], set(layers)

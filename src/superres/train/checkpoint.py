@@ -14,8 +14,10 @@ import torch
 
 from superres.errors import SuperresError
 from superres.io import atomic_write
+from superres.io.files import remove_stale_temps
 
 _NAME = re.compile(r"^iter_(\d+)\.pt$")
+_TEMP = re.compile(r"^\.(iter_\d+\.pt)\.\d+\.[^.]+\.tmp$")  # superres.io.files.temp_beside's, of a checkpoint
 
 
 def checkpoint_path(folder: Path, iteration: int) -> Path:
@@ -40,13 +42,30 @@ def save_checkpoint(folder: Path, iteration: int, state: dict, keep_last: int) -
     return path
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete what checkpoint saves killed half-way (SIGKILL, a power cut) left in ``folder``: the
+    temporary files of processes that are gone; a process still writing keeps its own. Returns them."""
+    if not folder.is_dir():
+        return []
+    names = sorted({m.group(1) for p in folder.iterdir() if (m := _TEMP.match(p.name))})
+    return [tmp for name in names for tmp in remove_stale_temps(folder / name)]
+
+
 def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, read with ``torch.load(weights_only=True)``: a file with pickled code or
+    objects that are not plain tensors and numbers is refused in one line, and nothing in it runs."""
+    from superres.zoo.checkpoint import CheckpointError, load_torch_file
+
+    if not path.is_file():
+        raise SuperresError(f"{path}: no such checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SuperresError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # truncated or foreign files raise many types
-        raise SuperresError(f"{path}: not a readable training checkpoint ({type(e).__name__}: {e})") from None
+        state = load_torch_file(path)
+    except CheckpointError as e:
+        raise SuperresError(str(e).replace("not a readable PyTorch checkpoint", "not a readable training checkpoint")
+                            ) from None
+    if not isinstance(state, dict) or "iteration" not in state:
+        raise SuperresError(f"{path}: not a superres training checkpoint (no iteration in it)")
+    return state
 
 
 def find_resume(folder: Path, resume: str | None) -> Path | None:

@@ -2,8 +2,11 @@
 
 A config may name a ``base`` file (relative to itself) whose values it overrides, key by key;
 ``--set a.b.c=value`` overrides on the command line (values parsed as YAML). Unknown keys,
-wrong types and missing data folders fail at load time with the key's dotted path, not at
-iteration 10,000. ``json_schema()`` gives the schema for editors (yaml-language-server).
+wrong types, network arguments that do not build the network (checked on the meta device),
+``init`` entries that name no submodule, and data folders that are missing or hold no images
+fail at load time with the key's dotted path, not at iteration 10,000; :func:`check_data` (what
+``superres train`` runs, ``--check`` included) also refuses training folders whose images are all
+smaller than the HR patch. ``json_schema()`` gives the schema for editors (yaml-language-server).
 
 Relative paths of data folders (``data.hr``, ``data.lr``, ``val[i].hr``, ``val[i].lr``) and of model
 files (``pretrained``, ``init``, ``train.perceptual_loss.vgg_weights``) are relative to the folder of
@@ -21,7 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from superres.config import ConfigError, Strict, read_yaml, validate
+from superres.config import ConfigError, Strict, read_yaml, validate, yaml_problem
 from superres.data.degradations import RealDegradation
 
 
@@ -262,10 +265,14 @@ def _apply_override(data: dict, assignment: str, path: Path) -> None:
     try:
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: --set {key}: the value is not valid YAML: {yaml_problem(e)}") from None
         if isinstance(node, list):
-            node[int(leaf)] = yaml.safe_load(raw)
+            node[int(leaf)] = value
         elif isinstance(node, dict):
-            node[leaf] = yaml.safe_load(raw)
+            node[leaf] = value
         else:
             raise TypeError
     except (ValueError, IndexError, TypeError, AttributeError):
@@ -281,15 +288,16 @@ def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths:
     data = _rebase(data, Path.cwd())  # the --set values
     config = validate(Config, data, path)
     _check_schedules(config, path)
+    _check_models(config, path)
     if check_paths:
         for key, folder in _data_folders(config):
             if not Path(folder).is_dir():
                 raise ConfigError(f"{path}: {key}: no such folder: {folder}")
-        for key, m in (("model", config.model), ("train.gan.discriminator", config.train.gan and
-                                                 config.train.gan.discriminator)):
-            if m and m.pretrained and not _known_model(m.pretrained):
+        _check_data_folders(config, path)
+        for key, m in _models(config):
+            if m.pretrained and not _known_model(m.pretrained):
                 raise ConfigError(f"{path}: {key}.pretrained: no such file or model name: {m.pretrained}")
-            for name, file in (m.init.items() if m else ()):
+            for name, file in m.init.items():
                 if not _known_model(file):
                     raise ConfigError(f"{path}: {key}.init.{name}: no such file or model name: {file}")
     return config
@@ -350,6 +358,106 @@ def _check_schedules(config: Config, path: Path) -> None:
             warnings.warn(f"{path}: {key}: the cosine periods add up to {sum(schedule.periods)} iterations, longer "
                           f"than train.iterations={config.train.iterations}: the learning rate will not anneal to "
                           f"its floor; scale {key}.periods to the run (e.g. --set {key}.periods=[N])", stacklevel=3)
+
+
+def _models(config: Config) -> list[tuple[str, ModelConfig]]:
+    gan = config.train.gan
+    return [("model", config.model)] + ([("train.gan.discriminator", gan.discriminator)] if gan else [])
+
+
+def _check_models(config: Config, path: Path) -> None:
+    """Each network's arguments build it, and its ``init`` names its submodules: checked on the meta
+    device (no memory, no initialisation), so a typo fails here and not after the data are read."""
+    import torch
+
+    from superres.zoo import create_model
+
+    for key, m in _models(config):
+        try:
+            with torch.device("meta"):
+                net = create_model(m.arch, **m.args).module
+        except (TypeError, ValueError) as e:  # the constructor's own checks of its arguments
+            raise ConfigError(f"{path}: {key}.args: {m.arch}: {str(e).strip().splitlines()[0]}") from None
+        for name in m.init:
+            problem = missing_submodule(net, name, m.arch)
+            if problem:
+                raise ConfigError(f"{path}: {key}.init.{name}: {problem}")
+
+
+def missing_submodule(net, name: str, arch: str) -> str | None:
+    """Why ``name`` (dotted; empty: the whole network) is not a submodule of ``net``, or None if it is."""
+    if not name:
+        return None
+    try:
+        net.get_submodule(name)
+    except AttributeError:
+        children = ", ".join(n for n, _ in net.named_children())
+        return f"{arch} has no submodule {name!r} (its submodules: {children})"
+    return None
+
+
+def _check_data_folders(config: Config, path: Path) -> None:
+    """Every data folder holds images (clips: folders of frames): the listing only, no file is read."""
+    from superres.data.video import clip_folders
+    from superres.io import IMAGE_EXTENSIONS, list_images
+
+    if not config.data.hr:
+        raise ConfigError(f"{path}: data.hr: no folders given")
+    reads = f"it reads {' '.join(sorted(IMAGE_EXTENSIONS))}"
+    for i, folder in enumerate(config.data.hr):
+        if _data_clips(config):
+            if not clip_folders(folder):
+                raise ConfigError(f"{path}: data.hr[{i}]: no clips (folders of frames) in {folder} ({reads})")
+        elif not list_images(folder):
+            raise ConfigError(f"{path}: data.hr[{i}]: no images in {folder} ({reads})")
+    for i, folder in enumerate(config.data.lr or []):
+        if not list_images(folder):
+            raise ConfigError(f"{path}: data.lr[{i}]: no images in {folder} ({reads})")
+    for i, v in enumerate(config.val):
+        if not (clip_folders(v.hr) if v.clips else list_images(v.hr)):
+            raise ConfigError(f"{path}: val[{i}].hr: no {'clips' if v.clips else 'images'} in {v.hr} ({reads})")
+
+
+def _data_clips(config: Config) -> bool:
+    """``data.hr`` holds clips (folders of frames), not images."""
+    return config.data.video is not None and config.data.video.motion is None
+
+
+SAMPLE = 16  # images per training folder whose size check_data reads from the header
+
+
+def check_data(config: Config, path: str | os.PathLike) -> None:
+    """Refuse training folders whose images are all smaller than the HR patch (the run would find
+    nothing to crop), or hold a file that is not a readable image. Sizes come from the headers of
+    :data:`SAMPLE` images spread over each folder (clips: their first frames), so a large dataset costs
+    a few reads; the run itself leaves out the images that are too small, with a warning. What
+    ``superres train`` checks (``--check`` included) after :func:`load_config`."""
+    from superres.data.video import clip_folders
+    from superres.io import list_images, probe_image
+    from superres.io.image import ImageError
+
+    data, clips = config.data, _data_clips(config)
+    patch = data.patch_size / max(data.hr_scales)  # an image this large gives a patch at the largest hr_scale
+    for i, folder in enumerate(data.hr):
+        key = f"data.hr[{i}]"
+        found = clip_folders(folder) if clips else list_images(folder)
+        sample = [found[j * len(found) // SAMPLE] for j in range(SAMPLE)] if len(found) > SAMPLE else found
+        sizes = []
+        for file in (list_images(clip)[0] for clip in sample) if clips else sample:
+            try:
+                sizes.append((file, probe_image(file, None)[1:]))
+            except ImageError as e:
+                raise ConfigError(f"{path}: {key}: {e}") from None
+        if sizes and all(min(size) < patch for _, size in sizes):
+            file, (w, h) = sizes[0]
+            every = len(sizes) == len(found)
+            if clips:
+                what = "the frames of every clip are" if every else f"the frames of all {len(sizes)} clips sampled are"
+            else:
+                what = "every image is" if every else f"every one of {len(sizes)} images sampled is"
+            scaled = f" at hr_scales {max(data.hr_scales):g}" if max(data.hr_scales) != 1 else ""
+            raise ConfigError(f"{path}: {key}: {what} smaller than the {data.patch_size}-pixel HR patch "
+                              f"(data.patch_size){scaled}, e.g. {file.name} is {w}x{h}")
 
 
 def _data_folders(config: Config) -> list[tuple[str, str]]:

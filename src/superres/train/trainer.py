@@ -48,9 +48,10 @@ from superres.train.checkpoint import (
     find_resume,
     list_checkpoints,
     load_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
 )
-from superres.train.config import Config, Optimizer
+from superres.train.config import Config, Optimizer, missing_submodule
 from superres.train.schedules import build_scheduler
 from superres.zoo import create_model, describe, load_model, save_model
 
@@ -79,6 +80,13 @@ def build_optimizer(params: list[tuple[str, nn.Parameter]], cfg: Optimizer) -> t
         return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     cls = torch.optim.Adam if cfg.type == "Adam" else torch.optim.AdamW
     return cls(param_groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def _create(arch: str, args: dict, where: str):
+    try:
+        return create_model(arch, **args)
+    except (TypeError, ValueError) as e:  # the constructor's own checks of its arguments
+        raise SuperresError(f"{where}: {arch}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from None
 
 
 def _trainable(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -112,9 +120,11 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
         if resume is None:
             self._claim_output(overwrite)
+        if self.rank == 0:
+            self._remove_stale_temporaries()
         torch.manual_seed(config.seed)
 
-        self.net_g = self._build(config.model)
+        self.net_g = self._build(config.model, "model")
         t = config.train
         self.opt_g = build_optimizer(_trainable(self.net_g), t.optimizer)
         self.frozen_groups = []  # (iterations, parameters) of each train.freeze prefix, resolved once
@@ -138,11 +148,14 @@ class Trainer:
         self.perceptual = None
         if t.perceptual_loss:
             p = t.perceptual_loss
-            self.perceptual = PerceptualLoss(p.layer_weights, p.vgg_weights, p.use_input_norm, p.criterion)
+            try:
+                self.perceptual = PerceptualLoss(p.layer_weights, p.vgg_weights, p.use_input_norm, p.criterion)
+            except SuperresError as e:  # a missing, refused or foreign VGG19 file: say which setting named it
+                raise SuperresError(f"{config.name}: train.perceptual_loss.vgg_weights: {e}") from None
             self.perceptual.to(self.device)
         self.net_d = self.opt_d = self.sched_d = None
         if t.gan:
-            self.net_d = self._build(t.gan.discriminator)
+            self.net_d = self._build(t.gan.discriminator, "train.gan.discriminator")
             self.opt_d = build_optimizer(_trainable(self.net_d), t.gan.optimizer)
             self.sched_d = build_scheduler(self.opt_d, t.gan.scheduler)
             self.gan_loss = GANLoss(t.gan.gan_type)
@@ -195,6 +208,15 @@ class Trainer:
                 old.unlink()
             (self.out / "log.jsonl").unlink(missing_ok=True)
 
+    def _remove_stale_temporaries(self) -> None:
+        """What saves killed half-way (SIGKILL, a power cut) left: checkpoints' and exports' temporary files
+        of processes that are gone."""
+        from superres.io.files import remove_stale_temps
+
+        remove_stale_temporaries(self.ckpt_dir)
+        for name in ("model.safetensors", "best.safetensors", "log.jsonl"):
+            remove_stale_temps(self.out / name)
+
     def _forget_log_after(self, iteration: int) -> None:
         """Drop the log records past the checkpoint resumed from: those iterations run again."""
         log = self.out / "log.jsonl"
@@ -204,16 +226,19 @@ class Trainer:
 
     # --- building ---------------------------------------------------------------------------
 
-    def _build(self, m) -> nn.Module:
+    def _build(self, m, key: str) -> nn.Module:
         if m.pretrained:
             desc = load_model(m.pretrained)
             if desc.arch != m.arch:
                 raise SuperresError(f"{m.pretrained}: is a {desc.arch}, the config says {m.arch}")
-            net = create_model(m.arch, **{**desc.kwargs, **m.args}).module
+            net = _create(m.arch, {**desc.kwargs, **m.args}, f"{self.cfg.name}: {key}.args").module
             net.load_state_dict(desc.module.state_dict(), strict=True)
         else:
-            net = create_model(m.arch, **m.args).module
+            net = _create(m.arch, m.args, f"{self.cfg.name}: {key}.args").module
         for name, file in m.init.items():
+            problem = missing_submodule(net, name, m.arch)
+            if problem:
+                raise SuperresError(f"{self.cfg.name}: {key}.init.{name}: {problem}")
             part = net.get_submodule(name) if name else net
             try:
                 part.load_state_dict(load_model(file).module.state_dict(), strict=True)

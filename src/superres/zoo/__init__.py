@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
 import re
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -86,8 +88,10 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
 
     Files: ``.pth/.pt/.ckpt`` (``torch.load(weights_only=True)``) and ``.safetensors``; BasicSR,
     Real-ESRGAN, the original ESRGAN, MMagic (``generator_ema.``/``generator.``) and plain layouts.
-    Weights are loaded with strict key matching. ``scale`` is needed only for SRCNN and FSRCNN
-    files that are not ours (their scale is not in the weights; defaults: x4 and x3); ours record it.
+    Weights are loaded with strict key matching, into a network built only once its keys and shapes
+    are known to be the file's (its metadata's arguments are untrusted). ``scale`` is needed only for
+    SRCNN and FSRCNN files that are not ours (their scale is not in the weights; defaults: x4 and x3);
+    ours record it.
     ``"bicubic"`` is MATLAB's bicubic resize at ``scale`` (default 4, may be fractional).
     """
     if isinstance(name_or_path, str) and name_or_path == BICUBIC:
@@ -116,7 +120,8 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}  # numbers were markers for the layouts
 
     if "superres_arch" in metadata:
-        arch, kwargs = metadata["superres_arch"], json.loads(metadata.get("superres_kwargs", "{}"))
+        arch, kwargs = _metadata_arguments(metadata, source or "<state dict>")
+        origin = "its metadata (superres_kwargs)"
     else:
         found = detect(state)
         if found is None:
@@ -126,19 +131,93 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
         unstored = _registry()[arch].unstored_scale
         if scale is not None and unstored is not None:
             kwargs = {**kwargs, unstored: int(scale)}
-    desc = create_model(arch, **kwargs)
-    module = desc.module
-    missing, unexpected = _key_mismatch(module.state_dict(), state)
-    if missing or unexpected:
-        raise CheckpointError(f"{source or '<state dict>'}: looks like {arch} but keys differ: "
-                              f"missing {_few(missing)}; unexpected {_few(unexpected)}")
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        shape_errors = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
-        raise CheckpointError(f"{source or '<state dict>'}: {arch} shapes differ: {_few(shape_errors)}") from None
-    module.to(device).eval()
+        origin = "the arguments detected"
+    desc = _build_matching(arch, kwargs, state, source or "<state dict>", origin)
+    desc.module.to(device).eval()
     desc.source, desc.name, desc.metadata = source, name, metadata
+    return desc
+
+
+_JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+
+
+def _metadata_arguments(metadata: dict, source: str) -> tuple[str, dict]:
+    """The architecture and arguments a file's metadata names: untrusted text, checked before use."""
+    arch = metadata["superres_arch"]
+    spec = _registry().get(arch)
+    if spec is None:
+        raise CheckpointError(f"{source}: its metadata names an architecture superres does not know: {arch!r} "
+                              "(superres_arch)")
+    try:
+        kwargs = json.loads(metadata.get("superres_kwargs", "{}"))
+    except ValueError as e:
+        raise CheckpointError(f"{source}: its metadata superres_kwargs is not JSON ({e})") from None
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{source}: its metadata superres_kwargs is not a JSON object of {arch}'s arguments "
+                              f"but {_JSON_TYPES.get(type(kwargs), type(kwargs).__name__)}")
+    try:
+        inspect.signature(spec.cls.__init__).bind(None, **kwargs)
+    except TypeError as e:
+        raise CheckpointError(f"{source}: its metadata superres_kwargs do not fit {arch}: {e}") from None
+    return arch, kwargs
+
+
+class _TooManyPartsError(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _bounded_parts(limit: int):
+    """Abort a network's construction (in this thread) once it has registered more than ``limit``
+    modules, parameters and buffers: arguments that ask for millions of blocks cannot match a file."""
+    from torch.nn.modules import module as registration
+
+    thread, count = threading.get_ident(), 0
+
+    def hook(*_) -> None:
+        nonlocal count
+        if threading.get_ident() == thread:
+            count += 1
+            if count > limit:
+                raise _TooManyPartsError
+
+    handles = [registration.register_module_module_registration_hook(hook),
+               registration.register_module_parameter_registration_hook(hook),
+               registration.register_module_buffer_registration_hook(hook)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _build_matching(arch: str, kwargs: dict, state: dict, source: str, origin: str) -> ModelDescriptor:
+    """``arch(**kwargs)`` with ``state`` loaded strictly, built for real only once its keys and shapes
+    are known to be the file's: ``kwargs`` may come from a file's metadata, and a wrong width would
+    otherwise allocate and initialise gigabytes (or fail to) before the mismatch shows. The skeleton
+    is built on the meta device (no memory), and may have only a few times as many parts as the
+    file has tensors (every architecture has about two per tensor)."""
+    try:
+        with torch.device("meta"), _bounded_parts(8 * len(state) + 1000):
+            skeleton = create_model(arch, **kwargs).module.state_dict()
+    except _TooManyPartsError:
+        raise CheckpointError(f"{source}: {arch} from {origin} would have far more parts than the file's "
+                              f"{len(state)} tensors") from None
+    except Exception as e:  # constructors reject wrong values with many exception types
+        what = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{source}: {arch} cannot be built from {origin}: {type(e).__name__}"
+                              f"{': ' + what[:200] if what else ''}") from None
+    missing, unexpected = _key_mismatch(skeleton, state)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: looks like {arch} but keys differ: "
+                              f"missing {_few(missing)}; unexpected {_few(unexpected)}")
+    differ = [f"{k} {_dims(state[k])} vs {_dims(v)}" for k, v in skeleton.items()
+              if tuple(state[k].shape) != tuple(v.shape)]
+    if differ:
+        raise CheckpointError(f"{source}: {arch} shapes differ between the file and {origin}: {_few(differ, 3)}")
+    desc = create_model(arch, **kwargs)
+    desc.module.load_state_dict(state, strict=True)
     return desc
 
 
@@ -184,13 +263,24 @@ def _no_match_message(source: str, state: dict) -> str:
 
 
 def save_model(model: nn.Module | ModelDescriptor, path: str | os.PathLike, provenance: str = "") -> None:
-    """Write safetensors with the architecture, its arguments and the scale in the metadata."""
+    """Write safetensors with the architecture, its arguments and the scale in the metadata.
+
+    The name must end in ``.safetensors``: readers (``load_model`` included) tell the format by it, and
+    safetensors bytes under ``x.pth`` would be taken for a PyTorch pickle and refused."""
+    check_safetensors_name(path)
     desc = model if isinstance(model, ModelDescriptor) else describe(model)
     if desc.module is None:
         raise ValueError(f"{desc.arch} has no weights to save")
     save_state_dict(path, desc.module.state_dict(), {"superres_arch": desc.arch, "superres_kwargs": desc.kwargs,
                                                      "scale": desc.scale, "provenance": provenance,
                                                      "format": "superres-1"})
+
+
+def check_safetensors_name(path: str | os.PathLike) -> None:
+    """Refuse a file name for :func:`save_model` that readers would not take for safetensors."""
+    if Path(path).suffix != ".safetensors":
+        raise ValueError(f"{path}: superres writes models as safetensors; give the file the .safetensors "
+                         "extension (load_model and -m read it by that name)")
 
 
 def interpolate(a: ModelDescriptor | str | os.PathLike, b: ModelDescriptor | str | os.PathLike,

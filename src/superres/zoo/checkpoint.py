@@ -46,39 +46,57 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[StateDict, dict[str, str]]
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
         return unwrap_state_dict(state, path), metadata
-    obj = _torch_load(path)
+    obj = load_torch_file(path)
     return unwrap_state_dict(obj, path), {}
 
 
-def _torch_load(path: Path) -> object:
+def load_torch_file(path: Path) -> object:
     """``torch.load(weights_only=True)`` with its failures as one line that says what the file is: a
     checkpoint with code or non-tensor objects in it (refused), a damaged checkpoint, or no checkpoint at all."""
     import warnings
-    import zipfile
 
-    with _file_errors(path), open(path, "rb") as f:
-        head = f.read(2)
-    is_zip = zipfile.is_zipfile(path)
-    # torch.save writes a zip archive; before PyTorch 1.6 it wrote pickles (protocol 2 or later: 0x80 first)
-    if not is_zip and not head.startswith(b"\x80"):
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive as torch.save writes, "
-                              "nor a pickle)")
+    if not _torch_format(path):
+        raise torch_load_error(path, None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the unpickler's protocol chatter
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except Exception as e:
+        raise torch_load_error(path, e) from None
+
+
+def _torch_format(path: Path) -> bool:
+    """A zip archive, as torch.save writes, or a pickle as it wrote before PyTorch 1.6 (protocol 2 or later:
+    0x80 first)."""
+    import zipfile
+
+    with _file_errors(path), open(path, "rb") as f:
+        head = f.read(1)
+    return head == b"\x80" or zipfile.is_zipfile(path)
+
+
+def torch_load_error(path: Path, e: Exception | None) -> CheckpointError:
+    """The one-line error for ``torch.load(path, weights_only=True)`` failing with ``e``: a file with code or
+    objects that are not plain tensors in it (refused: PyTorch's unpickler runs none of it), a damaged
+    checkpoint, or no checkpoint at all (``e`` None: not even its format)."""
+    import zipfile
+
+    if e is None or not _torch_format(path):
+        return CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive as torch.save writes, "
+                               "nor a pickle)")
+    is_zip = zipfile.is_zipfile(path)
+    if isinstance(e, pickle.UnpicklingError):
         imports = _pickle_imports(path, is_zip)
         if imports:
-            raise CheckpointError(f"{path}: refused: its pickle imports {', '.join(imports[:3])}: code or objects "
-                                  "that are not plain tensors, so it was not loaded") from None
+            return CheckpointError(f"{path}: refused: its pickle imports {', '.join(imports[:3])}: code or objects "
+                                   "that are not plain tensors, so it was not loaded")
         operand = re.search(r"Unsupported operand \d+", str(e))
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (a damaged or foreign pickle"
-                              f"{': ' + operand.group(0) if operand else ''})") from None
-    except Exception as e:  # zip or pickle damage surfaces as many exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        kind = "a damaged zip archive" if is_zip else "a damaged pickle"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({kind}: {first[:120]})") from None
+        return CheckpointError(f"{path}: not a readable PyTorch checkpoint (a damaged or foreign pickle"
+                               f"{': ' + operand.group(0) if operand else ''})")
+    # zip or pickle damage surfaces as many exception types
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    kind = "a damaged zip archive" if is_zip else "a damaged pickle"
+    return CheckpointError(f"{path}: not a readable PyTorch checkpoint ({kind}: {first[:120]})")
 
 
 _SAFE_IMPORTS = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.")

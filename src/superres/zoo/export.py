@@ -97,45 +97,77 @@ def export_onnx(model: ModelDescriptor | str | os.PathLike, path: str | os.PathL
         raise ExportError('ONNX export needs onnx and onnxruntime: pip install "superres[export]"') from None
     path = Path(path)
     module = desc.module.float().eval()
+    name = f"{desc.name or desc.source}: {desc.arch}" if desc.name or desc.source else desc.arch
+    broken = sum(not torch.isfinite(t).all() for t in (*module.parameters(), *module.buffers()))
+    if broken:  # as superres upscale refuses it: every output would be NaN
+        raise ExportError(f"{name} computes non-finite values (NaN/inf): {broken} of its weight tensors hold NaN or "
+                          "infinity; not exported")
     dtype = torch.float16 if fp16 else torch.float32
     net = copy.deepcopy(module).half() if fp16 else module
     crops = [_crop(desc, h, w) for h, w in check_sizes]
+    with torch.no_grad():
+        refs = [module(x).numpy() for x in crops]
+    if not all(np.isfinite(ref).all() for ref in refs):
+        raise ExportError(f"{name} computes non-finite values (NaN/inf) in fp32 on a photo crop: its weights "
+                          "overflow; not exported")
+    from superres.io.files import publish, remove_stale_temps, temp_beside
+
+    remove_stale_temps(path)  # of an export killed half-way
+    fd, tmp = temp_beside(path)  # written and checked there, renamed onto path only when it passes
+    os.close(fd)
+    try:
+        worst = _export_and_check(desc, net, crops, refs, tmp, path, dtype, opset, ort)
+        limit = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+        if not worst <= limit:
+            raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {limit:g})")
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sizes = [tuple(x.shape[-2:]) for x in crops]
+    return ExportReport(path, desc.arch, opset, fp16, sizes, worst)
+
+
+def _export_and_check(desc: ModelDescriptor, net: torch.nn.Module, crops: list[torch.Tensor], refs: list[np.ndarray],
+                      tmp: Path, path: Path, dtype: torch.dtype, opset: int, ort) -> float:
+    """Write ``net`` as ONNX to ``tmp`` and run it on ``crops`` in ONNX Runtime: the largest difference from
+    PyTorch's ``refs`` (messages name ``path``, where the file is meant to go)."""
     spatial = (3, 4) if desc.video is not None else (2, 3)
     axes = {0: "batch", spatial[0]: "height", spatial[1]: "width"}
+
+    def first_line(e: Exception) -> str:
+        return str(e).replace(str(tmp), str(path)).splitlines()[0]
+
     try:
         # Traced with gradients on: networks' inference-only memory savers (RRDBNet's upsampling in row
         # strips) loop over sizes in Python, which a trace would freeze. The exporter prints its whole
         # graph to stderr when it fails: the error below says what matters.
         with torch.enable_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(net, (crops[0].to(dtype),), str(path), dynamo=False, opset_version=opset,
+            torch.onnx.export(net, (crops[0].to(dtype),), str(tmp), dynamo=False, opset_version=opset,
                               input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": axes, "output": {0: "batch", spatial[0]: "out_height",
                                                                       spatial[1]: "out_width"}})
     except Exception as e:  # the exporter raises several types; all mean "cannot express"
         op = _operator(str(e))
-        what = f"the operator {op} has no ONNX form" if op else str(e).splitlines()[0]
+        what = f"the operator {op} has no ONNX form" if op else first_line(e)
         raise ExportError(f"{desc.arch} cannot be exported to ONNX (opset {opset}): {what}") from None
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     except Exception as e:
         op = _operator(str(e))
-        what = f"ONNX Runtime has no kernel for {op}" if op else str(e).splitlines()[0]
+        what = f"ONNX Runtime has no kernel for {op}" if op else first_line(e)
         raise ExportError(f"{path}: {desc.arch} exported but does not run: {what}") from None
     worst = 0.0
-    for x in crops:
-        with torch.no_grad():
-            ref = module(x).numpy()
+    for x, ref in zip(crops, refs, strict=True):
         try:
             out = session.run(["output"], {"input": x.to(dtype).numpy()})[0].astype(np.float32)
         except Exception as e:  # onnxruntime's own error types
-            raise ExportError(f"{path}: {desc.arch} exported but fails in ONNX Runtime: "
-                              f"{str(e).splitlines()[0]}") from None
+            raise ExportError(f"{path}: {desc.arch} exported but fails in ONNX Runtime: {first_line(e)}") from None
         if out.shape != ref.shape:
             raise ExportError(f"{path}: ONNX Runtime gives {out.shape} where PyTorch gives {ref.shape}")
+        bad = int((~np.isfinite(out)).sum())  # PyTorch's are finite (checked): NaN is a mismatch, never a 0
+        if bad:
+            raise ExportError(f"{path}: ONNX Runtime gives NaN or infinity at {bad} output values where PyTorch's "
+                              "are finite")
         worst = max(worst, float(np.abs(out - ref).max()))
-    limit = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
-    if not worst <= limit:
-        raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {limit:g})")
-    sizes = [tuple(x.shape[-2:]) for x in crops]
-    return ExportReport(path, desc.arch, opset, fp16, sizes, worst)
+    return worst
