@@ -15,19 +15,23 @@ def _count(n: int) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from superres.infer.image import minimum_tile
     from superres.zoo import DEFAULT_MODEL, MODELS
     from superres.zoo.pretrained import FACE_WEIGHTS_NOTE, is_available
 
-    rows = [("name", "scale", "size", "purpose", "licence", "available")]
+    rows = [("name", "scale", "size", "purpose", "licence", "min tile", "available")]
     for name, spec in MODELS.items():
         avail = "yes" if is_available(name) else f"no ({spec.install})"
         rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""), f"x{spec.scale}",
-                     _count(spec.params) + f" {spec.arch}", spec.purpose, spec.licence, avail))
-    rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "-", "yes"))
+                     _count(spec.params) + f" {spec.arch}", spec.purpose, spec.licence,
+                     str(minimum_tile(spec) or "-"), avail))
+    rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "-", "-", "yes"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    print("\nAny checkpoint file load_model reads also works as -m PATH (.pth, .safetensors).")
+    print("\nmin tile: the smallest --tile worth giving; below it the tiles overlap so much that they compute over "
+          "2x the pixels of one pass (-: no tiles, or a margin measured on first use).")
+    print("Any checkpoint file load_model reads also works as -m PATH (.pth, .safetensors).")
     print(FACE_WEIGHTS_NOTE)
     return 0
 

@@ -11,19 +11,26 @@ from superres.errors import SuperresError
 
 def cmd_train(args: argparse.Namespace) -> int:
     from superres.runtime import keep_freed_memory
-    from superres.train import load_config, train
+    from superres.train import load_config, resume_settings, train
     from superres.train.config import check_data
 
-    config = load_config(args.config, args.set or [])
-    check_data(config, args.config)
+    if args.resume and args.overwrite:
+        raise SuperresError("--resume and --overwrite contradict each other: choose one")
+    resume = args.resume
+    if resume is not None:
+        config, source, resume = resume_settings(args.config, args.set or [], resume)
+    elif args.config is None:
+        raise SuperresError("train: give a CONFIG (a YAML recipe, e.g. configs/fsrcnn_x3_t91.yaml), or "
+                            "--resume RUN_DIR to continue a run")
+    else:
+        config, source = load_config(args.config, args.set or []), args.config
+    check_data(config, source)
     if args.check:
-        print(f"{args.config}: OK ({config.name}, x{config.scale}, {config.model.arch}, "
+        print(f"{source}: OK ({config.name}, x{config.scale}, {config.model.arch}, "
               f"{config.train.iterations} iterations -> {config.output_dir})")
         return 0
     keep_freed_memory()
-    if args.resume and args.overwrite:
-        raise SuperresError("--resume and --overwrite contradict each other: choose one")
-    scores = train(config, args.resume, args.quiet, args.overwrite)
+    scores = train(config, resume, args.quiet, args.overwrite)
     if scores and not args.quiet:
         print(", ".join(f"{n}: {s['psnr']:.3f} dB / {s['ssim']:.4f}" for n, s in scores.items()))
     return 0
@@ -42,9 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "Checkpoints, log.jsonl, TensorBoard logs and the exported model.safetensors go to "
                        "the config's output folder. Under `torchrun --nproc_per_node N -m superres train` "
                        "the global batch is split over N processes (gloo on CPU, nccl on GPU).")
-    p.add_argument("config", type=Path, metavar="CONFIG")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|PATH",
-                   help="continue from the latest checkpoint in the output folder (auto) or from PATH")
+    p.add_argument("config", type=Path, nargs="?", metavar="CONFIG",
+                   help="a YAML recipe (configs/*.yaml); not needed with --resume RUN_DIR")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="RUN_DIR|CHECKPOINT",
+                   help="continue a run from its latest checkpoint (or CHECKPOINT) with the settings it was started "
+                   "with (RUN_DIR/config.json, its --set values included): --resume RUN_DIR, or CONFIG --resume for "
+                   "CONFIG's output folder; --set given now applies on top, and where CONFIG differs from the run's "
+                   "settings a warning names the keys and the run's are kept")
     p.add_argument("--overwrite", action="store_true",
                    help="start again over an earlier run in the output folder (its checkpoints and log are removed)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -54,8 +54,11 @@ class FaceOptions:
 
 def load_face_model(model):
     """A face restoration model descriptor from a path or a descriptor, checked against the contract."""
-    from superres.zoo import load_model
+    from superres.zoo import BICUBIC, MODELS, load_model
+    from superres.zoo.pretrained import FACE_WEIGHTS_HINT
 
+    if isinstance(model, str | os.PathLike) and str(model) not in (*MODELS, BICUBIC) and not os.path.exists(model):
+        raise FaceError(f"{model}: no such file; {FACE_WEIGHTS_HINT}")
     desc = load_model(model) if isinstance(model, str | os.PathLike) else model
     name = model if isinstance(model, str | os.PathLike) else (desc.name or desc.arch)
     if desc.purpose != "face":

@@ -55,11 +55,13 @@ def sample_images() -> list[np.ndarray]:
 
 
 def measure_margin(model: Callable[[np.ndarray], np.ndarray], scale: int, in_channels: int = 3,
-                   tolerance: float = DEFAULT_TOLERANCE, start: int = 128, limit: int = 512) -> int:
+                   tolerance: float = DEFAULT_TOLERANCE, start: int = 128, limit: int = 512,
+                   name: str = "this model") -> int:
     """Input pixels of context a tile needs so that its output is within ``tolerance`` of the whole image.
 
     Measured on the bundled real photos with windows of ``start`` pixels, doubled (up to
-    ``limit``) while the error has not settled inside the window.
+    ``limit``) while the error has not settled inside the window. A network whose output still
+    changes at the widest distance measured gets that distance, with a warning naming it as ``name``.
     """
     images = sample_images()
     size = start
@@ -75,8 +77,9 @@ def measure_margin(model: Callable[[np.ndarray], np.ndarray], scale: int, in_cha
         if margin is not None and margin < len(errors) - 4:
             return margin
         if size * 2 > limit or size * 2 > min(min(i.shape[:2]) for i in images):
-            warnings.warn(f"the network's receptive field did not settle within {size} pixels; "
-                          f"tiles will use a margin of {len(errors)}", stacklevel=2)
+            warnings.warn(f"{name}: tiles get {len(errors)} pixels of context at each edge, the most superres "
+                          "can measure; this model looks further, so a tiled result may differ slightly from a "
+                          "whole-image one (--tile 0 runs images whole)", stacklevel=2)
             return len(errors)
         size *= 2
 

@@ -4,7 +4,8 @@ The network runs at its native scale; another ``outscale`` is reached by resizin
 (area filter when shrinking, Lanczos when enlarging, as Real-ESRGAN's script does). RGBA images
 have the color under transparent pixels filled from the nearest opaque colors first (push-pull),
 so that dark "transparent black" does not bleed into visible edges; the alpha channel is
-upscaled by the network (as a gray image) or by bicubic interpolation.
+upscaled by the network (as a gray image) or by bicubic interpolation, and then kept exactly opaque
+and exactly transparent inside the regions that are so in the input (:func:`keep_solid_alpha`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from superres.io.image import DEFAULT_MAX_PIXELS
 from superres.ops.layout import from_float, to_float
-from superres.ops.tiling import TilePlan, run_tiled
+from superres.ops.tiling import TilePlan, plan_overhead, run_tiled, smallest_tile
 from superres.runner import Runner
 from superres.runtime import RunOptions
 from superres.zoo.pretrained import DEFAULT_MODEL
@@ -31,6 +33,13 @@ DEFAULT_BUDGET_CPU = 1152 << 20  # working memory of one tile on the CPU (activa
 # input pixel in bf16 against 2421 in fp32 (a 384x384 input, peak RSS growth, 2-core Xeon with AMX), 0.67,
 # not the 0.5 the sample size suggests, which let bf16 tiles take 1.4x the budget.
 HALF_PRECISION_MEMORY = {False: 0.7, True: 0.5}
+# Compute of a tiled pass over one whole-image pass beyond which a tile the user chose earns a warning, and
+# which sets a model's minimum tile. Auto tiles stay within 1.3-1.6x; --tile 170 on a 320x240 image with
+# realesrgan-x4plus computed 12x the pixels and took 4.5x (bf16) to 6.8x (fp32) the time (issue 35).
+MAX_TILE_OVERHEAD = 2.0
+# Input pixels around an output pixel's source position that decide whether its alpha is solid: bicubic's
+# taps reach 2 pixels from the source pixel; beyond that, an edge is the model's to draw.
+ALPHA_REACH = 2
 
 
 def run_options(options: RunOptions | None = None, **fields) -> RunOptions:
@@ -72,20 +81,28 @@ class Upscaler:
             self.margin = tile_pad if tile_pad is not None else known_margin or self._measured_margin()
             self.bytes_per_pixel = (spec.bytes_per_pixel if spec else None) or _estimate_bytes_per_pixel(desc)
             self.ncnn_bytes_per_pixel = spec.ncnn_bytes_per_pixel if spec else None
+        self._warned_tile = False
 
     def summary(self) -> str:
-        """How images run, e.g. ``bf16, torch for 8-bit images; fp32, ncnn for 16-bit and float``."""
-        runs = [(p, self._backend_summary(p)) for p in map(self.runner.precision_for, (np.uint8, np.uint16))]
+        """How images run, in words, e.g. ``8-bit images: precision bf16, backend torch; 16-bit and float:
+        precision fp32, backend ncnn for images up to 137x137 pixels or the same area, torch for larger ones``."""
+        runs = [self._run_summary(p) for p in map(self.runner.precision_for, (np.uint8, np.uint16))]
         if runs[0] == runs[1]:
-            return ", ".join(runs[0])
-        return f"{', '.join(runs[0])} for 8-bit images; {', '.join(runs[1])} for 16-bit and float"
+            return runs[0]
+        return f"8-bit images: {runs[0]}; 16-bit and float: {runs[1]}"
 
-    def _backend_summary(self, precision: str) -> str:
+    def _run_summary(self, precision: str) -> str:
         backend = self.runner.backend_for(precision)
-        if backend != "ncnn" or self.options.backend == "ncnn" or self.tile != "auto":
-            return backend
-        side = self._auto_tile(self._budget(), precision, "ncnn")
-        return f"ncnn up to {side}x{side} pixels, torch above"
+        if backend == "ncnn" and self.options.backend != "ncnn" and self.tile == "auto":
+            side = self._auto_tile(self._budget(), precision, "ncnn")
+            backend = f"ncnn for images up to {side}x{side} pixels or the same area, torch for larger ones"
+        return f"precision {precision}, backend {backend}"
+
+    @property
+    def minimum_tile(self) -> int | None:
+        """The smallest tile side worth choosing (see :func:`minimum_tile`), from the margin in use
+        (registered, measured, or ``tile_pad``); None for a model that never tiles (bicubic)."""
+        return None if self.desc.module is None else _minimum_tile(self.margin)
 
     @property
     def precision_used(self) -> str:
@@ -105,7 +122,8 @@ class Upscaler:
         from superres.zoo.pretrained import cache_dir
 
         def measure() -> int:
-            return measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels)
+            return measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
+                                  name=self.desc.name or Path(self.model).name)
 
         return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins.json")
 
@@ -115,7 +133,7 @@ class Upscaler:
         """Tiles for an image of this size: ``tile`` as given, or the largest the memory budget
         allows at ``precision`` (default: the one 8-bit images run in) on ``backend`` (default: the
         one :meth:`backend` picks for this image)."""
-        ramp = max(4, self.margin // 8)
+        ramp = _ramp(self.margin)
         if self.desc.module is None:
             return TilePlan(0, 0, 0)
         precision = precision or self.precision_used
@@ -136,6 +154,22 @@ class Upscaler:
             raise ValueError(f"tile {tile}{budget} is too small for {self.model}: it needs at least {need} pixels "
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
         return TilePlan(tile, self.margin, ramp)
+
+    def passes(self, image: np.ndarray) -> int:
+        """The network passes :meth:`upscale_array` makes on ``image`` (what a
+        :func:`superres.runner.progress_scope` counts): one per tile, twice with an alpha channel the model
+        upscales; 0 without a network."""
+        from superres.ops.tiling import tile_starts
+
+        if self.desc.module is None:
+            return 0
+        h, w = image.shape[:2]
+        plan = self.plan(h, w, self.runner.precision_for(image.dtype))
+        overlap = 2 * plan.margin + plan.ramp
+        tiles = 1 if plan.tile == 0 else len(tile_starts(h, plan.tile, overlap)[0]) * len(
+            tile_starts(w, plan.tile, overlap)[0])
+        alpha = image.ndim == 3 and image.shape[2] in (2, 4) and self.alpha == "model"
+        return tiles * (2 if alpha else 1)
 
     def backend(self, height: int, width: int, precision: str) -> str:
         """The backend an image of this size runs on at ``precision``: the options' choice, except
@@ -189,7 +223,10 @@ class Upscaler:
             raise ValueError(f"image is empty ({image.shape})")
         self.check_size(*img.shape[:2], outscale)
         if self.desc.resample is not None:  # no network: resample the samples themselves, at any scale
-            return self.runner(image) if outscale in (None, self.scale) else self._resample(image, outscale)
+            out = self.runner(image) if outscale in (None, self.scale) else self._resample(image, outscale)
+            if img.shape[2] in (2, 4):
+                keep_solid_alpha(out[..., -1], img[..., -1])
+            return out
         precision = self.runner.precision_for(dtype)
         x = to_float(img)
         channels = x.shape[2]
@@ -223,6 +260,8 @@ class Upscaler:
                 up = cv2.resize(alpha, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
                 result[..., -1] = finish(up)
         result = resize_to(result, outscale, self.scale, h, w)
+        if alpha is not None:
+            keep_solid_alpha(result[..., -1], img[..., -1])
         return result[..., 0] if squeeze else result
 
     def check_size(self, height: int, width: int, outscale: float | None = None) -> None:
@@ -262,8 +301,22 @@ class Upscaler:
     def _run(self, precision: str, color: np.ndarray, out: np.ndarray, finish, progress) -> None:
         backend = self.backend(*color.shape[:2], precision)
         plan = self.plan(*color.shape[:2], precision, backend)
+        if self.tile != "auto" and not self._warned_tile:
+            self._warn_small_tile(plan, *color.shape[:2])
         run_tiled(color, lambda tile: self.runner.forward(tile, precision, backend), self.scale, plan, out, finish,
                   progress)
+
+    def _warn_small_tile(self, plan: TilePlan, height: int, width: int) -> None:
+        """Once per upscaler (a run), when the tile the user chose makes the tiles mostly overlap."""
+        overhead = plan_overhead(height, width, plan)
+        if overhead <= MAX_TILE_OVERHEAD:
+            return
+        self._warned_tile = True
+        name = self.desc.name or Path(self.model).name
+        warnings.warn(f"--tile {plan.tile}: neighbouring tiles overlap by {2 * plan.margin + plan.ramp} pixels "
+                      f"({name} needs {plan.margin} pixels of context at each tile edge, plus {plan.ramp} to "
+                      f"blend), so a {width}x{height} image computes {overhead:.1f}x the pixels of one whole pass; "
+                      f"use --tile auto, or at least --tile {self.minimum_tile}", stacklevel=4)
 
     def _resample(self, image: np.ndarray, outscale: float) -> np.ndarray:
         """A resampling model (bicubic) at another scale: the same function, at ``outscale``."""
@@ -282,6 +335,52 @@ def resize_to(image: np.ndarray, outscale: float | None, native: int, h: int, w:
     interpolation = cv2.INTER_AREA if outscale < native else cv2.INTER_LANCZOS4
     out = cv2.resize(image, size, interpolation=interpolation)
     return out.reshape(size[1], size[0], image.shape[2]) if out.ndim == 2 else out
+
+
+def minimum_tile(model) -> int | None:
+    """The smallest tile side worth giving ``--tile`` for ``model`` (a name from ``superres models``, its
+    ``ModelSpec`` or a loaded descriptor), from its registered margin: tiles of this size compute at most
+    :data:`MAX_TILE_OVERHEAD` x the pixels of one whole pass on a large image (tiles that cover the image
+    run it whole, at no cost). None when the margin is not registered (it is measured on first use; an
+    :class:`Upscaler`'s ``minimum_tile`` knows it then) or the model never tiles (bicubic)."""
+    from superres.zoo import MODELS
+
+    name = model if isinstance(model, str) else getattr(model, "name", None)
+    spec = MODELS.get(name) if name else None
+    return _minimum_tile(spec.margin) if spec is not None and spec.margin is not None else None
+
+
+def _ramp(margin: int) -> int:
+    """Input pixels over which neighbouring tiles hand over (beyond the margin's zero weight)."""
+    return max(4, margin // 8)
+
+
+def _minimum_tile(margin: int) -> int:
+    return smallest_tile(2 * margin + _ramp(margin), MAX_TILE_OVERHEAD)
+
+
+def keep_solid_alpha(alpha_out: np.ndarray, alpha_in: np.ndarray, reach: int = ALPHA_REACH) -> None:
+    """Set the upscaled alpha ``alpha_out`` (in place, any size and dtype) to exactly opaque (the dtype's
+    maximum, 1.0 for floats) or exactly 0 where every input alpha sample within ``reach`` pixels of its
+    source position is so. A network that sees a flat 255 gives 254 in places (realesrgan-x4plus-anime:
+    all of an opaque disc's interior); the edges between stay the network's (or bicubic's)."""
+    def top(dtype) -> float:
+        return 1.0 if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).max
+
+    kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+    # 1: solidly opaque, 2: solidly transparent, 0: near an edge; the image border is no edge (erode's default)
+    solid = (cv2.erode((alpha_in >= top(alpha_in.dtype)).astype(np.uint8), kernel)
+             + 2 * cv2.erode((alpha_in <= 0).astype(np.uint8), kernel))
+    if not solid.any():
+        return
+    (h, w), (out_h, out_w) = alpha_in.shape, alpha_out.shape
+    rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.intp), w - 1)
+    band = max(1, (1 << 20) // out_w)  # a band of output rows at a time: no full-size masks
+    for y in range(0, out_h, band):
+        state, view = solid[rows[y:y + band]][:, cols], alpha_out[y:y + band]
+        view[state == 1] = top(alpha_out.dtype)
+        view[state == 2] = 0
 
 
 def output_size(h: int, w: int, outscale: float) -> tuple[int, int]:

@@ -75,6 +75,17 @@ def plan_overhead(height: int, width: int, plan: TilePlan) -> float:
     return len(ys) * th * len(xs) * tw / (height * width)
 
 
+def smallest_tile(overlap: int, max_overhead: float) -> int:
+    """The smallest tile side whose tiles compute at most ``max_overhead`` x the pixels of one pass on
+    an image of any size: neighbours overlapping by ``overlap`` pixels advance by ``tile - overlap``, so
+    each axis computes up to (tile + 2) / (tile - overlap) x its length (the 2: :func:`tile_starts`
+    rounds the shrunk tiles up)."""
+    if not max_overhead > 1:
+        raise ValueError(f"max_overhead must be over 1, got {max_overhead}")
+    per_axis = math.sqrt(max_overhead)
+    return math.ceil((per_axis * overlap + 2) / (per_axis - 1))
+
+
 def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scale: int, plan: TilePlan,
               out: np.ndarray, finish: Callable[[np.ndarray], np.ndarray],
               progress: Callable[[int, int], None] | None = None) -> None:

@@ -12,14 +12,20 @@ Relative paths of data folders (``data.hr``, ``data.lr``, ``val[i].hr``, ``val[i
 files (``pretrained``, ``init``, ``train.perceptual_loss.vgg_weights``) are relative to the folder of
 the file that writes them (a ``base`` file's to the base file's), so a config and its data can move
 together; ``--set`` values are relative to the working directory, as is ``output`` (where runs go).
-Absolute paths and named models (``realesrgan-x4plus``) are kept as they are.
+Absolute paths and named models (``realesrgan-x4plus``) are kept as they are. A missing data folder
+is reported with what it holds (``data.dataset``, ``val[i].dataset``: the recipe's dataset and where
+to get it) and the ``--set`` that points at another.
+
+A run saves its resolved settings in its folder (:data:`RUN_CONFIG`); :func:`resume_settings` is what
+``--resume`` continues with: those settings, ``--set`` values on top.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import Field, model_validator
@@ -52,6 +58,8 @@ class TrainData(Strict):
 
     hr: list[str]
     lr: list[str] | None = None
+    dataset: str = Field("", description="what the folders hold and where to get them (said when one is missing), "
+                         "e.g. 'T91: the 91 images of Yang et al., TIP 2010, distributed with SRCNN's code'")
     degradation: Literal["bicubic", "bd"] = "bicubic"
     patch_size: int = Field(96, gt=0, description="HR patch side; the LR patch is patch_size / scale")
     batch_size: int = Field(16, gt=0, description="global batch, split over DDP processes")
@@ -114,6 +122,7 @@ class ValData(Strict):
     name: str
     hr: str
     lr: str | None = None
+    dataset: str = Field("", description="what the folders hold and where to get them (said when one is missing)")
     degradation: Literal["bicubic", "bd"] = "bicubic"
     y_channel: bool = True
     crop_border: int | None = Field(None, description="default: the scale (images), 0 (clips)")
@@ -282,7 +291,11 @@ def _apply_override(data: dict, assignment: str, path: Path) -> None:
 def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
     """Read, merge and validate a config; every problem is reported with its key path."""
     path = Path(path)
-    data = read_yaml(path, _rebase)
+    return _load(read_yaml(path, _rebase), path, overrides, check_paths)
+
+
+def _load(data: dict, path: Path, overrides: list[str], check_paths: bool) -> Config:
+    """``data`` (a file's mapping, its paths made absolute) with ``overrides``, validated and checked."""
     for assignment in overrides:
         _apply_override(data, assignment, path)
     data = _rebase(data, Path.cwd())  # the --set values
@@ -290,17 +303,99 @@ def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths:
     _check_schedules(config, path)
     _check_models(config, path)
     if check_paths:
-        for key, folder in _data_folders(config):
-            if not Path(folder).is_dir():
-                raise ConfigError(f"{path}: {key}: no such folder: {folder}")
+        for folder in _data_folders(config):
+            if not Path(folder.path).is_dir():
+                raise ConfigError(f"{path}: {folder.key}: no such folder: {folder.path} ({folder.hint})")
         _check_data_folders(config, path)
         for key, m in _models(config):
             if m.pretrained and not _known_model(m.pretrained):
-                raise ConfigError(f"{path}: {key}.pretrained: no such file or model name: {m.pretrained}")
+                raise ConfigError(f"{path}: {key}.pretrained: no such file or model name: {m.pretrained} "
+                                  f"(--set {key}.pretrained=PATH points at another, =null starts from scratch)")
             for name, file in m.init.items():
                 if not _known_model(file):
-                    raise ConfigError(f"{path}: {key}.init.{name}: no such file or model name: {file}")
+                    raise ConfigError(f"{path}: {key}.init.{name}: no such file or model name: {file} "
+                                      f"(--set {key}.init.{name}=PATH points at your copy)")
     return config
+
+
+RUN_CONFIG = "config.json"  # a run's settings, saved in its output folder when it starts
+
+
+def load_run_config(run: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
+    """The settings a run was started with: its ``config.json`` (the recipe with the ``--set`` values it was
+    given, paths absolute), ``overrides`` on top. ``output`` is the run folder, wherever it is now."""
+    path = Path(run) / RUN_CONFIG
+    data = read_yaml(path)  # JSON is YAML
+    data["output"] = os.path.abspath(run)
+    return _load(data, path, overrides, check_paths)
+
+
+def resume_settings(config: str | os.PathLike | None, overrides: list[str] = (),
+                    resume: str = "auto") -> tuple[Config, Path, str]:
+    """What ``superres train [CONFIG] --resume [RUN_DIR | CHECKPOINT]`` continues: the settings, the file
+    they were read from (for messages) and the checkpoint to start from (``auto``: the run's latest).
+
+    The run folder is RUN_DIR; else the folder of CHECKPOINT (``RUN/checkpoints/iter_N.pt``) when no
+    CONFIG is given; else CONFIG's output folder. The run's own saved settings (:data:`RUN_CONFIG`) are
+    used, so a run resumes with ``--resume`` alone; ``overrides`` apply on top of them (what the command
+    line asks now). Where CONFIG (with the overrides) differs from them, a warning names the keys and the
+    run's values are kept: a recipe edited or read from another folder does not change a run half-way. A
+    run folder without saved settings (an older run, or a checkpoint branched into a new folder) takes
+    CONFIG."""
+    import warnings
+
+    checkpoint, run = "auto", None
+    if resume != "auto":
+        target = Path(resume)
+        if target.is_dir():
+            run = target
+        elif target.suffix.lower() in (".yaml", ".yml"):
+            raise ConfigError(f"--resume {target}: takes a run folder or a checkpoint, not a config: "
+                              f"superres train {target} --resume")
+        elif target.is_file():
+            checkpoint = str(target)
+            run = target.parent.parent if config is None else None
+        else:
+            raise ConfigError(f"--resume {target}: no such run folder or checkpoint")
+    elif config is None:
+        raise ConfigError("--resume: which run? give its folder (superres train --resume RUN_DIR) or its config "
+                          "(superres train CONFIG --resume)")
+    recipe = None
+    if config is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said below, of the settings that run
+            recipe = load_config(config, overrides, check_paths=False)
+        run = run if run is not None else recipe.output_dir
+    saved = run / RUN_CONFIG
+    if not saved.is_file():
+        if config is None:
+            raise ConfigError(f"{run}: not a training run (no {RUN_CONFIG}); give the config it was started with: "
+                              "superres train CONFIG --resume")
+        return load_config(config, overrides), Path(config), checkpoint
+    settings = load_run_config(run, overrides)
+    differ = config_differences(recipe, settings) if recipe is not None else []
+    if differ:
+        warnings.warn(f"{config} differs from the settings of the run it resumes ({saved}) in {', '.join(differ)}: "
+                      "the run's are kept (--set KEY=VALUE changes one)", stacklevel=2)
+    return settings, saved, checkpoint
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """The keys, as ``--set`` writes them (``val.0.hr``), whose values differ; ``output`` (where the run
+    is) is not compared."""
+    def flat(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        if isinstance(value, dict):
+            for key, v in value.items():
+                yield from flat(v, f"{prefix}{key}.")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, v in enumerate(value):
+                yield from flat(v, f"{prefix}{i}.")
+        else:
+            yield prefix[:-1], value
+
+    left, right = dict(flat(a.model_dump(exclude={"output"}))), dict(flat(b.model_dump(exclude={"output"})))
+    absent = object()
+    return [key for key in dict.fromkeys([*left, *right]) if left.get(key, absent) != right.get(key, absent)]
 
 
 _VGG_KEYWORDS = {"caffe", "torchvision", "random"}
@@ -404,18 +499,17 @@ def _check_data_folders(config: Config, path: Path) -> None:
     if not config.data.hr:
         raise ConfigError(f"{path}: data.hr: no folders given")
     reads = f"it reads {' '.join(sorted(IMAGE_EXTENSIONS))}"
-    for i, folder in enumerate(config.data.hr):
-        if _data_clips(config):
-            if not clip_folders(folder):
-                raise ConfigError(f"{path}: data.hr[{i}]: no clips (folders of frames) in {folder} ({reads})")
-        elif not list_images(folder):
-            raise ConfigError(f"{path}: data.hr[{i}]: no images in {folder} ({reads})")
-    for i, folder in enumerate(config.data.lr or []):
-        if not list_images(folder):
-            raise ConfigError(f"{path}: data.lr[{i}]: no images in {folder} ({reads})")
-    for i, v in enumerate(config.val):
-        if not (clip_folders(v.hr) if v.clips else list_images(v.hr)):
-            raise ConfigError(f"{path}: val[{i}].hr: no {'clips' if v.clips else 'images'} in {v.hr} ({reads})")
+    clips = {f"data.hr[{i}]" for i in range(len(config.data.hr)) if _data_clips(config)}
+    clips |= {f"val[{i}].hr" for i, v in enumerate(config.val) if v.clips}
+    for folder in _data_folders(config):
+        if folder.key.startswith("val[") and folder.key.endswith(".lr"):
+            continue  # pairs with val.hr's files by name: what is missing is said when they are read
+        if folder.key in clips:
+            if not clip_folders(folder.path):
+                raise ConfigError(f"{path}: {folder.key}: no clips (folders of frames) in {folder.path} ({reads}; "
+                                  f"{folder.hint})")
+        elif not list_images(folder.path):
+            raise ConfigError(f"{path}: {folder.key}: no images in {folder.path} ({reads}; {folder.hint})")
 
 
 def _data_clips(config: Config) -> bool:
@@ -460,11 +554,31 @@ def check_data(config: Config, path: str | os.PathLike) -> None:
                               f"(data.patch_size){scaled}, e.g. {file.name} is {w}x{h}")
 
 
-def _data_folders(config: Config) -> list[tuple[str, str]]:
-    folders = [(f"data.hr[{i}]", f) for i, f in enumerate(config.data.hr)]
-    folders += [(f"data.lr[{i}]", f) for i, f in enumerate(config.data.lr or [])]
+class _Folder(NamedTuple):
+    key: str  # as messages name it: data.hr[0]
+    path: str
+    hint: str  # what it holds (the recipe's dataset) and the --set that points at another
+
+
+def _data_folders(config: Config) -> list[_Folder]:
+    """The data folders a config reads, each with what a message says when it is missing or empty."""
+    def folder(key: str, i: int | None, path: str, setting: str, what: str, dataset: str) -> _Folder:
+        about = f"{what}, {dataset}" if dataset else what
+        return _Folder(key if i is None else f"{key}[{i}]", path, f"{about}; --set {setting}=PATH points at your copy")
+
+    d, clips = config.data, _data_clips(config)
+    kind = "clips (folders of frames)" if clips else "images"
+    folders = []
+    for side, paths in (("hr", d.hr), ("lr", d.lr or [])):
+        what = f"the {side.upper() + ' ' if d.lr else ''}training {kind}"
+        for i, path in enumerate(paths):  # data.hr.1 where the recipe lists several (a single one may be a string)
+            setting = f"data.{side}" if len(paths) == 1 else f"data.{side}.{i}"
+            folders.append(folder(f"data.{side}", i, path, setting, what, d.dataset))
     for i, v in enumerate(config.val):
-        folders += [(f"val[{i}].hr", v.hr)] + ([(f"val[{i}].lr", v.lr)] if v.lr else [])
+        for side, path in (("hr", v.hr), ("lr", v.lr)):
+            if path:
+                what = f"validation set {v.name}{', ' + side.upper() if v.lr else ''}"
+                folders.append(folder(f"val[{i}].{side}", None, path, f"val.{i}.{side}", what, v.dataset))
     return folders
 
 

@@ -51,7 +51,7 @@ from superres.train.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from superres.train.config import Config, Optimizer, missing_submodule
+from superres.train.config import RUN_CONFIG, Config, Optimizer, missing_submodule
 from superres.train.schedules import build_scheduler
 from superres.zoo import create_model, describe, load_model, save_model
 
@@ -214,7 +214,7 @@ class Trainer:
         from superres.io.files import remove_stale_temps
 
         remove_stale_temporaries(self.ckpt_dir)
-        for name in ("model.safetensors", "best.safetensors", "log.jsonl"):
+        for name in ("model.safetensors", "best.safetensors", "log.jsonl", RUN_CONFIG):
             remove_stale_temps(self.out / name)
 
     def _forget_log_after(self, iteration: int) -> None:
@@ -474,7 +474,9 @@ class Trainer:
         total = cfg.train.iterations
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+            # the settings --resume continues with (load_run_config), written whole or not at all
+            saved = cfg.model_copy(update={"output": str(self.out.resolve())})
+            atomic_write(self.out / RUN_CONFIG, (saved.model_dump_json(indent=2) + "\n").encode())
             if not self.quiet:
                 tf32 = " (TF32 tensor cores)" if self.device.type == "cuda" and cfg.train.amp == "none" else ""
                 precision = "fp32" if cfg.train.amp == "none" else f"{cfg.train.amp} autocast"
@@ -569,7 +571,8 @@ class Trainer:
             self._save(done)
         if not self.quiet and self.rank == 0:
             where = checkpoint_path(self.ckpt_dir, done) if done else "nothing to save"
-            print(f"superres: stopped after iteration {done}: {where} (--resume continues from it)", file=sys.stderr)
+            print(f"superres: stopped after iteration {done}: {where} (superres train --resume {self.out} continues "
+                  "from it)", file=sys.stderr)
         if self.writer is not None:
             self.writer.close()
         raise KeyboardInterrupt if self._stop == signal.SIGINT else Terminated(self._stop)

@@ -110,6 +110,11 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
         if not path.exists():
             import difflib
 
+            from superres.zoo.pretrained import missing_file_hint
+
+            release = missing_file_hint(path)
+            if release is not None:
+                raise CheckpointError(f"{path}: no such file; {release}")
             names = [*MODELS, BICUBIC]
             close = difflib.get_close_matches(str(name_or_path), names, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}? " if close else ""

