@@ -8,12 +8,22 @@ backend (PyTorch, or the ncnn runtime for the named models that ship as ncnn fil
 (:mod:`superres.infer.image`), video windows and clips (:mod:`superres.infer.video`),
 evaluation (:mod:`superres.metrics.evaluate`), training validation and the receptive-field
 measurement (:mod:`superres.infer.context`) are loops around it.
+
+One pass of a large image can take a minute on a CPU. Within :func:`progress_scope` a runner reports
+how far each pass has gone (PyTorch: forward hooks on the layers that do the multiply-adds; ncnn: a few
+of its convolutions' outputs, extracted in turn), and the scope's callback may raise to stop the pass (a
+cancelled job).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+import threading
+import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +49,48 @@ class NonFiniteOutputError(SuperresError, ValueError):
     """The network computes NaN or infinity in fp32 (broken weights): its output would be a black image."""
 
 
+class _Scope:
+    """What :func:`progress_scope` keeps: the passes finished in it and when it last reported."""
+
+    def __init__(self, report: Callable[[float], None], every: float):
+        self.report, self.every = report, every
+        self.passes = 0  # finished in this scope
+        self.last = -float("inf")
+
+    def step(self, fraction: float) -> None:
+        """The pass under way is ``fraction`` done: report it unless the last report was under ``every`` s ago."""
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.report(self.passes + min(fraction, 1.0))
+
+    def finished(self) -> None:
+        self.passes += 1
+        self.step(0.0)
+
+
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def progress_scope(report: Callable[[float], None], every: float = 0.1) -> Iterator[None]:
+    """Report the network passes that runners make in this thread while the block runs.
+
+    ``report(passes)`` gets the passes done since the block began, the one under way counted by the
+    share of its multiply-adds done (2.25: two passes and a quarter of the third), at most every
+    ``every`` seconds. It may raise to stop the pass: the exception reaches whoever called the runner
+    (a cancelled job stops within ``every`` seconds plus one layer). Without a scope nothing is hooked
+    and nothing is counted; a scope opened inside another hides the outer one until it closes.
+    Compiled networks (``compile``) report at the end of each pass only.
+    """
+    outer = getattr(_SCOPE, "current", None)
+    _SCOPE.current = _Scope(report, every)
+    try:
+        yield
+    finally:
+        _SCOPE.current = outer
+
+
 class Runner:
     """Runs one model (a :class:`~superres.zoo.ModelDescriptor`) as the run options say.
 
@@ -52,6 +104,7 @@ class Runner:
         self._ncnn_files = ncnn_files
         self._nets: dict[tuple[str, str], object] = {}  # (precision, backend) -> prepared torch module or ncnn net
         self._fell_back = False
+        self._work: dict[tuple, float] = {}  # (network, frame layout, dtype) -> multiply-adds per pixel
         self.precision_used: str | None = None  # the precision of the last run, fallback included
         self.precision_for(np.uint8)  # reject impossible explicit choices now, not at the first image
 
@@ -202,9 +255,83 @@ class Runner:
         if x.dim() == 4 and channels_last(self.device, precision):
             x = x.contiguous(memory_format=torch.channels_last)
         with denormals_flushed(self.device), tf32_disabled(self.device, precision):
-            out = net(x).float()
+            out = self._pass(net, x).float()
         s = self.desc.scale
         return out[..., : h * s, : w * s]
+
+    def _pass(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``net(x)``, reporting its progress to this thread's :func:`progress_scope` if there is one."""
+        scope = getattr(_SCOPE, "current", None)
+        if scope is None:
+            return net(x)
+        # hooks inside a compiled graph would break it up; a network without convolutions or linear layers (as
+        # PyTorch sees them) has nothing to count
+        total = 0 if self.options.compile else self._multiply_adds(net, x)
+        if not total:
+            out = net(x)
+            scope.finished()
+            return out
+        done = 0
+
+        def add(multiply_adds: int) -> None:
+            nonlocal done
+            done += multiply_adds
+            scope.step(done / total)
+
+        with _counting(net, add):
+            out = net(x)
+        scope.finished()
+        return out
+
+    def _multiply_adds(self, net: torch.nn.Module, x: torch.Tensor) -> float:
+        """The multiply-adds of ``net(x)`` as :func:`_counting` counts them: counted once per network and frame
+        layout in a pass on zeros of 16x16 pixels (or the network's smallest size), then scaled by the area, as
+        convolutions and windowed attention grow (the input is padded to the network's multiple). PyTorch's
+        meta device would count without arithmetic, but its first use imports SymPy (1.5 s). 0 (no progress
+        within a pass, only at its end) for a network that fails on that input."""
+        key = (id(net), tuple(x.shape[1:-2]), x.dtype)
+        if key not in self._work:
+            side = max(self.desc.min_size, 16)
+            side += -side % self.desc.size_multiple
+            try:
+                self._work[key] = _count(net, x.new_zeros((1, *x.shape[1:-2], side, side))) / side**2
+            except Exception:  # whatever arbitrary network code raises: progress is optional, the run is not
+                self._work[key] = 0.0
+        return self._work[key] * x.shape[0] * x.shape[-2] * x.shape[-1]
+
+
+def _count(net: torch.nn.Module, x: torch.Tensor) -> int:
+    """The multiply-adds :func:`_counting` counts in ``net(x)``."""
+    count = 0
+
+    def add(multiply_adds: int) -> None:
+        nonlocal count
+        count += multiply_adds
+
+    with _counting(net, add):
+        net(x)
+    return count
+
+
+@contextlib.contextmanager
+def _counting(net: torch.nn.Module, add: Callable[[int], None]) -> Iterator[None]:
+    """While the block runs, ``add(multiply-adds)`` after each convolution or linear layer of ``net`` runs: the
+    layers that hold nearly all of an SR network's work (one hook each, removed at the end)."""
+
+    def hook(per_output: int):
+        def after(_module, _inputs, output) -> None:
+            if isinstance(output, torch.Tensor):
+                add(output.numel() * per_output)
+
+        return after
+
+    kinds = (torch.nn.modules.conv._ConvNd, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook(m.weight[0].numel())) for m in net.modules() if isinstance(m, kinds)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 _COMPILED: dict[tuple, tuple] = {}  # compiled modules, kept for the process (compiling costs seconds to minutes)
@@ -225,6 +352,9 @@ def upscale_luma(forward, rgb: np.ndarray, scale: int) -> tuple[np.ndarray, np.n
     return out.astype(rgb.dtype if rgb.dtype == np.float64 else np.float32), y
 
 
+_NCNN_WEIGHTED = {"Convolution", "ConvolutionDepthWise", "Deconvolution", "DeconvolutionDepthWise", "InnerProduct"}
+
+
 class NcnnRunner:
     """An ncnn param/bin network (CPU, fp32) on HxWx3 float32 arrays in [0, 1], as :meth:`Runner.forward`."""
 
@@ -239,6 +369,12 @@ class NcnnRunner:
         opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = opt.use_bf16_storage = False
         if self.net.load_param(str(param)) or self.net.load_model(str(bin_path)):
             raise ValueError(f"{param}: the ncnn runtime cannot load this model")
+        names = [blob.name for blob in self.net.blobs()]
+        weighted = [names[layer.tops[0]] for layer in self.net.layers() if layer.type in _NCNN_WEIGHTED]
+        # A pass's progress points: (blob, share of the weighted layers done), a few: each extraction costs about
+        # 1% of a pass (realesr-animevideov3, 320x240: one per convolution took 6% more CPU time).
+        every = max(1, math.ceil(len(weighted) / 4))
+        self.steps = [(weighted[i], (i + 1) / len(weighted)) for i in range(every - 1, len(weighted) - 1, every)]
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         import ncnn
@@ -246,7 +382,16 @@ class NcnnRunner:
         data = to_tensor(tile.astype(np.float32, copy=False)).numpy()  # must outlive the Mat
         extractor = self.net.create_extractor()
         extractor.input("data", ncnn.Mat(data))
+        scope = getattr(_SCOPE, "current", None)
+        if scope is not None:
+            # Extracting a blob runs the layers up to it, and the next extraction goes on from there; type 1
+            # leaves it in ncnn's packed layout (no conversion). The output is the same.
+            for blob, share in self.steps:
+                extractor.extract(blob, 1)
+                scope.step(share)
         status, out = extractor.extract("output")
         if status:
             raise RuntimeError(f"ncnn failed on a {tile.shape[1]}x{tile.shape[0]} tile (status {status})")
+        if scope is not None:
+            scope.finished()
         return np.clip(to_image(torch.from_numpy(np.array(out))), 0, 1)

@@ -8,7 +8,7 @@ import sys
 
 from superres import __version__
 from superres.cli import degrade, demo, eval, export, faces, fetch, metrics, models, serve, train, upscale, video
-from superres.cli.common import error
+from superres.cli.common import error, note
 from superres.errors import SuperresError, Terminated
 
 # the order of `superres --help`
@@ -47,12 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SuperresError, ValueError) as e:
         error(str(e))
         return 1
-    except Terminated as e:
-        error("terminated")
-        return 128 + e.signum
-    except KeyboardInterrupt:
-        error("interrupted")
-        return 130
+    except KeyboardInterrupt as e:  # Terminated too: the command cleaned up (and said what it saved), no error
+        note(_stopped_by(e))
+        return 128 + e.signum if isinstance(e, Terminated) else 130
     except BrokenPipeError:  # the reader went away (`superres schema | head`): nothing more to say
         import os
 
@@ -64,6 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         restore()
         restore_warnings()
+
+
+def _stopped_by(e: KeyboardInterrupt) -> str:
+    """``stopped by Ctrl-C`` (or the signal's name), and what the command that stopped said about it, if
+    anything (``KeyboardInterrupt("checkpoint saved at ...")``)."""
+    import signal
+
+    if isinstance(e, Terminated):
+        try:
+            cause = signal.Signals(e.signum).name
+        except ValueError:
+            cause = f"signal {e.signum}"
+        detail = ""  # Terminated's own text is only the signal's number
+    else:
+        cause, detail = "Ctrl-C", " ".join(str(e).split())
+    return f"stopped by {cause}" + (f" ({detail})" if detail else "")
 
 
 def _one_line_warnings():

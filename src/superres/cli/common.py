@@ -1,11 +1,12 @@
-"""What every sub-command shares: one-line errors, batches that go on past a bad file, inputs and output
-folders (an output never replaces an input nor is read back as one), the scale, tile, face and runtime
-arguments. Nothing here imports torch."""
+"""What every sub-command shares: one-line errors, progress bars, batches that go on past a bad file, inputs
+and output folders (an output never replaces an input nor is read back as one), the scale, tile, face and
+runtime arguments. Nothing here imports torch."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -20,11 +21,74 @@ def warn(message: str) -> None:
     _say(f"superres: warning: {message}")
 
 
+def note(message: str) -> None:
+    """``superres: MESSAGE``: what happened, neither an error nor a warning (a run stopped by Ctrl-C)."""
+    _say(f"superres: {message}")
+
+
 def _say(line: str) -> None:
     if "tqdm" in sys.modules:  # print below any progress bar, not on its line
         sys.modules["tqdm"].tqdm.write(line, file=sys.stderr)
     else:
         print(line, file=sys.stderr)
+
+
+PLAIN_EVERY = 30.0  # seconds between progress lines where stderr is not a terminal
+
+
+def progress_bar(total: float | None = None, *, unit: str = "it", desc: str | None = None, percent: bool = False,
+                 leave: bool = True, disable: bool = False, delay: float = 0.0):
+    """A tqdm progress bar on stderr: every command makes its bars here.
+
+    On a terminal, a bar redrawn in place. Elsewhere (a log file, CI) each redraw would stay as a line of its
+    own, so the bar writes a plain line when it starts, every :data:`PLAIN_EVERY` seconds (one line per period
+    for all the bars together) and when it ends. ``percent``: show the share done only (a count that is not a
+    number of items, such as network passes); ``delay``: show nothing for a job done sooner than that.
+    """
+    from tqdm import tqdm
+
+    prefix = f"{desc}: " if desc else ""
+    if sys.stderr.isatty():
+        bar_format = prefix + "{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]" if percent else None
+        return tqdm(total=total, unit=unit, desc=desc, leave=leave, disable=disable, delay=delay, file=sys.stderr,
+                    dynamic_ncols=True, bar_format=bar_format)
+    if total is None:
+        line = "{n_fmt} {unit} [{elapsed}, {rate_fmt}]"
+    elif percent:
+        line = "{percentage:.0f}% [{elapsed}<{remaining}]"
+    else:
+        line = "{percentage:.0f}% {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
+    return tqdm(total=total, unit=unit, desc=desc, leave=leave, disable=disable, delay=delay, file=_PlainLines(),
+                position=0, bar_format=prefix + line)
+
+
+class _PlainLines:
+    """tqdm's file where stderr is not a terminal: of a bar's redraws (``\\r`` + status) one becomes a line every
+    :data:`PLAIN_EVERY` seconds (the clock is shared by all bars), and the last one when the bar ends (``\\n``)."""
+
+    last_line = -float("inf")
+
+    def __init__(self) -> None:
+        self.pending = self.shown = ""
+
+    def write(self, text: str) -> None:
+        for i, part in enumerate(text.split("\n")):
+            if i:  # the bar ended: its last status is due now
+                self._line(at_end=True)
+            status = part.rsplit("\r", 1)[-1].strip()
+            if status:  # not the blanks that clear a bar
+                self.pending = status
+                self._line()
+
+    def _line(self, at_end: bool = False) -> None:
+        now = time.monotonic()
+        if self.pending and self.pending != self.shown and (at_end or now - _PlainLines.last_line >= PLAIN_EVERY):
+            print(self.pending, file=sys.stderr, flush=True)
+            self.shown, self.pending = self.pending, ""
+            _PlainLines.last_line = now
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def run_batch(items: Iterable, work: Callable, quiet: bool = False,
@@ -255,6 +319,16 @@ def face_options(args: argparse.Namespace):
 
     options = FaceOptions(strength=args.face_strength, min_size=args.face_min_size, color=args.face_color)
     return options if args.face_model else None
+
+
+DEGRADATIONS = ("bicubic", "bd")  # how an LR image is made from its HR one, as SR papers name them
+
+
+def degradation_argument(p: argparse.ArgumentParser) -> None:
+    """--degradation, one name for one concept in `degrade` and `eval`."""
+    p.add_argument("--degradation", choices=DEGRADATIONS, default="bicubic",
+                   help="how LR images are made from HR ones: bicubic (MATLAB's imresize, the default) or bd "
+                   "(Gaussian blur sigma 1.6 + subsampling)")
 
 
 def tile_argument(value: str) -> int | str:

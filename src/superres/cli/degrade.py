@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from superres.cli.common import (
+    DEGRADATIONS,
     check_distinct_outputs,
+    degradation_argument,
     folder_images,
     make_out_dir,
     max_pixels_argument,
@@ -27,13 +29,13 @@ def _modcrop_checked(img, src: Path, scale: int):
     return hr
 
 
-def degrade_one(src: Path, out_dir: Path, scale: int, kind: str, max_pixels: int | None = None) -> None:
+def degrade_one(src: Path, out_dir: Path, scale: int, degradation: str, max_pixels: int | None = None) -> None:
     from superres.io import write_image
     from superres.ops import blur_downsample, imresize
 
     img, info = read_integer(src, max_pixels)  # not data.paired.degrade: it would import torch for two lines
     hr = _modcrop_checked(img, src, scale)
-    lr = imresize(hr, 1 / scale) if kind == "bicubic" else blur_downsample(hr, scale)
+    lr = imresize(hr, 1 / scale) if degradation == "bicubic" else blur_downsample(hr, scale)
     write_image(output_path(out_dir, src), lr, info)
 
 
@@ -77,7 +79,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
         settings = read_real_settings(args.real_config)
         work = lambda f: _degrade_real_one(f, args.lr_dir, scale, settings, args.seed, args.max_pixels)  # noqa: E731
     else:
-        work = lambda f: degrade_one(f, args.lr_dir, scale, args.kind, args.max_pixels)  # noqa: E731
+        work = lambda f: degrade_one(f, args.lr_dir, scale, args.degradation, args.max_pixels)  # noqa: E731
     files = folder_images(args.hr_dir, args.recursive, args.quiet)
     check_distinct_outputs(files, args.lr_dir)
     make_out_dir(args.lr_dir)
@@ -104,8 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("hr_dir", type=Path, metavar="HR_DIR")
     p.add_argument("lr_dir", type=Path, metavar="LR_DIR")
     p.add_argument("--scale", type=float, default=4)
-    p.add_argument("--kind", choices=["bicubic", "bd"], default="bicubic")
-    p.add_argument("--real", action="store_true", help="Real-ESRGAN's degradation model instead of --kind")
+    degradation_argument(p)
+    p.add_argument("--kind", choices=DEGRADATIONS, dest="degradation", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # its old name, for scripts written before it matched `eval`'s
+    p.add_argument("--real", action="store_true", help="Real-ESRGAN's degradation model instead of --degradation")
     p.add_argument("--real-config", type=Path, metavar="YAML",
                    help="its settings: a training config (its data.real) or a file of those keys; "
                    "default: the paper's (train_realesrgan_x4plus.yml)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from superres.cli.common import degradation_argument
 from superres.errors import SuperresError
 
 
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", required=True,
                    help="a name from `superres models`, a checkpoint path, or bicubic (the baseline)")
     p.add_argument("--scale", type=int, required=True)
-    p.add_argument("--degradation", choices=["bicubic", "bd"], default="bicubic")
+    degradation_argument(p)
     p.add_argument("--lr-dir", type=Path, help="read LR images from here (matched by name) instead")
     p.add_argument("--crop-border", type=int, help="pixels removed on each side (default: the scale; clips: 0)")
     p.add_argument("--rgb", action="store_true", help="score RGB instead of the Y channel")

@@ -17,6 +17,7 @@ from superres.cli.common import (
     make_out_dir,
     max_pixels_argument,
     outscale_option,
+    progress_bar,
     read_integer,
     remove_stale_temps,
     run_options,
@@ -111,12 +112,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.summary()})"
               + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(jobs), unit="img", disable=args.quiet, file=sys.stderr)
+    # one image: its own bar (the share of its network passes done) says more than "0/1"
+    single = len(jobs) == 1
+    bar = progress_bar(total=len(jobs), unit="img", disable=args.quiet or single)
 
     def compute(job: tuple[Path, Path], loaded):
-        return _upscale_array(upscaler, job[0], *loaded, args)
+        return _upscale_array(upscaler, job[0], *loaded, args, delay=0 if single else 1)
 
     def write(job: tuple[Path, Path], result) -> None:
         _write_one(job[0], job[1], *result, args, bar)
@@ -176,25 +177,25 @@ def _check_jobs(jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> tupl
     return good, failed
 
 
-def _upscale_array(upscaler, src: Path, img, info, args: argparse.Namespace):
-    """The upscaled samples of one file, with a tile progress bar for large ones."""
-    from tqdm import tqdm
+def _upscale_array(upscaler, src: Path, img, info, args: argparse.Namespace, delay: float):
+    """The upscaled samples of one file, with a bar of its progress (its network passes, counted within the
+    one under way: one large image is one long pass) once it has taken ``delay`` seconds."""
+    from superres.runner import progress_scope
 
-    tiles = None
+    # with --face-model, the face networks' passes count too: the bar may fill a little early
+    expected = getattr(upscaler, "background", upscaler).passes(img)
+    if args.quiet or not expected:
+        return upscaler.upscale_array(img, args.outscale), info
+    bar = progress_bar(total=expected, desc=src.name, percent=True, leave=False, delay=delay)
 
-    def progress(done: int, total: int) -> None:
-        nonlocal tiles
-        if total > 1 and tiles is None and not args.quiet:
-            tiles = tqdm(total=total, unit="tile", desc=src.name, leave=False, file=sys.stderr)
-        if tiles is not None:
-            tiles.n = done
-            tiles.refresh()
+    def made(passes: float) -> None:
+        bar.update(min(passes, expected) - bar.n)
 
     try:
-        return upscaler.upscale_array(img, args.outscale, progress), info
+        with progress_scope(made):
+            return upscaler.upscale_array(img, args.outscale), info
     finally:
-        if tiles is not None:
-            tiles.close()
+        bar.close()
 
 
 def _write_one(src: Path, target: Path, out, info, args: argparse.Namespace, bar) -> None:

@@ -12,6 +12,7 @@ from superres.cli.common import (
     bounded_number,
     face_options,
     outscale_option,
+    progress_bar,
     refuse_overwriting_input,
     run_options,
 )
@@ -35,16 +36,27 @@ def cmd_video(args: argparse.Namespace) -> int:
     refuse_overwriting_input(args.input, args.output)  # a file, or a folder of frames, with or without --overwrite
     if args.output.exists() and args.output.is_file() and not args.overwrite:
         raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
-    from superres.infer.video import upscale_video
+    from superres.infer.video import DEFAULT_VIDEO_MODEL, upscale_video
+
+    bar = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if bar is None:  # made at the first frame, once the number of frames is known (if it can be)
+            bar = progress_bar(total=total, unit="frame")
+        bar.update(done - bar.n)
 
     try:
-        result = upscale_video(args.input, args.output, model=args.model, outscale=args.outscale,
-                               options=run_options(args), codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
-                               start=_seconds(args.start), end=_seconds(args.end), fps=args.fps,
-                               progress=not args.quiet, preset=args.preset, face_model=args.face_model,
-                               face_options=face_options(args))
+        result = upscale_video(args.input, args.output, model=args.model or DEFAULT_VIDEO_MODEL,
+                               outscale=args.outscale, options=run_options(args), codec=args.codec, crf=args.crf,
+                               pix_fmt=args.pix_fmt, start=_seconds(args.start), end=_seconds(args.end),
+                               fps=args.fps, progress=False if args.quiet else progress, preset=args.preset,
+                               face_model=args.face_model, face_options=face_options(args))
     except OSError as e:  # an output folder that cannot be made or written (under a file, a read-only disk)
         raise SuperresError(f"{e.filename or args.output}: {e.strerror or e}") from None
+    finally:
+        if bar is not None:
+            bar.close()
     if not args.quiet:
         print(f"{args.output}: {result.frames} frames at {result.size[0]}x{result.size[1]} "
               f"({result.fps:.2f} frames/s)", file=sys.stderr)
@@ -59,8 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "when complete. IN/OUT may be folders of frames (PNG out).")
     p.add_argument("input", type=Path, metavar="IN", help="a video file or a folder of frames")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="a video file or a folder")
-    p.add_argument("-m", "--model", default="realesr-animevideov3",
-                   help="a name from `superres models`, a checkpoint path, or bicubic")
+    # the default lives in infer.video (DEFAULT_VIDEO_MODEL), which the server's video jobs use too; importing
+    # it here would load PyTorch at every start of the command line
+    p.add_argument("-m", "--model",
+                   help="a name from `superres models`, a checkpoint path, or bicubic (default: "
+                   "realesr-animevideov3, as the server's video jobs)")
     outscale_option(p)
     p.add_argument("--codec", default="auto",
                    help="auto / h264 / hevc: NVIDIA's hardware encoder if this machine's GPU has one (tested "

@@ -234,16 +234,28 @@ async def _send_error(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def default_model(kind: str) -> str:
+    """The model a job of this kind (image or video) gets when it names none: the CLI's own defaults
+    (``superres upscale``, ``superres video``)."""
+    from superres.infer.video import DEFAULT_VIDEO_MODEL
+    from superres.zoo import DEFAULT_MODEL
+
+    return DEFAULT_VIDEO_MODEL if kind == "video" else DEFAULT_MODEL
+
+
 def model_list() -> list[dict]:
-    """The named models (with scale, purpose and size), then bicubic."""
-    from superres.zoo import DEFAULT_MODEL, MODELS
+    """The named models (with scale, purpose and size), then bicubic. ``default``: the images' default model;
+    ``video_default``: the videos'."""
+    from superres.zoo import MODELS
     from superres.zoo.pretrained import is_available
 
+    image, video = default_model("image"), default_model("video")
     rows = [{"name": name, "scale": spec.scale, "purpose": spec.purpose, "params": spec.params,
-             "video": spec.video, "available": is_available(name), "default": name == DEFAULT_MODEL}
+             "video": spec.video, "available": is_available(name), "default": name == image,
+             "video_default": name == video}
             for name, spec in MODELS.items()]
     rows.append({"name": "bicubic", "scale": None, "purpose": "MATLAB bicubic baseline, no network", "params": 0,
-                 "video": False, "available": True, "default": False})
+                 "video": False, "available": True, "default": False, "video_default": False})
     return rows
 
 
@@ -343,8 +355,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
             return fd, candidate
         raise HTTPException(403, f"{shown}: not inside a folder this server allows")
 
-    def make_job(request: Request, file: UploadFile | None, path: str | None, model: str, outscale: float | None,
-                 alpha: str) -> Job:
+    def make_job(request: Request, file: UploadFile | None, path: str | None, model: str | None,
+                 outscale: float | None, alpha: str) -> Job:
         from superres.io import IMAGE_EXTENSIONS, check_image
         from superres.io.video import VIDEO_EXTENSIONS
 
@@ -371,6 +383,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                     source = folder / ("input" + (ext if ext in known else ""))
                     _take(opened, resolved, source)
             kind = "video" if ext in VIDEO_EXTENSIONS else "image"
+            model = model or default_model(kind)
             check_model(model, kind)
             try:
                 if kind == "image":
@@ -409,7 +422,9 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     @app.post("/v1/jobs", status_code=202, summary="Queue a job: an uploaded image or video, or a server-side path",
               dependencies=[Depends(one_of_each)])
     def submit(request: Request, file: Annotated[UploadFile | None, File()] = None,
-               path: Annotated[str | None, Form()] = None, model: Annotated[str, Form()] = DEFAULT_MODEL,
+               path: Annotated[str | None, Form()] = None,
+               model: Annotated[str | None, Form(description="default: the CLI's, by kind (GET /v1/models: "
+                                                  "default, video_default)")] = None,
                outscale: Annotated[float | None, Form()] = None, alpha: Annotated[Alpha, Form()] = "model"):
         job = make_job(request, file, path, model, outscale, alpha)
         return queue_of(request).submit(job).public()

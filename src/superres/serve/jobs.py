@@ -1,5 +1,6 @@
 """The server's job queue: one worker thread per device runs the jobs in the order they came, reusing the
-loaded models; progress is kept per job and cancellation is checked between tiles (or frames).
+loaded models; progress is kept per job, counted within a network pass too (one large image is one pass),
+and cancellation is checked there as well: a cancelled job stops within a fraction of a second.
 
 Nothing here knows about HTTP: the web app (:mod:`superres.serve.app`) submits, watches and cancels.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from superres.errors import SuperresError
+from superres.runner import progress_scope
 from superres.runtime import RunOptions
 
 log = logging.getLogger("superres.serve")
@@ -57,8 +59,9 @@ class Job:
     width: int = 0
     height: int = 0
     status: str = "queued"
-    done: int = 0
+    done: int = 0  # tiles (frames) done
     total: int = 0
+    progress: float = 0.0  # of the whole job, network passes under way included
     error: str | None = None
     result: Path | None = None
     preview: Path | None = None  # the input as an 8-bit PNG, for the page's "before" view
@@ -79,7 +82,7 @@ class Job:
 
     def public(self) -> dict:
         """What the API says about the job."""
-        progress = 1.0 if self.status == "done" else (self.done / self.total if self.total else 0.0)
+        progress = 1.0 if self.status == "done" else self.progress
         return {"id": self.id, "name": self.name, "kind": self.kind, "model": self.model, "outscale": self.outscale,
                 "status": self.status, "progress": round(progress, 4), "done": self.done, "total": self.total,
                 "error": self.error, "width": self.width, "height": self.height,
@@ -139,7 +142,8 @@ class JobQueue:
             return list(self._jobs.values())
 
     def cancel(self, job_id: str) -> Job:
-        """Stop a job: a queued one never starts, a running one stops at its next tile or frame."""
+        """Stop a job: a queued one never starts, a running one stops within a fraction of a second (at the
+        next layer of its network that reports progress)."""
         with self._lock:
             job = self._jobs[job_id]
             if job.status not in TERMINAL:
@@ -173,7 +177,7 @@ class JobQueue:
 
     def stop(self) -> None:
         """Take no more work: queued jobs are cancelled now (whoever waits for them is told at once), the
-        running one at its next tile or frame. Quick and thread-safe: the server calls it on SIGTERM."""
+        running one within a fraction of a second. Quick and thread-safe: the server calls it on SIGTERM."""
         with self._lock:
             self._stopping = True
             for job in self._jobs.values():
@@ -241,16 +245,6 @@ class JobQueue:
                 if forgotten:
                     shutil.rmtree(job.folder, ignore_errors=True)
 
-    def _progress(self, job: Job):
-        def progress(done: int, total: int | None) -> None:
-            if job.cancel_requested.is_set():
-                raise JobCancelledError
-            with self._lock:
-                job.done, job.total = done, total or 0
-                self._touch(job)
-
-        return progress
-
     def _loaded(self, key: tuple, load):
         """A loaded model (or upscaler) from the cache, or ``load()`` it, dropping the least recently used."""
         if key in self._models:
@@ -282,7 +276,9 @@ class JobQueue:
         job.preview = job.folder / "preview.png"
         job.preview.write_bytes(encode_image(img, "PNG", info))
         upscaler = self._upscaler(job.model, job.alpha)
-        out = upscaler.upscale_array(img, job.outscale, self._progress(job))
+        progress = _Progress(self._lock, self._touch, job, upscaler.passes(img))
+        with progress_scope(progress.passes):
+            out = upscaler.upscale_array(img, job.outscale, progress.loop)
         del img
         if job.cancel_requested.is_set():
             raise JobCancelledError
@@ -301,10 +297,55 @@ class JobQueue:
         else:
             model = self._upscaler(job.model, "model").desc
         result = job.folder / "result.mp4"
-        outcome = upscale_video(job.source, result, model, outscale=job.outscale, options=self.options,
-                                progress=self._progress(job))
+        progress = _Progress(self._lock, self._touch, job)
+        with progress_scope(progress.passes):
+            outcome = upscale_video(job.source, result, model, outscale=job.outscale, options=self.options,
+                                    progress=progress.loop)
         with self._lock:
             job.result, (job.out_width, job.out_height) = result, outcome.size
+
+
+class _Progress:
+    """A running job's progress from two callbacks: its loop's (tiles or frames: done of total) and the
+    runner's (network passes made, the one under way counted by its share done: :func:`progress_scope`).
+    Either raises :class:`JobCancelledError` once the job is cancelled; the progress never goes back.
+
+    ``expected``: the passes the whole job makes, when known ahead (an image: its tiles); without it (a
+    video) the progress is the frames done, plus the pass under way as up to one more frame.
+    """
+
+    def __init__(self, lock: threading.Lock, touch, job: Job, expected: int = 0):
+        self.lock, self.touch, self.job, self.expected = lock, touch, job, expected
+        self.made = self.made_at_loop = 0.0  # passes made in all, and when the loop last reported
+
+    def loop(self, done: int, total: int | None) -> None:
+        self._check()
+        with self.lock:
+            self.job.done, self.job.total = done, total or 0
+            self.made_at_loop = self.made
+            self._update()
+
+    def passes(self, made: float) -> None:
+        self._check()
+        with self.lock:
+            self.made = made
+            self._update()
+
+    def _check(self) -> None:
+        if self.job.cancel_requested.is_set():
+            raise JobCancelledError
+
+    def _update(self) -> None:
+        """With the lock held."""
+        job = self.job
+        if self.expected:
+            share = self.made / self.expected
+        elif job.total:
+            share = (job.done + min(1.0, self.made - self.made_at_loop)) / job.total
+        else:
+            share = 0.0
+        job.progress = max(job.progress, min(share, 0.999))  # 1 only once done
+        self.touch(job)
 
 
 def one_line(e: BaseException) -> str:

@@ -23,13 +23,19 @@ function size(params) {
 async function loadModels() {
   const response = await fetch("v1/models");
   if (!response.ok) { showError(`models: ${await detail(response)}`); return; }
-  for (const m of await response.json()) {
+  const models = await response.json();
+  // no model sent: the server picks its default by kind, as `superres upscale` and `superres video` do
+  const image = models.find((m) => m.default), video = models.find((m) => m.video_default);
+  const auto = document.createElement("option");
+  auto.value = "";
+  auto.textContent = `default: ${image ? image.name : "?"} for images, ${video ? video.name : "?"} for videos`;
+  $("model").append(auto);
+  for (const m of models) {
     if (!m.available) continue;
     const option = document.createElement("option");
     option.value = m.name;
     option.textContent = `${m.name} (${m.scale ? "x" + m.scale : "any scale"}, ${size(m.params)}): ${m.purpose}`
       + (m.video ? " [video only]" : "");
-    option.selected = m.default;
     $("model").append(option);
   }
 }
@@ -37,7 +43,7 @@ async function loadModels() {
 async function submit(file) {
   const form = new FormData();
   form.append("file", file, file.name);
-  form.append("model", $("model").value);
+  if ($("model").value) form.append("model", $("model").value);
   if ($("outscale").value) form.append("outscale", $("outscale").value);
   const response = await fetch("v1/jobs", { method: "POST", body: form });
   if (!response.ok) {
@@ -82,7 +88,7 @@ function update(state, mine = false) {
   const r = job.row;
   r.querySelector(".name").textContent = state.name;
   r.querySelector(".name").title = state.name;
-  r.querySelector(".status").textContent = state.status === "running" && state.total > 1
+  r.querySelector(".status").textContent = state.status === "running" && state.progress > 0
     ? `${Math.round(state.progress * 100)}%` : state.status;
   r.querySelector("progress").value = state.progress;
   const out = state.out_width ? ` → ${state.out_width}×${state.out_height}` : "";
