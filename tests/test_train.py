@@ -564,6 +564,11 @@ def test_a_signal_saves_the_current_iteration_and_resume_is_bit_exact(tmp_path, 
     ckpts = sorted((tmp_path / "b" / "run" / "checkpoints").iterdir())
     assert len(ckpts) == 1
     stopped = int(ckpts[0].stem.split("_")[1])
+    # one line says what stopped it and what was saved, not as an error
+    said = proc.stderr.read().strip()
+    cause = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    assert said == (f"superres: stopped by {cause} (checkpoint of iteration {stopped} saved: {ckpts[0]}; "
+                    f"superres train --resume {tmp_path / 'b' / 'run'} continues from it)"), said
     assert 20 <= stopped < 400 and max(losses(tmp_path / "b" / "run")) == stopped
 
     assert main(["train", str(config), "-q", "--resume"]) == 0

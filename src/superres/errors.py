@@ -13,6 +13,6 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (or SIGHUP), raised in the main thread like Ctrl-C so that the same clean-up runs:
     partial outputs removed, a training checkpoint written."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, detail: str = ""):
         super().__init__(f"signal {signum}")
-        self.signum = signum
+        self.signum, self.detail = signum, detail  # what the command did on stopping, said after the signal

@@ -73,7 +73,7 @@ def _stopped_by(e: KeyboardInterrupt) -> str:
             cause = signal.Signals(e.signum).name
         except ValueError:
             cause = f"signal {e.signum}"
-        detail = ""  # Terminated's own text is only the signal's number
+        detail = e.detail  # Terminated's own text is only the signal's number
     else:
         cause, detail = "Ctrl-C", " ".join(str(e).split())
     return f"stopped by {cause}" + (f" ({detail})" if detail else "")

@@ -37,13 +37,14 @@ PLAIN_EVERY = 30.0  # seconds between progress lines where stderr is not a termi
 
 
 def progress_bar(total: float | None = None, *, unit: str = "it", desc: str | None = None, percent: bool = False,
-                 leave: bool = True, disable: bool = False, delay: float = 0.0):
+                 leave: bool = True, disable: bool = False, delay: float = 0.0, initial: float = 0):
     """A tqdm progress bar on stderr: every command makes its bars here.
 
     On a terminal, a bar redrawn in place. Elsewhere (a log file, CI) each redraw would stay as a line of its
     own, so the bar writes a plain line when it starts, every :data:`PLAIN_EVERY` seconds (one line per period
     for all the bars together) and when it ends. ``percent``: show the share done only (a count that is not a
-    number of items, such as network passes); ``delay``: show nothing for a job done sooner than that.
+    number of items, such as network passes); ``delay``: show nothing for a job done sooner than that;
+    ``initial``: the count already done (a resumed training run).
     """
     from tqdm import tqdm
 
@@ -51,7 +52,7 @@ def progress_bar(total: float | None = None, *, unit: str = "it", desc: str | No
     if sys.stderr.isatty():
         bar_format = prefix + "{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]" if percent else None
         return tqdm(total=total, unit=unit, desc=desc, leave=leave, disable=disable, delay=delay, file=sys.stderr,
-                    dynamic_ncols=True, bar_format=bar_format)
+                    dynamic_ncols=True, bar_format=bar_format, initial=initial)
     if total is None:
         line = "{n_fmt} {unit} [{elapsed}, {rate_fmt}]"
     elif percent:
@@ -59,7 +60,7 @@ def progress_bar(total: float | None = None, *, unit: str = "it", desc: str | No
     else:
         line = "{percentage:.0f}% {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
     return tqdm(total=total, unit=unit, desc=desc, leave=leave, disable=disable, delay=delay, file=_PlainLines(),
-                position=0, bar_format=prefix + line)
+                position=0, bar_format=prefix + line, initial=initial)
 
 
 class _PlainLines:
@@ -197,6 +198,19 @@ def refuse_overwriting_input(src: Path, target: Path, advice: str = "choose anot
         raise SuperresError(f"{src}: the output {target} would overwrite the input; {advice}")
 
 
+def check_output_file(output: Path, inputs: Iterable[str | Path | None], overwrite: bool, advice: str,
+                      what: str = "file") -> None:
+    """For commands that write one file (interpolate, export): refuse ``output`` where it is one of the input
+    files (--overwrite or not), a folder, or, without ``overwrite``, a file that exists (as ``superres video``)."""
+    for given in inputs:
+        if given is not None and Path(given).is_file():  # not a named model
+            refuse_overwriting_input(Path(given), output, advice)
+    if output.is_dir():
+        raise SuperresError(f"{output}: is a folder; -o names the {what} to write")
+    if output.exists() and not overwrite:
+        raise SuperresError(f"{output}: exists (use --overwrite to replace it)")
+
+
 def claim_outputs(pairs: Iterable[tuple[Path, Path]], same_folder_advice: str = "rename one of them",
                   advice: str = "choose another output") -> None:
     """Refuse, before any work, a batch where an output would replace its input (:func:`refuse_overwriting_input`,
@@ -303,7 +317,8 @@ def outscale_option(p: argparse.ArgumentParser) -> None:
 def add_face_arguments(p: argparse.ArgumentParser) -> None:
     """--face-model, --face-strength, --face-min-size, --face-color (for upscale and video)."""
     p.add_argument("--face-model", metavar="PATH",
-                   help="restore faces with this face network (GFPGAN, RestoreFormer, CodeFormer checkpoint)")
+                   help="restore faces with this face network: the path of a GFPGAN, RestoreFormer or CodeFormer "
+                   "checkpoint (no package registry ships face weights)")
     p.add_argument("--face-strength", type=float, default=1.0, metavar="S",
                    help="0: faces as the background model makes them, 1: fully restored (default), between: a blend")
     p.add_argument("--face-min-size", type=float, default=32, metavar="N",

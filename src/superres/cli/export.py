@@ -5,29 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from superres.cli.common import refuse_overwriting_input
-from superres.errors import SuperresError
-
-
-def _check_output_file(output: Path, inputs: list[str | Path | None], overwrite: bool) -> None:
-    """Refuse to write ``output`` over an input file (--overwrite or not) and, without ``overwrite``, over
-    any file that exists, as ``superres video`` does."""
-    for given in inputs:
-        if given is not None and Path(given).is_file():  # not a named model
-            refuse_overwriting_input(Path(given), output, "write the ONNX file to another name")
-    if output.is_dir():
-        raise SuperresError(f"{output}: is a folder; -o names the .onnx file to write")
-    if output.exists() and not overwrite:
-        raise SuperresError(f"{output}: exists (use --overwrite to replace it)")
+from superres.cli.common import check_output_file
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from superres.zoo import load_model
     from superres.zoo.export import export_onnx
 
-    _check_output_file(args.output, [args.model], args.overwrite)
+    advice, what = "write the ONNX file to another name", ".onnx file"
+    check_output_file(args.output, [args.model], args.overwrite, advice, what)
     desc = load_model(args.model, scale=args.scale)
-    _check_output_file(args.output, [desc.source], args.overwrite)  # a named model: its cached file
+    check_output_file(args.output, [desc.source], args.overwrite, advice, what)  # a named model: its cached file
     print(export_onnx(desc, args.output, fp16=args.fp16, opset=args.opset))
     if desc.size_multiple > 1 or desc.min_size > 1:
         print(f"input height and width: multiples of {desc.size_multiple}, at least {desc.min_size}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from superres.cli.common import make_out_dir, refuse_overwriting_input
+from superres.cli.common import check_output_file, make_out_dir
 from superres.errors import SuperresError
 
 
@@ -69,18 +69,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output_file(output: Path, inputs: list[str | Path | None], overwrite: bool) -> None:
-    """Refuse to write ``output`` over an input file (--overwrite or not) and, without ``overwrite``, over
-    any file that exists, as ``superres video`` does."""
-    for given in inputs:
-        if given is not None and Path(given).is_file():  # not a named model
-            refuse_overwriting_input(Path(given), output, "write the blend to another file")
-    if output.is_dir():
-        raise SuperresError(f"{output}: is a folder; -o names the file to write")
-    if output.exists() and not overwrite:
-        raise SuperresError(f"{output}: exists (use --overwrite to replace it)")
-
-
 def cmd_interpolate(args: argparse.Namespace) -> int:
     if (args.alpha is None) == (args.sweep is None):
         raise SuperresError("give --alpha (one blend, -o FILE) or --sweep HR_DIR (a table and a plot, -o DIR)")
@@ -90,9 +78,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from superres.zoo import check_safetensors_name, interpolate, load_model, save_model
 
     check_safetensors_name(args.output)
-    _check_output_file(args.output, [args.model_a, args.model_b], args.overwrite)
+    advice = "write the blend to another file"
+    check_output_file(args.output, [args.model_a, args.model_b], args.overwrite, advice)
     a, b = load_model(args.model_a), load_model(args.model_b)
-    _check_output_file(args.output, [a.source, b.source], args.overwrite)  # named models: their cached files
+    check_output_file(args.output, [a.source, b.source], args.overwrite, advice)  # named models: their cached files
     mixed = interpolate(a, b, args.alpha)
     remove_stale_temps(args.output)  # of a run killed while writing
     save_model(mixed, args.output, provenance=f"interpolate({args.model_a}, {args.model_b}, alpha={args.alpha})")

@@ -10,6 +10,7 @@ from superres.errors import SuperresError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from superres.cli.common import progress_bar
     from superres.runtime import keep_freed_memory
     from superres.train import load_config, resume_settings, train
     from superres.train.config import check_data
@@ -30,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{config.train.iterations} iterations -> {config.output_dir})")
         return 0
     keep_freed_memory()
-    scores = train(config, resume, args.quiet, args.overwrite)
+    scores = train(config, resume, args.quiet, args.overwrite, progress_bar)
     if scores and not args.quiet:
         print(", ".join(f"{n}: {s['psnr']:.3f} dB / {s['ssim']:.4f}" for n, s in scores.items()))
     return 0

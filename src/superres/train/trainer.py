@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -108,8 +110,10 @@ def _held_out(config: Config) -> set[Path]:
 class Trainer:
     """Builds everything a :class:`Config` describes and runs it: ``Trainer(config).fit()``."""
 
-    def __init__(self, config: Config, resume: str | None = None, quiet: bool = False, overwrite: bool = False):
+    def __init__(self, config: Config, resume: str | None = None, quiet: bool = False, overwrite: bool = False,
+                 progress_bar: Callable | None = None):
         self.cfg, self.quiet = config, quiet
+        self.progress_bar = progress_bar  # makes the bar (the CLI's: plain lines in a log); None: tqdm's
         self._stop: int | None = None  # the signal that asked training to stop after this iteration
         self.writer = None
         self.rank, self.world = _rank_world()
@@ -490,8 +494,9 @@ class Trainer:
         batches = iter(loader)
         self.net_g.train()
         scores: dict = {}
-        bar = tqdm(total=total, initial=self.start_iter, desc=cfg.name, unit="it", dynamic_ncols=True,
-                   disable=self.quiet or self.rank != 0)
+        make_bar = self.progress_bar or functools.partial(tqdm, dynamic_ncols=True)
+        bar = make_bar(total=total, initial=self.start_iter, desc=cfg.name, unit="it",
+                       disable=self.quiet or self.rank != 0)
         tic, window = time.perf_counter(), self.start_iter
         done = self.start_iter
         with self._stop_between_iterations():
@@ -569,13 +574,12 @@ class Trainer:
         if done > self.start_iter and (done, checkpoint_path(self.ckpt_dir, done)) not in list_checkpoints(
                 self.ckpt_dir):
             self._save(done)
-        if not self.quiet and self.rank == 0:
-            where = checkpoint_path(self.ckpt_dir, done) if done else "nothing to save"
-            print(f"superres: stopped after iteration {done}: {where} (superres train --resume {self.out} continues "
-                  "from it)", file=sys.stderr)
         if self.writer is not None:
             self.writer.close()
-        raise KeyboardInterrupt if self._stop == signal.SIGINT else Terminated(self._stop)
+        # said once, by the command, on the line that says what stopped it
+        saved = (f"checkpoint of iteration {done} saved: {checkpoint_path(self.ckpt_dir, done)}; superres train "
+                 f"--resume {self.out} continues from it") if done else "stopped before the first iteration ended"
+        raise KeyboardInterrupt(saved) if self._stop == signal.SIGINT else Terminated(self._stop, saved)
 
     def _keep_best(self, scores: dict, iteration: int) -> None:
         """Export the generator whose PSNR on the first validation set is the highest so far."""
@@ -585,10 +589,12 @@ class Trainer:
             self._export(self.out / "best.safetensors", iteration)
 
 
-def train(config: Config, resume: str | None = None, quiet: bool = False, overwrite: bool = False) -> dict:
+def train(config: Config, resume: str | None = None, quiet: bool = False, overwrite: bool = False,
+          progress_bar: Callable | None = None) -> dict:
     """Run a config to the end (resuming if asked, or over an earlier run with ``overwrite``); returns
-    the final validation scores. SIGINT/SIGTERM save the last finished iteration and stop."""
-    trainer = Trainer(config, resume, quiet, overwrite)
+    the final validation scores. SIGINT/SIGTERM save the last finished iteration and stop.
+    ``progress_bar``: what makes the progress bar (tqdm's arguments; default tqdm itself)."""
+    trainer = Trainer(config, resume, quiet, overwrite, progress_bar)
     try:
         return trainer.fit()
     finally:
