@@ -26,32 +26,15 @@ pytest.importorskip("httpx")
 
 import httpx
 from fastapi.testclient import TestClient
+from test_serve import FAST, png_bytes, wait
 
 from superres.io import write_image
 from superres.serve import ServeConfig, create_app
 from superres.serve.jobs import JobCancelledError, JobQueue
 
-FAST = "realesr-animevideov3"
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(array[..., ::-1]))
-    assert ok
-    return buf.tobytes()
-
 
 def tiny(h: int = 8, w: int = 8, value: int = 128) -> bytes:
     return png_bytes(np.full((h, w, 3), value, np.uint8))
-
-
-def wait(client, job_id: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = client.get(f"/v1/jobs/{job_id}").json()
-        if state["status"] in ("done", "failed", "cancelled"):
-            return state
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {state}")
 
 
 def one_line(response, status: int | tuple[int, ...], limit: int = 400) -> str:

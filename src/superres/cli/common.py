@@ -350,6 +350,10 @@ def tile_argument(value: str) -> int | str:
     return value if value == "auto" else _non_negative_int(value, "--tile")
 
 
+TILE_HELP = ("tile size in input pixels: auto (from memory), 0 (none) or N; an N below the model's min tile "
+             "(superres models) makes the tiles mostly overlap, over 2x the compute")
+
+
 def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",

@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from superres.cli.common import add_runtime_arguments, run_options
+from superres.cli.common import TILE_HELP, add_runtime_arguments, run_options
 from superres.errors import SuperresError
 
 
@@ -78,6 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "50000000: lower than the other commands' 400000000, as clients choose the files)")
     p.add_argument("--max-waiting", type=_positive_int, metavar="N",
                    help="POST /v1/upscale requests that may wait at once; more get 429 (default 16)")
-    p.add_argument("--tile", default="auto", help="tile size in input pixels: auto (from memory), 0 (none) or N")
+    p.add_argument("--tile", default="auto", help=TILE_HELP)
     add_runtime_arguments(p)
     p.set_defaults(func=cmd_serve)

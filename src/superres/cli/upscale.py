@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from superres.cli.common import (
+    TILE_HELP,
     add_face_arguments,
     add_runtime_arguments,
     claim_outputs,
@@ -218,7 +219,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--model", default="realesrgan-x4plus",
                    help="a name from `superres models`, a checkpoint path, or bicubic")
     outscale_option(p)
-    p.add_argument("--tile", default="auto", help="tile size in input pixels: auto (from memory), 0 (none) or N")
+    p.add_argument("--tile", default="auto", help=TILE_HELP)
     p.add_argument("--tile-pad", type=int, help="context margin per tile edge (default: the model's measured one)")
     p.add_argument("--format", choices=["same", "png", "jpg", "webp", "tif"], default="same")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from superres.cli.common import (
+    TILE_HELP,
     add_face_arguments,
     add_runtime_arguments,
     bounded_number,
@@ -88,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", help="start time (seconds or [HH:]MM:SS)")
     p.add_argument("--end", help="end time (seconds or [HH:]MM:SS)")
     p.add_argument("--fps", type=bounded_number(0.001, 1000), help="frame rate of a folder of frames (default 25)")
-    p.add_argument("--tile", default="auto", help="tile size in input pixels: auto, 0 (none) or N")
+    p.add_argument("--tile", default="auto", help=TILE_HELP)
     p.add_argument("--batch", default="auto",
                    help="frames per network call: auto (as many as GPU memory holds, up to 8; 1 on the CPU) or N")
     add_face_arguments(p)
