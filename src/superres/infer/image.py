@@ -22,7 +22,7 @@ import numpy as np
 
 from superres.io.image import DEFAULT_MAX_PIXELS
 from superres.ops.layout import from_float, to_float
-from superres.ops.tiling import TilePlan, plan_overhead, run_tiled, smallest_tile
+from superres.ops.tiling import TilePlan, plan_overhead, run_tiled, smallest_tile, tile_count
 from superres.runner import Runner
 from superres.runtime import RunOptions
 from superres.zoo.pretrained import DEFAULT_MODEL
@@ -159,15 +159,10 @@ class Upscaler:
         """The network passes :meth:`upscale_array` makes on ``image`` (what a
         :func:`superres.runner.progress_scope` counts): one per tile, twice with an alpha channel the model
         upscales; 0 without a network."""
-        from superres.ops.tiling import tile_starts
-
         if self.desc.module is None:
             return 0
         h, w = image.shape[:2]
-        plan = self.plan(h, w, self.runner.precision_for(image.dtype))
-        overlap = 2 * plan.margin + plan.ramp
-        tiles = 1 if plan.tile == 0 else len(tile_starts(h, plan.tile, overlap)[0]) * len(
-            tile_starts(w, plan.tile, overlap)[0])
+        tiles = tile_count(h, w, self.plan(h, w, self.runner.precision_for(image.dtype)))
         alpha = image.ndim == 3 and image.shape[2] in (2, 4) and self.alpha == "model"
         return tiles * (2 if alpha else 1)
 

@@ -66,12 +66,26 @@ class TilePlan:
     ramp: int  # input pixels over which neighbours hand over
 
 
+def tile_grid(height: int, width: int, plan: TilePlan) -> tuple[tuple[list[int], int], tuple[list[int], int]]:
+    """The tiles of a plan with tiles (``plan.tile`` > 0): (row starts, tile height), (column starts, tile
+    width), neighbours overlapping by the margin on both sides plus the ramp."""
+    overlap = 2 * plan.margin + plan.ramp
+    return tile_starts(height, plan.tile, overlap), tile_starts(width, plan.tile, overlap)
+
+
+def tile_count(height: int, width: int, plan: TilePlan) -> int:
+    """The tiles (network passes) a plan makes: 1 for a whole-image plan."""
+    if plan.tile == 0:
+        return 1
+    (ys, _), (xs, _) = tile_grid(height, width, plan)
+    return len(ys) * len(xs)
+
+
 def plan_overhead(height: int, width: int, plan: TilePlan) -> float:
     """Computed input pixels / image pixels under this plan (1.0 = no overlap)."""
     if plan.tile == 0:
         return 1.0
-    overlap = 2 * plan.margin + plan.ramp
-    (ys, th), (xs, tw) = tile_starts(height, plan.tile, overlap), tile_starts(width, plan.tile, overlap)
+    (ys, th), (xs, tw) = tile_grid(height, width, plan)
     return len(ys) * th * len(xs) * tw / (height * width)
 
 
@@ -100,8 +114,7 @@ def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scal
         if progress:
             progress(1, 1)
         return
-    overlap = 2 * plan.margin + plan.ramp
-    (ys, th), (xs, tw) = tile_starts(h, plan.tile, overlap), tile_starts(w, plan.tile, overlap)
+    (ys, th), (xs, tw) = tile_grid(h, w, plan)
     wy = axis_weights(ys, th, h, plan.margin, plan.ramp, scale)
     wx = axis_weights(xs, tw, w, plan.margin, plan.ramp, scale)
     channels = out.shape[2]

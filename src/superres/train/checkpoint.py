@@ -14,10 +14,8 @@ import torch
 
 from superres.errors import SuperresError
 from superres.io import atomic_write
-from superres.io.files import remove_stale_temps
 
 _NAME = re.compile(r"^iter_(\d+)\.pt$")
-_TEMP = re.compile(r"^\.(iter_\d+\.pt)\.\d+\.[^.]+\.tmp$")  # superres.io.files.temp_beside's, of a checkpoint
 
 
 def checkpoint_path(folder: Path, iteration: int) -> Path:
@@ -40,15 +38,6 @@ def save_checkpoint(folder: Path, iteration: int, state: dict, keep_last: int) -
     for _, old in list_checkpoints(folder)[:-keep_last]:
         old.unlink(missing_ok=True)
     return path
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete what checkpoint saves killed half-way (SIGKILL, a power cut) left in ``folder``: the
-    temporary files of processes that are gone; a process still writing keeps its own. Returns them."""
-    if not folder.is_dir():
-        return []
-    names = sorted({m.group(1) for p in folder.iterdir() if (m := _TEMP.match(p.name))})
-    return [tmp for name in names for tmp in remove_stale_temps(folder / name)]
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -50,7 +50,6 @@ from superres.train.checkpoint import (
     find_resume,
     list_checkpoints,
     load_checkpoint,
-    remove_stale_temporaries,
     save_checkpoint,
 )
 from superres.train.config import RUN_CONFIG, Config, Optimizer, missing_submodule
@@ -213,13 +212,12 @@ class Trainer:
             (self.out / "log.jsonl").unlink(missing_ok=True)
 
     def _remove_stale_temporaries(self) -> None:
-        """What saves killed half-way (SIGKILL, a power cut) left: checkpoints' and exports' temporary files
-        of processes that are gone."""
-        from superres.io.files import remove_stale_temps
+        """What saves killed half-way (SIGKILL, a power cut) left: the temporary files of checkpoints, exports,
+        the log and the settings whose processes are gone."""
+        from superres.io.files import remove_stale_temps_in
 
-        remove_stale_temporaries(self.ckpt_dir)
-        for name in ("model.safetensors", "best.safetensors", "log.jsonl", RUN_CONFIG):
-            remove_stale_temps(self.out / name)
+        for folder in (self.ckpt_dir, self.out):
+            remove_stale_temps_in(folder)
 
     def _forget_log_after(self, iteration: int) -> None:
         """Drop the log records past the checkpoint resumed from: those iterations run again."""
