@@ -129,6 +129,15 @@ def test_faces_refuses_a_crop_that_would_replace_an_input(tmp_path, capsys, monk
     assert "a_face00.json" in after  # the other input is done
 
 
+@pytest.mark.parametrize("command, scale", [("resize", "0.5"), ("degrade", "2")])
+def test_degrade_and_resize_refuse_to_replace_their_inputs(tmp_path, capsys, command, scale):
+    folder = png(tmp_path / "photos" / "a.png", size=(16, 16)).parent
+    before = (folder / "a.png").read_bytes()
+    assert main([command, str(folder), str(folder), "--scale", scale, "-q"]) == 1
+    one_error(capsys.readouterr().err, folder / "a.png", "would overwrite the input")
+    assert (folder / "a.png").read_bytes() == before and [p.name for p in folder.iterdir()] == ["a.png"]
+
+
 # --- 5. outputs read back as inputs -----------------------------------------------------------------------
 
 

@@ -244,11 +244,13 @@ def output_path(out_dir: Path, src: Path) -> Path:
 
 
 def check_distinct_outputs(files: Iterable[Path], out_dir: Path) -> None:
-    """Refuse a batch where two inputs (``photo.png`` and ``photo.jpg``, or the same name in two
+    """Refuse a batch where an output would replace its input (:func:`refuse_overwriting_input`: the output
+    folder is the input folder) or two inputs (``photo.png`` and ``photo.jpg``, or the same name in two
     sub-folders) would write the same output: one would silently replace the other."""
     claimed: dict[Path, Path] = {}
     for src in files:
         target = output_path(out_dir, src)
+        refuse_overwriting_input(src, target, "choose another output folder")
         if target in claimed:
             raise SuperresError(f"{src} and {claimed[target]} would both be written to {target}; "
                                 "rename one of them or process them separately")
