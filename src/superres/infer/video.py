@@ -342,8 +342,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
 
         bar = tqdm(total=total or None, unit="frame", disable=progress is not True, dynamic_ncols=True)
         report = progress if callable(progress) else None
+        source = prefetch(frames)
         try:
-            for i, (sr, pts, tb) in enumerate(enhance(prefetch(frames))):
+            for i, (sr, pts, tb) in enumerate(enhance(source)):
                 encoder.put(*item(i, sr, pts, tb))
                 count += 1
                 bar.update(1)
@@ -351,6 +352,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
                     report(count, total or None)
             encoder.close()
         except BaseException:
+            # the decoding thread stops before the files it reads (and copies packets into) are closed: a
+            # traceback keeps the generators alive, so they would not be closed in time on their own
+            source.close()
             _drain(encoder)
             abort()
             raise
