@@ -390,7 +390,7 @@ def test_sigterm_removes_the_temp_file_and_stale_ones_go_next_run(tmp_path, phot
     src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=400, audio=False)
     dst = tmp_path / "new" / "out.mp4"  # a folder that does not exist yet is made, as `upscale` does
     proc = subprocess.Popen([sys.executable, "-m", "superres", "video", str(src), "-o", str(dst), "-m", "bicubic",
-                             "-q"], stderr=subprocess.PIPE, text=True)
+                             "--segment-frames", "0", "-q"], stderr=subprocess.PIPE, text=True)  # one stream
     deadline = time.monotonic() + 60
     while not list(dst.parent.glob(".out.mp4.*.tmp")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -33,6 +33,21 @@ def _seconds(text: str | None) -> float | None:
         raise SuperresError(f"{text!r} is not a time (seconds, MM:SS or HH:MM:SS)") from None
 
 
+def _whole(low: int):
+    """An argparse type: a whole number >= ``low``, or one line saying what it takes."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    return parse
+
+
 def cmd_video(args: argparse.Namespace) -> int:
     refuse_overwriting_input(args.input, args.output)  # a file, or a folder of frames, with or without --overwrite
     if args.output.exists() and args.output.is_file() and not args.overwrite:
@@ -40,19 +55,32 @@ def cmd_video(args: argparse.Namespace) -> int:
     from superres.infer.video import DEFAULT_VIDEO_MODEL, upscale_video
 
     bar = None
+    segments = ""
 
     def progress(done: int, total: int | None) -> None:
         nonlocal bar
         if bar is None:  # made at the first frame, once the number of frames is known (if it can be)
             bar = progress_bar(total=total, unit="frame")
+            bar.set_postfix_str(segments, refresh=False)
         bar.update(done - bar.n)
+
+    def on_segment(done: int, total: int, reused: int) -> None:
+        nonlocal segments
+        segments = f"segments {done}/{total}" + (f", {reused} reused" if reused else "")
+        if bar is not None:
+            bar.set_postfix_str(segments)
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
 
     try:
         result = upscale_video(args.input, args.output, model=args.model or DEFAULT_VIDEO_MODEL,
                                outscale=args.outscale, options=run_options(args), codec=args.codec, crf=args.crf,
                                pix_fmt=args.pix_fmt, start=_seconds(args.start), end=_seconds(args.end),
                                fps=args.fps, progress=False if args.quiet else progress, preset=args.preset,
-                               face_model=args.face_model, face_options=face_options(args))
+                               face_model=args.face_model, face_options=face_options(args), jobs=args.jobs,
+                               segment_frames=args.segment_frames, log=log, on_segment=on_segment)
     except OSError as e:  # an output folder that cannot be made or written (under a file, a read-only disk)
         raise SuperresError(f"{e.filename or args.output}: {e.strerror or e}") from None
     finally:
@@ -66,10 +94,12 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("video", help="upscale a video (sound, subtitles and timing kept) or a folder of frames",
-                       description="Stream a video through a network frame by frame: memory does not grow with "
-                       "its length. Frame timestamps (variable frame rates too), rotation and pixel aspect are "
-                       "kept; audio and subtitle streams are copied without re-encoding. The output appears only "
-                       "when complete. IN/OUT may be folders of frames (PNG out).")
+                       description="Upscale a video in segments cut at its shots: memory does not grow with "
+                       "its length, and an interrupted run goes on where it stopped when the same command is run "
+                       "again (finished segments are kept in a work folder beside OUT). Frame timestamps (variable "
+                       "frame rates too), rotation and pixel aspect are kept; audio and subtitle streams are copied "
+                       "without re-encoding. The output appears only when complete. IN/OUT may be folders of "
+                       "frames (PNG out).")
     p.add_argument("input", type=Path, metavar="IN", help="a video file or a folder of frames")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="a video file or a folder")
     # the default lives in infer.video (DEFAULT_VIDEO_MODEL), which the server's video jobs use too; importing
@@ -92,6 +122,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", default="auto", help=TILE_HELP)
     p.add_argument("--batch", default="auto",
                    help="frames per network call: auto (as many as GPU memory holds, up to 8; 1 on the CPU) or N")
+    p.add_argument("--jobs", type=_whole(1),
+                   help="segments run at once, in as many processes (default: one per device of --device, e.g. "
+                   "--device cuda:0,cuda:1; on the CPU the jobs share its cores); the output is the same")
+    p.add_argument("--segment-frames", type=_whole(0),
+                   help="frames per segment, the unit of resuming and of sharing between jobs (default: 300, or "
+                   "what a recurrent network's memory budget holds); 0 runs the video as one stream")
     add_face_arguments(p)
     add_runtime_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

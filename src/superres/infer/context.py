@@ -105,3 +105,56 @@ def cached_margin(weights: dict[str, torch.Tensor], measure: Callable[[], int], 
         except Exception:  # a read-only cache only costs a re-measurement next time
             pass
     return int(known[key])
+
+
+def pan_clip(frames: int, size: int = 64, step: tuple[int, int] = (2, 1)) -> list[np.ndarray]:
+    """A clip of ``frames`` RGB uint8 frames, ``size`` pixels square, panning over a bundled real photo by
+    ``step`` (x, y) pixels a frame: real texture under camera motion, to measure temporal context on."""
+    from superres.io import read_rgb8
+
+    photo = read_rgb8(sorted(SAMPLES.glob("*.png"))[-1])
+    dx, dy = step
+    while frames > 1 and (size + dx * (frames - 1) > photo.shape[1] or size + dy * (frames - 1) > photo.shape[0]):
+        size //= 2  # a long clip pans over a smaller window
+    return [np.ascontiguousarray(photo[dy * i:dy * i + size, dx * i:dx * i + size]) for i in range(frames)]
+
+
+def measure_temporal_context(stream: Callable, limit: int = 24, tolerance: int = 1, name: str = "this model",
+                             size: int = 64) -> int:
+    """Frames of context a segment of a video needs at each end so that a video network's output there is
+    within ``tolerance`` (uint8 levels: 1 is 1/255) of its output on the whole clip.
+
+    ``stream`` is a frame-stream upscaler (frames of (RGB uint8, pts, time base) in, the same out, as
+    :mod:`superres.infer.video`'s). On a real photo panned by ``size``-pixel frames, ``4 * limit + 1`` of
+    them (:func:`pan_clip`), the centre frame's output from the whole clip is compared with its output
+    from the centre frame and ``c`` frames on each side; the smallest such ``c`` is found by doubling,
+    then bisection. A network whose output still differs at ``limit`` gets ``limit``, with a warning
+    naming it as ``name``.
+    """
+    from fractions import Fraction
+
+    centre = 2 * limit
+    clip = [(f, i, Fraction(1, 25)) for i, f in enumerate(pan_clip(2 * centre + 1, size))]
+    whole = [out for out, _, _ in stream(iter(clip))][centre].astype(np.int16)
+
+    def close_enough(c: int) -> bool:
+        outs = [out for out, _, _ in stream(iter(clip[centre - c:centre + c + 1]))]
+        return int(np.abs(outs[c].astype(np.int16) - whole).max()) <= tolerance
+
+    if close_enough(0):
+        return 0
+    lo, hi = 0, 1  # lo is not enough
+    while not close_enough(hi):
+        if hi >= limit:
+            warnings.warn(f"{name}: segments get {limit} frames of context at each end, the most superres "
+                          "measures; this network looks further, so a segmented result may differ slightly from "
+                          "a whole-clip one", stacklevel=2)
+            return limit
+        lo, hi = hi, min(2 * hi, limit)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if close_enough(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

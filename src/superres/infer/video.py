@@ -26,7 +26,7 @@ import numpy as np
 from superres.infer.image import Upscaler, resize_to, run_options
 from superres.io import read_rgb8
 from superres.io.files import same_file
-from superres.io.video import Segment, VideoError, VideoReader, VideoWriter, is_video_path
+from superres.io.video import Segment, VideoError, VideoReader, VideoWriter, is_video_path, seekable
 from superres.runner import Runner
 from superres.runtime import RunOptions
 
@@ -261,7 +261,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
                   crf: int | None = 18, pix_fmt: str = "yuv420p", start: float | None = None,
                   end: float | None = None, fps: float | None = None, preset: str | None = "veryfast",
                   progress: bool | Callable[[int, int | None], None] = False, face_model=None,
-                  face_options=None, **option_fields) -> VideoResult:
+                  face_options=None, jobs: int | None = None, segment_frames: int | None = None,
+                  shots: bool = True, log: Callable[[str], None] | None = None,
+                  on_segment: Callable[[int, int, int], None] | None = None, **option_fields) -> VideoResult:
     """Upscale a video file or a folder of frames into a video file or a folder of PNG frames.
 
     ``model``: a name, a checkpoint path, ``bicubic`` or a loaded descriptor; video networks run on
@@ -274,6 +276,15 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     None) after each frame; an exception it raises stops the run and leaves no output file.
     ``face_model`` (a face network's path or descriptor): faces are also restored, tracked over time so
     that they do not flicker (``face_options``: :class:`superres.faces.FaceOptions`).
+
+    Long videos run in segments (:mod:`superres.infer.segmented`): cut at the shots (``shots``) and at
+    ``segment_frames`` (default: 300, or what a recurrent network's memory budget holds; 0: one stream),
+    each with the temporal context its network needs, kept in a work folder beside the output so that the
+    same call after an interruption redoes only the unfinished ones. ``jobs`` processes run segments at
+    once (default: one per device listed in ``options.device``, e.g. ``cuda:0,cuda:1``); the output is
+    the same. ``log`` receives one-line notes (resuming, starting afresh and why); ``on_segment`` is called
+    with (segments done, segments in all, segments reused). An input that cannot seek (a pipe) runs as one
+    stream, and says so.
     """
     src, dst = Path(src), Path(dst)
     if same_file(src, dst):  # a file, or a folder of frames: its frames would be replaced as they are read
@@ -283,13 +294,20 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
 
         raise VideoError(f"{dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))}, "
                          "or a folder name for PNG frames)")
+    if segment_frames is not None and segment_frames < 0:
+        raise ValueError(f"segment_frames must be >= 0 (0: one stream), got {segment_frames}")
+    log = log or (lambda line: None)
     segment = Segment(start, end)
     options = run_options(options, **option_fields)
-    enhance = video_model(model, outscale, options)
-    if face_model is not None:
-        from superres.faces import FaceRestorer
-
-        enhance = FaceRestorer(face_model, face_options, options).stream(enhance)
+    if fps is not None and not src.is_dir():
+        raise ValueError("fps is for folders of frames: a video file keeps its own timestamps")
+    segmented = segment_frames != 0
+    if segmented and src.exists() and not src.is_dir() and not seekable(src):
+        log(f"{src}: cannot seek (a pipe or device): it runs as one stream, without segments, resuming or jobs")
+        segmented = False
+    if not segmented and (jobs or 1) > 1:
+        raise ValueError("jobs: several jobs share a video by segments; they need segments (segment_frames "
+                         "other than 0) and an input that can seek")
     reader = None
     if src.is_dir():
         from superres.io import list_images
@@ -302,23 +320,49 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
         total, rotation, aspect, time_base = len(files), 0, None, 1 / rate
         names = [f.stem for f in files]
     else:
-        if fps is not None:
-            raise ValueError("fps is for folders of frames: a video file keeps its own timestamps")
-        reader = VideoReader(src, segment)
-        info = reader.info
+        from superres.io.video import probe
+
+        files = None
+        # a pipe is read once: its reader says what it holds; a file is probed now and read later
+        reader = VideoReader(src, segment) if not seekable(src) else None
+        info = reader.info if reader is not None else probe(src)
         width, height, rate, total = info.width, info.height, info.frame_rate, info.frames
         rotation, aspect, time_base, names = info.rotation, info.sample_aspect_ratio, info.time_base, None
+    per_job = None
+    if segmented:
+        from superres.infer.segmented import job_options, prepare_work
+
+        prepare_work(dst)  # an output folder that cannot be written fails before any work
+        per_job, jobs = job_options(options, jobs)
+        options = per_job[0]
+    enhance = video_model(model, outscale, options, whole_clips=segmented)
+    if face_model is not None and not segmented:
+        from superres.faces import FaceRestorer
+
+        enhance = FaceRestorer(face_model, face_options, options).stream(enhance)
     scale = outscale or enhance.scale
     size = (round(width * scale), round(height * scale))
+    if segmented:
+        from superres.infer.segmented import run_segmented
+
+        return run_segmented(src, dst, model, enhance, outscale=outscale, options=options, per_job=per_job,
+                             jobs=jobs, face_model=face_model, face_options=face_options, segment=segment,
+                             files=files, names=names, rate=rate, time_base=time_base, size=size,
+                             rotation=rotation, writer={"codec": codec, "crf": crf, "pix_fmt": pix_fmt,
+                                                        "preset": preset, "sample_aspect_ratio": aspect},
+                             segment_frames=segment_frames, shots=shots, progress=progress, log=log,
+                             on_segment=on_segment)
 
     if segment.start is not None or segment.end is not None:
-        duration = float(total / rate) if total else (reader.info.duration if reader else None)
+        duration = float(total / rate) if total else (info.duration if files is None else None)
         if duration:
             total = round((min(segment.end or duration, duration) - (segment.start or 0)) * rate)
     from tqdm import tqdm
 
     bar = None
     tic, count = time.perf_counter(), 0
+    if files is None and reader is None:
+        reader = VideoReader(src, segment)
     try:
         if is_video_path(dst):
             writer = VideoWriter(dst, size, rate, time_base, codec, crf, pix_fmt, rotation, preset, aspect,
@@ -411,14 +455,14 @@ def whole_clip_pixels(device) -> int:
     return int(device_memory(device) // 4 // WHOLE_CLIP_BYTES_PER_PIXEL)
 
 
-def video_model(model, outscale: float | None = None, options: RunOptions | None = None):
+def video_model(model, outscale: float | None = None, options: RunOptions | None = None, whole_clips: bool = False):
     """A model (name, path or descriptor) as a frame-stream upscaler: video networks on their windows
-    or clips, image networks (and bicubic) frame by frame."""
+    or clips (``whole_clips``: see :func:`video_runner`), image networks (and bicubic) frame by frame."""
     from superres.zoo import load_model
 
     desc = load_model(model) if isinstance(model, str | os.PathLike) else model
     if desc.video is not None:
-        return video_runner(desc, outscale, options)
+        return video_runner(desc, outscale, options, whole_clips=whole_clips)
     return FrameUpscaler(Upscaler(desc, options), outscale)
 
 

@@ -9,6 +9,8 @@ an interrupted run never leaves a broken file where the result should be.
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ import numpy as np
 from superres.errors import SuperresError
 from superres.io.files import publish, remove_stale_temps, temp_beside
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mpg", ".mpeg"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mpg", ".mpeg", ".nut"})
 _MUXERS = {".mkv": "matroska", ".m4v": "mp4", ".ts": "mpegts", ".mpg": "mpeg", ".mpeg": "mpeg"}
 
 
@@ -100,15 +102,30 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             first = next(container.decode(stream), None)
         except av.FFmpegError as e:
             raise VideoError(f"{path}: cannot decode its video ({_reason(e)})") from None
-        if first is None:
-            raise VideoError(f"{path}: its video stream has no frames")
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        if stream.duration:
-            duration = float(stream.duration * stream.time_base)
-        else:
-            duration = container.duration / 1e6 if container.duration else None
-        return VideoInfo(first.width, first.height, Fraction(rate), Fraction(stream.time_base), stream.frames,
-                         duration, round(first.rotation or 0), stream.sample_aspect_ratio)
+        return _info(path, container, first)
+
+
+def _info(path: Path, container, first) -> VideoInfo:
+    if first is None:
+        raise VideoError(f"{path}: its video stream has no frames")
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    if stream.duration:
+        duration = float(stream.duration * stream.time_base)
+    else:
+        duration = container.duration / 1e6 if container.duration else None
+    return VideoInfo(first.width, first.height, Fraction(rate), Fraction(stream.time_base), stream.frames,
+                     duration, round(first.rotation or 0), stream.sample_aspect_ratio)
+
+
+def seekable(path: str | os.PathLike) -> bool:
+    """A regular file (not a pipe, a FIFO or a device): it can be read twice, and seeked in."""
+    import stat
+
+    try:
+        return stat.S_ISREG(Path(path).stat().st_mode)
+    except OSError:
+        return False
 
 
 class VideoReader:
@@ -120,21 +137,51 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike, segment: Segment = Segment()):
         self.path, self.segment = Path(path), segment
-        self.info = probe(self.path)
-        self.container = _open_input(self.path)
+        self.pending: list = []  # a pipe's packets read to learn its size, to be played first
+        if seekable(self.path):
+            self.info = probe(self.path)
+            self.container = _open_input(self.path)
+        else:
+            self.container = _open_input(self.path)
+            self.info = self._probe_pipe()
         self.video = self.container.streams.video[0]
         self.video.thread_type = "AUTO"
         self.others = [s for s in self.container.streams if s.type in ("audio", "subtitle")]
+
+    def _probe_pipe(self) -> VideoInfo:
+        """The info of an input read once (a pipe): its packets are kept until a second decoder has made
+        the first frame, so :meth:`frames` gets them all."""
+        import av
+
+        stream = self.container.streams.video[0]
+        decoder = av.CodecContext.create(stream.codec_context.name, "r")
+        if stream.codec_context.extradata:
+            decoder.extradata = stream.codec_context.extradata
+        first = None
+        try:
+            for packet in self.container.demux():
+                self.pending.append(packet)
+                if packet.stream.index == stream.index and first is None:
+                    first = next(iter(decoder.decode(packet)), None)
+                if first is not None:
+                    break
+            else:
+                first = next(iter(decoder.decode(None)), None)
+        except av.FFmpegError as e:
+            raise VideoError(f"{self.path}: cannot decode its video ({_reason(e)})") from None
+        return _info(self.path, self.container, first)
 
     def frames(self, on_packet: Callable | None = None) -> Iterator[tuple[np.ndarray, int | None, Fraction]]:
         import av
 
         seg = self.segment
-        if seg.start:
+        if seg.start and not self.pending:
             self.container.seek(int(seg.start / self.video.time_base), stream=self.video, backward=True)
         streams = [self.video, *(self.others if on_packet else [])]
+        wanted = {s.index for s in streams}
+        pending, self.pending = [p for p in self.pending if p.stream.index in wanted], []
         try:
-            for packet in self.container.demux(*streams):
+            for packet in itertools.chain(pending, self.container.demux(*streams)):
                 if packet.stream.index != self.video.index:
                     if packet.dts is not None and packet.size:
                         on_packet(packet)
@@ -147,6 +194,61 @@ class VideoReader:
                         yield frame.to_ndarray(format="rgb24"), seg.shift(frame.pts, frame.time_base), frame.time_base
         except av.FFmpegError as e:
             raise VideoError(f"{self.path}: decoding failed ({_reason(e)})") from None
+
+    def scan(self, width: int) -> Iterator[tuple[np.ndarray, int | None]]:
+        """Every frame of the segment, small (``width`` pixels wide, RGB) for shot detection, with its
+        pts in the stream's time base (not shifted to the segment)."""
+        import av
+
+        seg = self.segment
+        if seg.start:
+            self.container.seek(int(seg.start / self.video.time_base), stream=self.video, backward=True)
+        try:
+            for frame in self.container.decode(self.video):
+                t = float(frame.time) if frame.time is not None else None
+                if t is not None and seg.end is not None and t >= seg.end:
+                    return
+                if t is None or seg.contains(t):
+                    w = min(width, frame.width)
+                    h = max(2, round(frame.height * w / frame.width / 2) * 2)
+                    yield frame.reformat(width=w, height=h, format="rgb24").to_ndarray(), frame.pts
+        except av.FFmpegError as e:
+            raise VideoError(f"{self.path}: decoding failed ({_reason(e)})") from None
+
+    def read_range(self, pts: list[int]) -> Iterator[tuple[np.ndarray, int | None, Fraction]]:
+        """The frames whose pts (in the stream's time base, as :meth:`scan` gives them) are ``pts``, in
+        order: a seek to the key frame before the first, then decoding. A stream whose seek lands past the
+        first frame is decoded from its start instead; frames that are not the ones listed are an error."""
+        import av
+
+        for attempt in ("seek", "start"):
+            if attempt == "seek":
+                self.container.seek(pts[0], stream=self.video, backward=True)
+            else:
+                self.container.close()
+                self.container = _open_input(self.path)
+                self.video = self.container.streams.video[0]
+                self.video.thread_type = "AUTO"
+            i = 0
+            try:
+                for frame in self.container.decode(self.video):
+                    if frame.pts is None or frame.pts < pts[0]:
+                        continue
+                    if frame.pts != pts[i]:
+                        if i == 0:
+                            break  # the seek went past the first frame
+                        raise VideoError(f"{self.path}: frame {pts[i]} (pts) could not be read again where it "
+                                         f"was found (found pts {frame.pts}); use --jobs 1 --segment-frames 0")
+                    yield frame.to_ndarray(format="rgb24"), self.segment.shift(frame.pts, frame.time_base), \
+                        frame.time_base
+                    i += 1
+                    if i == len(pts):
+                        return
+            except av.FFmpegError as e:
+                raise VideoError(f"{self.path}: decoding failed ({_reason(e)})") from None
+            if i:
+                break
+        raise VideoError(f"{self.path}: frames {pts[i]}.. (pts) could not be read again (the file ended early)")
 
     def close(self) -> None:
         self.container.close()
@@ -181,11 +283,13 @@ class VideoWriter:
                  codec: str = "auto", crf: int | None = 18, pix_fmt: str = "yuv420p", rotation: int = 0,
                  preset: str | None = None,
                  sample_aspect_ratio: Fraction | None = None, copy_from: VideoReader | None = None,
-                 segment: Segment = Segment()):
+                 segment: Segment = Segment(), stretch: bool | None = None, template=None):
         import av
 
         self.dst, self.segment, self.size = Path(dst), segment, tuple(size)
-        self.stretch, self.frames = copy_from is not None, 0
+        self.stretch = copy_from is not None if stretch is None else stretch
+        self.frames, self.encoding = 0, template is None
+        self.packet_times: list[tuple] | None = None  # [] records the encoder's pts, dts and duration
         self.lock = threading.Lock()  # frames and copied packets may come from different threads
         if not is_video_path(self.dst):
             raise VideoError(f"{self.dst}: unknown video container (use one of {', '.join(sorted(VIDEO_EXTENSIONS))})")
@@ -199,7 +303,12 @@ class VideoWriter:
         try:
             self.output = av.open(str(self.tmp), "w", format=_MUXERS.get(self.dst.suffix.lower(),
                                                                           self.dst.suffix.lower().lstrip(".")))
-            self.stream = self._video_stream(size, rate, time_base, codec, crf, pix_fmt, preset)
+            if template is None:
+                self.stream = self._video_stream(size, rate, time_base, codec, crf, pix_fmt, preset)
+            else:  # packets of encoded parts are copied in (:func:`join_videos`), timed as the single stream's
+                self.stream = self.output.add_stream_from_template(template, rate=rate)
+                if time_base:
+                    self.stream.time_base = time_base
             if sample_aspect_ratio:
                 self.stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
             if rotation:
@@ -257,7 +366,13 @@ class VideoWriter:
         if (frame.width, frame.height) != (self.stream.width, self.stream.height):  # 4:2:0: odd sizes -> even
             frame = frame.reformat(width=self.stream.width, height=self.stream.height)
         frame.pts, frame.time_base = pts, time_base
-        self._mux(lambda: self.stream.encode(frame))
+        self._mux(lambda: self._encode(frame))
+
+    def _encode(self, frame):
+        packets = self.stream.encode(frame)
+        if self.packet_times is not None:
+            self.packet_times += [(p.pts, p.dts, p.duration) for p in packets]
+        return packets
 
     def copy(self, packet) -> None:
         """Mux a packet of a copied stream, if it falls in the segment (shifted like the video)."""
@@ -267,6 +382,12 @@ class VideoWriter:
         packet.pts = self.segment.shift(packet.pts, packet.time_base)
         packet.dts = self.segment.shift(packet.dts, packet.time_base)
         packet.stream = self.copies[packet.stream.index]
+        self._mux(lambda: packet)
+
+    def mux_video(self, packet) -> None:
+        """Mux an encoded video packet (of a part made with the same settings)."""
+        packet.stream = self.stream
+        self.frames += 1
         self._mux(lambda: packet)
 
     def _mux(self, packets: Callable) -> None:
@@ -282,7 +403,8 @@ class VideoWriter:
         """Flush the encoder and put the finished file in place."""
         try:
             with self.lock:
-                self.output.mux(self.stream.encode(None))
+                if self.encoding:
+                    self.output.mux(self._encode(None))
                 self.output.close()
         except Exception as e:
             self.discard()
@@ -297,3 +419,100 @@ class VideoWriter:
             except Exception:  # a half-written file may not close cleanly; it is deleted anyway
                 pass
         self.tmp.unlink(missing_ok=True)
+
+
+def write_packet_times(writer: VideoWriter, path: Path) -> None:
+    """Keep the encoder's timestamps of ``writer``'s packets (recorded with ``packet_times = []``) in ``path``:
+    a container may shift or drop decoding timestamps, and joining needs them as the encoder made them."""
+    import json
+
+    from superres.io.files import atomic_write
+
+    atomic_write(path, json.dumps({"time_base": str(writer.stream.codec_context.time_base),
+                                   "packets": writer.packet_times}).encode())
+
+
+def packet_times_path(part: Path) -> Path:
+    return part.with_suffix(".times.json")
+
+
+def _part_packets(parts: list[Path]) -> Iterator:
+    """The video packets of ``parts`` in order, with the encoder's timestamps (:func:`write_packet_times`),
+    their decoding timestamps kept increasing across the joins (a part's first packets are timed before the
+    previous part's last ones when B-frames reorder)."""
+    import json
+
+    import av
+
+    last = None
+    for part in parts:
+        times = json.loads(packet_times_path(part).read_text())
+        time_base, stamps = Fraction(times["time_base"]), times["packets"]
+        with av.open(str(part)) as container:
+            packets = [p for p in container.demux(container.streams.video[0]) if p.size]
+            if len(packets) != len(stamps):
+                raise VideoError(f"{part}: holds {len(packets)} packets, its record {len(stamps)}")
+            for packet, (pts, dts, duration) in zip(packets, stamps, strict=True):
+                packet.time_base, packet.pts, packet.dts, packet.duration = time_base, pts, dts, duration or 0
+                if last is not None and dts is not None:
+                    floor = math.floor(last / time_base) + 1
+                    if dts < floor:
+                        if pts is not None and floor > pts:
+                            raise VideoError(f"{part}: its timestamps cannot follow the previous part's")
+                        packet.dts = floor
+                if packet.dts is not None:
+                    last = packet.dts * time_base
+                yield packet
+
+
+def join_videos(parts: list[Path], dst: str | os.PathLike, copy_from: VideoReader | None = None,
+                segment: Segment = Segment(), rotation: int = 0, time_base: Fraction | None = None,
+                rate: Fraction | None = None) -> int:
+    """Join video files encoded alike (each starting on a key frame, with :func:`write_packet_times`) into
+    ``dst`` without re-encoding, in ``time_base`` (the source's), adding the streams of ``copy_from`` (audio,
+    subtitles) in the ``segment``, as :class:`VideoWriter` does. Packets are written in time order, so memory
+    does not grow with the length. Returns the frames."""
+    import heapq
+
+    import av
+
+    if not parts:
+        raise VideoError(f"{dst}: no frames to write")
+    with av.open(str(parts[0])) as first:
+        template = first.streams.video[0]
+        size = (template.codec_context.width, template.codec_context.height)
+        writer = VideoWriter(dst, size, rate or Fraction(template.average_rate or 25), time_base, copy_from=copy_from,
+                             segment=segment, rotation=rotation, template=template,
+                             sample_aspect_ratio=template.sample_aspect_ratio)
+    try:
+        def timed(packets: Iterator, shift: bool) -> Iterator:
+            for n, packet in enumerate(packets):
+                t = (packet.dts if packet.dts is not None else packet.pts or 0) * packet.time_base
+                if shift and segment.start:
+                    t -= Fraction(segment.start)
+                yield t, n, shift, packet
+
+        streams = [timed(_part_packets(parts), False)]
+        if copy_from is not None and copy_from.others:
+            def others() -> Iterator:
+                for packet in copy_from.container.demux(*copy_from.others):
+                    if packet.dts is not None and packet.size:
+                        yield packet
+
+            if segment.start:
+                copy_from.container.seek(int(segment.start / copy_from.video.time_base), stream=copy_from.video,
+                                         backward=True)
+            streams.append(timed(others(), True))
+        for _, _, copied, packet in heapq.merge(*streams, key=lambda item: (item[0], item[2], item[1])):
+            if copied:
+                writer.copy(packet)
+            else:
+                writer.mux_video(packet)
+        writer.close()
+    except av.FFmpegError as e:
+        writer.discard()
+        raise VideoError(f"{dst}: joining the segments failed ({_reason(e)})") from None
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.frames
