@@ -17,11 +17,12 @@ import pytest
 av = pytest.importorskip("av")
 pytest.importorskip("scenedetect")
 
+from test_video import decoded, make_video, streams  # noqa: E402
+
 from superres.infer.segments import Unit, find_cuts, plan_segments  # noqa: E402
 from superres.infer.video import upscale_video  # noqa: E402
 from superres.io import write_image  # noqa: E402
 from superres.io.video import probe  # noqa: E402
-from test_video import decoded, make_video, streams  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -148,7 +149,18 @@ def test_sigkill_then_rerun_reuses_segments_and_jobs_2_gives_the_same_frames(tmp
 
 
 def test_audio_subtitles_vfr_rotation_and_frame_count_survive_segments(tmp_path, photos):
-    src = make_video(tmp_path / "vfr.mkv", photos["astronaut"], frames=23, vfr=True, rotation=90)
+    plain = make_video(tmp_path / "vfr.mp4", photos["astronaut"], frames=23, vfr=True, rotation=90)
+    (tmp_path / "subs.srt").write_text("1\n00:00:00,100 --> 00:00:00,300\nHello\n\n"
+                                       "2\n00:00:00,400 --> 00:00:00,600\nWorld\n")
+    src = tmp_path / "subbed.mkv"
+    with av.open(str(plain)) as a, av.open(str(tmp_path / "subs.srt")) as b, av.open(str(src), "w") as out:
+        copies = {id(s): out.add_stream_from_template(s) for s in [*a.streams, *b.streams]}
+        out.streams.video[0].set_display_rotation(90)
+        for container in (a, b):
+            for packet in container.demux():
+                if packet.dts is not None:
+                    packet.stream = copies[id(packet.stream)]
+                    out.mux(packet)
     logs = []
     one, many = tmp_path / "one.mkv", tmp_path / "many.mkv"
     upscale_video(src, one, model="bicubic", outscale=2, segment_frames=0)
@@ -159,7 +171,9 @@ def test_audio_subtitles_vfr_rotation_and_frame_count_survive_segments(tmp_path,
     a, b = streams(one), streams(many)
     assert b["audio"] == pytest.approx(a["audio"]) and b["video"] == pytest.approx(a["video"])
     with av.open(str(one)) as x, av.open(str(many)) as y:
-        assert [bytes(p) for p in x.demux(x.streams.audio[0])] == [bytes(p) for p in y.demux(y.streams.audio[0])]
+        for kind in ("audio", "subtitles"):
+            ours, theirs = getattr(x.streams, kind)[0], getattr(y.streams, kind)[0]
+            assert [(p.pts, bytes(p)) for p in x.demux(ours)] == [(p.pts, bytes(p)) for p in y.demux(theirs)]
 
 
 def test_a_changed_option_starts_afresh_and_the_same_one_resumes(tmp_path, photos):
@@ -197,8 +211,9 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path,
     src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=4, audio=False)
     (tmp_path / "file").write_text("x")
     tic = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "superres", "video", str(src), "-o", str(tmp_path / "file" / "o.mp4"),
-                             "-q"], capture_output=True, text=True)
+    out = tmp_path / "file" / "o.mp4"
+    result = subprocess.run([sys.executable, "-m", "superres", "video", str(src), "-o", str(out), "-q"],
+                            capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "o.mp4" in result.stderr, result.stderr
     assert time.perf_counter() - tic < 30
     if os.geteuid() != 0:  # root writes anywhere
