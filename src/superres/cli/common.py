@@ -58,7 +58,7 @@ def progress_bar(total: float | None = None, *, unit: str = "it", desc: str | No
     elif percent:
         line = "{percentage:.0f}% [{elapsed}<{remaining}]"
     else:
-        line = "{percentage:.0f}% {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
+        line = "{percentage:.0f}% {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
     return tqdm(total=total, unit=unit, desc=desc, leave=leave, disable=disable, delay=delay, file=_PlainLines(),
                 position=0, bar_format=prefix + line, initial=initial)
 
@@ -365,6 +365,15 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network for each input size: minutes to start, then faster on "
                    "repeated sizes (video frames, equal tiles)")
+
+
+def add_ray_argument(p: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS]: run on a Ray cluster (the ``ray`` extra)."""
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="share the work out between the devices of a Ray cluster (pip install \"superres[ray]\"): "
+                   "one worker per GPU, or per node on CPUs, each loading the model once. ADDRESS: auto (the "
+                   "default: a cluster started with `ray start`, or RAY_ADDRESS, else a new one on this machine), "
+                   "HOST:PORT or ray://HOST:PORT. Put it after the inputs")
 
 
 def run_options(args: argparse.Namespace):

@@ -9,6 +9,7 @@ from pathlib import Path
 from superres.cli.common import (
     TILE_HELP,
     add_face_arguments,
+    add_ray_argument,
     add_runtime_arguments,
     bounded_number,
     face_options,
@@ -49,9 +50,18 @@ def _whole(low: int):
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    refuse_overwriting_input(args.input, args.output)  # a file, or a folder of frames, with or without --overwrite
-    if args.output.exists() and args.output.is_file() and not args.overwrite:
-        raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
+    from superres.io import storage
+
+    if storage.is_url(args.output):
+        if storage.exists(args.output) and not args.overwrite:
+            raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
+    else:
+        args.output = Path(args.output)
+        if not storage.is_url(args.input):
+            args.input = Path(args.input)
+            refuse_overwriting_input(args.input, args.output)  # a file, or a folder of frames, even with --overwrite
+        if args.output.exists() and args.output.is_file() and not args.overwrite:
+            raise SuperresError(f"{args.output}: exists (use --overwrite to replace it)")
     from superres.infer.video import DEFAULT_VIDEO_MODEL, upscale_video
 
     bar = None
@@ -80,7 +90,7 @@ def cmd_video(args: argparse.Namespace) -> int:
                                pix_fmt=args.pix_fmt, start=_seconds(args.start), end=_seconds(args.end),
                                fps=args.fps, progress=False if args.quiet else progress, preset=args.preset,
                                face_model=args.face_model, face_options=face_options(args), jobs=args.jobs,
-                               segment_frames=args.segment_frames, log=log, on_segment=on_segment)
+                               segment_frames=args.segment_frames, log=log, on_segment=on_segment, ray=args.ray)
     except OSError as e:  # an output folder that cannot be made or written (under a file, a read-only disk)
         raise SuperresError(f"{e.filename or args.output}: {e.strerror or e}") from None
     finally:
@@ -100,8 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "frame rates too), rotation and pixel aspect are kept; audio and subtitle streams are copied "
                        "without re-encoding. The output appears only when complete. IN/OUT may be folders of "
                        "frames (PNG out).")
-    p.add_argument("input", type=Path, metavar="IN", help="a video file or a folder of frames")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="a video file or a folder")
+    p.add_argument("input", metavar="IN", help="a video file or a folder of frames (or a URL: s3://bucket/clip.mp4)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="a video file or a folder (or a URL)")
     # the default lives in infer.video (DEFAULT_VIDEO_MODEL), which the server's video jobs use too; importing
     # it here would load PyTorch at every start of the command line
     p.add_argument("-m", "--model",
@@ -130,6 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "what a recurrent network's memory budget holds); 0 runs the video as one stream")
     add_face_arguments(p)
     add_runtime_arguments(p)
+    add_ray_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_video)

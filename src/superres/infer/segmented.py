@@ -11,6 +11,7 @@ writes its frames into the output folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -24,6 +25,7 @@ import numpy as np
 
 from superres.errors import SuperresError
 from superres.infer.segments import SHOT_WIDTH, Manifest, ShotDetector, Unit, file_fingerprint, new_plan, plan_segments
+from superres.io import storage
 from superres.io.files import remove_stale_temps_in
 from superres.io.video import (
     Segment,
@@ -95,6 +97,9 @@ class Worker:
         from superres.infer.video import video_model
 
         self.job = job
+        self.stack = contextlib.ExitStack()  # a copy of a source at a URL, parts made for a Ray driver
+        if storage.is_url(job.src):
+            job = self.job = dataclasses.replace(job, src=self.stack.enter_context(storage.local_copy(job.src)))
         self.enhance = enhance or video_model(job.model, job.outscale, options or job.options, whole_clips=True)
         self.faces = None
         if job.face_model is not None:
@@ -146,6 +151,75 @@ class Worker:
             raise
         finish()
         return done
+
+
+    def run_elsewhere(self, unit: Unit) -> tuple[int, int, bytes, str]:
+        """Run ``unit`` into a part file here and hand it over: (index, frames, the part's bytes, its
+        timestamps), for a driver on another machine (:class:`SegmentUnit`)."""
+        part = self.job.part(unit)
+        frames = self.run(unit)
+        times = packet_times_path(part)
+        try:
+            return unit.index, frames, part.read_bytes(), times.read_text()
+        finally:
+            part.unlink(missing_ok=True)
+            times.unlink(missing_ok=True)
+
+
+@dataclass
+class SegmentUnit:
+    """A segment as a work unit of :mod:`superres.infer.executors` (for Ray): computed on a worker, its
+    encoded part sent back to the driver, which keeps it in the work folder."""
+
+    unit: Unit
+
+    @property
+    def key(self) -> str:
+        return f"segment {self.unit.index} (frames {self.unit.start}-{self.unit.end - 1})"
+
+    def load(self) -> None:
+        return None
+
+    def compute(self, engine: Worker, loaded: None) -> tuple[int, int, bytes, str]:
+        return engine.run_elsewhere(self.unit)
+
+    def store(self, result: tuple[int, int, bytes, str]) -> tuple[int, int, bytes, str]:
+        return result
+
+
+def segment_engine(job: Job, options: RunOptions) -> Worker:
+    """A Ray worker's engine: the model loaded once, parts made in a folder of its own."""
+    import tempfile
+
+    return Worker(dataclasses.replace(job, work=Path(tempfile.mkdtemp(prefix="superres-parts-"))), options)
+
+
+def run_on_ray(job: Job, source, units: list[Unit], address: str, options: RunOptions,
+               on_done: Callable[[Unit, int], None], on_frame: Callable[[], None]) -> None:
+    """Run ``units`` on Ray workers (:class:`~superres.infer.executors.RayExecutor`); each finished part is
+    written into the work folder here before ``on_done``. A segment that fails stops the run."""
+    import functools
+
+    from superres.infer.executors import RayExecutor
+    from superres.io.files import atomic_write
+
+    remote = dataclasses.replace(job, src=source, work=None)
+    errors: list[str] = []
+
+    def done(segment: SegmentUnit, result: tuple[int, int, bytes, str]) -> None:
+        _, frames, data, times = result
+        part = job.part(segment.unit)
+        atomic_write(part, data)
+        atomic_write(packet_times_path(part), times.encode())
+        for _ in range(frames):
+            on_frame()
+        on_done(segment.unit, frames)
+
+    job.work.mkdir(parents=True, exist_ok=True)
+    RayExecutor(functools.partial(segment_engine, remote, options), address).run(
+        [SegmentUnit(u) for u in units], done, lambda segment, message: errors.append(message))
+    if errors:
+        raise VideoError(errors[0])
 
 
 def temporal_context(enhance, name: str) -> int:
@@ -371,8 +445,9 @@ def fraction_text(value: Fraction | float | None) -> str | None:
     return None if value is None else str(value)
 
 
-def job_key(job: Job, extra: dict) -> dict:
-    """The settings a manifest is valid for: source, model and every option that changes the output."""
+def job_key(job: Job, extra: dict, source=None) -> dict:
+    """The settings a manifest is valid for: source, model and every option that changes the output. A source
+    at a URL (``source``; ``job.src`` is its local copy) counts by its URL, size and contents' ends."""
     from superres.infer.segments import MANIFEST_VERSION
 
     options = {
@@ -383,15 +458,18 @@ def job_key(job: Job, extra: dict) -> dict:
         "face_options": None if job.face_options is None else repr(job.face_options),
         **{k: fraction_text(v) if isinstance(v, Fraction) else v for k, v in job.writer.items()}, **extra,
     }
-    return {"version": MANIFEST_VERSION, "source": file_fingerprint(job.src), "model": model_key(job.model),
-            "options": options}
+    fingerprint = file_fingerprint(job.src)
+    if source is not None and storage.is_url(source):
+        fingerprint = {"url": str(source), **{k: v for k, v in fingerprint.items() if k != "mtime_ns"}}
+    return {"version": MANIFEST_VERSION, "source": fingerprint, "model": model_key(job.model), "options": options}
 
 
 def run_segmented(src: Path, dst: Path, model, enhance, *, outscale, options: RunOptions, per_job: list[RunOptions],
                   jobs: int, face_model, face_options, segment: Segment, files: list[Path] | None,
                   names: list[str] | None, rate: Fraction, time_base: Fraction, size: tuple[int, int],
                   rotation: int, writer: dict, segment_frames: int | None, shots: bool, progress,
-                  log: Callable[[str], None], on_segment: Callable[[int, int, int], None] | None):
+                  log: Callable[[str], None], on_segment: Callable[[int, int, int], None] | None,
+                  ray: str | None = None, work: Path | None = None, source=None):
     """:func:`~superres.infer.video.upscale_video` in segments (its arguments, checked and worked out)."""
     import time
 
@@ -400,9 +478,9 @@ def run_segmented(src: Path, dst: Path, model, enhance, *, outscale, options: Ru
     from superres.infer.video import VideoResult
 
     tic = time.perf_counter()
-    job = Job(src, dst, work_folder(dst), model, outscale, options, face_model, face_options, segment, files, names,
-              None, rate, time_base, size, writer)
-    key = job_key(job, {"segment_frames": segment_frames, "shots": shots})
+    job = Job(src, dst, Path(work) if work else work_folder(dst), model, outscale, options, face_model, face_options,
+              segment, files, names, None, rate, time_base, size, writer)
+    key = job_key(job, {"segment_frames": segment_frames, "shots": shots}, source)
     manifest, why = Manifest.resume(job.work, key)
     if why:
         log(f"{dst}: starting afresh ({why})")
@@ -454,10 +532,14 @@ def run_segmented(src: Path, dst: Path, model, enhance, *, outscale, options: Ru
 
     status()
     try:
-        worker = Worker(job, options, enhance) if jobs == 1 else None
-        if jobs > 1:
-            del enhance  # each worker process loads its own copy
-        run_units(job, pending, jobs, on_done, on_frame, worker, per_job)
+        if ray:
+            del enhance  # each Ray worker loads its own copy
+            run_on_ray(job, source if source is not None else src, pending, ray, options, on_done, on_frame)
+        else:
+            worker = Worker(job, options, enhance) if jobs == 1 else None
+            if jobs > 1:
+                del enhance  # each worker process loads its own copy
+            run_units(job, pending, jobs, on_done, on_frame, worker, per_job)
     except BaseException as e:
         if not manifest.done:  # nothing worth keeping
             shutil.rmtree(job.work, ignore_errors=True)

@@ -263,7 +263,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
                   progress: bool | Callable[[int, int | None], None] = False, face_model=None,
                   face_options=None, jobs: int | None = None, segment_frames: int | None = None,
                   shots: bool = True, log: Callable[[str], None] | None = None,
-                  on_segment: Callable[[int, int, int], None] | None = None, **option_fields) -> VideoResult:
+                  on_segment: Callable[[int, int, int], None] | None = None, ray: str | None = None,
+                  work_folder: str | os.PathLike | None = None, **option_fields) -> VideoResult:
     """Upscale a video file or a folder of frames into a video file or a folder of PNG frames.
 
     ``model``: a name, a checkpoint path, ``bicubic`` or a loaded descriptor; video networks run on
@@ -284,8 +285,58 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     once (default: one per device listed in ``options.device``, e.g. ``cuda:0,cuda:1``); the output is
     the same. ``log`` receives one-line notes (resuming, starting afresh and why); ``on_segment`` is called
     with (segments done, segments in all, segments reused). An input that cannot seek (a pipe) runs as one
-    stream, and says so.
+    stream, and says so. ``work_folder``: where the segments are kept (default: beside the output; for an
+    output at a URL, in the cache folder).
+
+    ``src`` and ``dst`` may be URLs (``s3://bucket/clip.mp4``: :mod:`superres.io.storage`): the source is read
+    from a local copy, the output written locally and uploaded when complete. ``ray``: the segments run on a
+    Ray cluster (``auto`` or an address: :class:`superres.infer.executors.RayExecutor`), each worker reading
+    the source itself (a URL, or a path every node sees) and sending its encoded segment back.
     """
+    from superres.io import storage
+
+    if storage.is_url(src) or storage.is_url(dst):
+        return _at_urls(src, dst, model, ray=ray, work_folder=work_folder, outscale=outscale, options=options,
+                        codec=codec, crf=crf, pix_fmt=pix_fmt, start=start, end=end, fps=fps, preset=preset,
+                        progress=progress, face_model=face_model, face_options=face_options, jobs=jobs,
+                        segment_frames=segment_frames, shots=shots, log=log, on_segment=on_segment,
+                        **option_fields)
+    return _upscale_video(src, dst, model, ray=ray, work_folder=work_folder, source=src, outscale=outscale,
+                          options=options, codec=codec, crf=crf, pix_fmt=pix_fmt, start=start, end=end, fps=fps,
+                          preset=preset, progress=progress, face_model=face_model, face_options=face_options,
+                          jobs=jobs, segment_frames=segment_frames, shots=shots, log=log, on_segment=on_segment,
+                          **option_fields)
+
+
+def _at_urls(src, dst, model, *, work_folder, **kw) -> VideoResult:
+    """:func:`upscale_video` with a source or an output at a URL: a local copy in, a staged file out."""
+    import contextlib
+    import hashlib
+
+    from superres.io import storage
+
+    if storage.is_url(dst) and not is_video_path(storage.name(dst)):
+        raise VideoError(f"{dst}: an output at a URL is a video file (a folder of frames is written locally)")
+    with contextlib.ExitStack() as stack:
+        local_src = stack.enter_context(storage.local_copy(src))
+        local_dst = stack.enter_context(storage.staged_output(dst)) if storage.is_url(dst) else Path(dst)
+        if work_folder is None and storage.is_url(dst):
+            from superres.zoo.pretrained import cache_dir
+
+            work_folder = cache_dir().parent / "video-work" / hashlib.sha256(str(dst).encode()).hexdigest()[:20]
+        return _upscale_video(local_src, local_dst, model, source=src, work_folder=work_folder, **kw)
+
+
+def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_VIDEO_MODEL, *,
+                   outscale: float | None = None, options: RunOptions | None = None, codec: str = "auto",
+                   crf: int | None = 18, pix_fmt: str = "yuv420p", start: float | None = None,
+                   end: float | None = None, fps: float | None = None, preset: str | None = "veryfast",
+                   progress: bool | Callable[[int, int | None], None] = False, face_model=None,
+                   face_options=None, jobs: int | None = None, segment_frames: int | None = None,
+                   shots: bool = True, log: Callable[[str], None] | None = None,
+                   on_segment: Callable[[int, int, int], None] | None = None, ray: str | None = None,
+                   work_folder: str | os.PathLike | None = None, source=None, **option_fields) -> VideoResult:
+    """:func:`upscale_video` on local paths; ``source``: where Ray workers read the source (a URL or a path)."""
     src, dst = Path(src), Path(dst)
     if same_file(src, dst):  # a file, or a folder of frames: its frames would be replaced as they are read
         raise ValueError(f"{src}: the output {dst} would overwrite the input; choose another output")
@@ -305,9 +356,11 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     if segmented and src.exists() and not src.is_dir() and not seekable(src):
         log(f"{src}: cannot seek (a pipe or device): it runs as one stream, without segments, resuming or jobs")
         segmented = False
-    if not segmented and (jobs or 1) > 1:
-        raise ValueError("jobs: several jobs share a video by segments; they need segments (segment_frames "
-                         "other than 0) and an input that can seek")
+    if not segmented and ((jobs or 1) > 1 or ray):
+        raise ValueError(f"{'ray' if ray else 'jobs'}: several jobs share a video by segments; they need segments "
+                         "(segment_frames other than 0) and an input that can seek")
+    if ray and not is_video_path(dst):
+        raise ValueError("ray: the segments come back to this machine as encoded video: write a video file")
     reader = None
     if src.is_dir():
         from superres.io import list_images
@@ -351,7 +404,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
                              rotation=rotation, writer={"codec": codec, "crf": crf, "pix_fmt": pix_fmt,
                                                         "preset": preset, "sample_aspect_ratio": aspect},
                              segment_frames=segment_frames, shots=shots, progress=progress, log=log,
-                             on_segment=on_segment)
+                             on_segment=on_segment, ray=ray, work=work_folder, source=source)
 
     if segment.start is not None or segment.end is not None:
         duration = float(total / rate) if total else (info.duration if files is None else None)
