@@ -3,7 +3,7 @@
 Importing the package is cheap: submodules (``superres.io``, ``superres.ops``,
 ``superres.metrics``, ``superres.zoo``) and the model API (``create_model``, ``load_model``,
 ``save_model``, ``list_models``, ``interpolate``), ``upscale``, ``Upscaler``, ``RunOptions``,
-``FaceEnhancer`` and ``upscale_video`` are imported when first used.
+``FaceEnhancer``, ``upscale_files`` and ``upscale_video`` are imported when first used.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ def __getattr__(name: str):
         return getattr(importlib.import_module("superres.infer"), name)
     if name == "FaceEnhancer":
         return importlib.import_module("superres.infer.faces").FaceEnhancer
+    if name == "upscale_files":
+        return importlib.import_module("superres.infer.executors").upscale_files
     if name == "upscale_video":
         return importlib.import_module("superres.infer.video").upscale_video
     raise AttributeError(f"module 'superres' has no attribute {name!r}")
 
 
-__all__ = ["FaceEnhancer", "RunOptions", "Runner", "Upscaler", "__version__", "upscale", "upscale_video",
-           *sorted(_SUBMODULES), *sorted(_ZOO_API)]
+__all__ = ["FaceEnhancer", "RunOptions", "Runner", "Upscaler", "__version__", "upscale", "upscale_files",
+           "upscale_video", *sorted(_SUBMODULES), *sorted(_ZOO_API)]

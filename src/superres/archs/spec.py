@@ -18,7 +18,7 @@ from torch import nn
 
 StateDict = dict[str, torch.Tensor]
 
-PURPOSES = ("sr", "video", "face", "discriminator", "optical flow")
+PURPOSES = ("sr", "video", "face", "discriminator", "optical flow", "interpolation", "restoration", "inpainting")
 ALL_PRECISIONS = ("fp32", "bf16", "fp16")
 
 

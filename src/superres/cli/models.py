@@ -1,4 +1,5 @@
-"""``superres models`` (the named pretrained models) and ``superres interpolate`` (ESRGAN's network
+"""``superres models`` (the named pretrained models; ``MODEL``: what one model or checkpoint file is and whose
+code runs it; ``--archs``: every architecture superres loads) and ``superres interpolate`` (ESRGAN's network
 interpolation, one blend or a sweep of the perception-distortion trade-off)."""
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ def _count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.archs:
+        return _architectures()
+    if args.model is not None:
+        return _describe(args.model)
     from superres.infer.image import minimum_tile
     from superres.zoo import DEFAULT_MODEL, MODELS
     from superres.zoo.pretrained import FACE_WEIGHTS_NOTE, is_available
@@ -26,13 +37,59 @@ def cmd_models(args: argparse.Namespace) -> int:
                      _count(spec.params) + f" {spec.arch}", spec.purpose, spec.licence,
                      str(minimum_tile(spec) or "-"), avail))
     rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "-", "-", "yes"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _table(rows)
     print("\nmin tile: the smallest --tile worth giving; below it the tiles overlap so much that they compute over "
           "2x the pixels of one pass (-: no tiles, or a margin measured on first use).")
-    print("Any checkpoint file load_model reads also works as -m PATH (.pth, .safetensors).")
+    print("Any checkpoint file load_model reads also works as -m PATH (.pth, .safetensors): `superres models PATH` "
+          "says what it is, `superres models --archs` lists the architectures that load.")
     print(FACE_WEIGHTS_NOTE)
+    return 0
+
+
+def _describe(model: str) -> int:
+    """What a named model or checkpoint file is: its architecture, whose code runs it and that code's licence,
+    its facts and arguments."""
+    from superres.zoo import load_model
+
+    desc = load_model(model)
+    sides = [f"multiple of {desc.size_multiple}" if desc.size_multiple > 1 else "",
+             f"at least {desc.min_size}" if desc.min_size > 1 else ""]
+    print(f"{model}: {desc.origin}")
+    print(f"  {desc.purpose}, x{desc.scale}, {desc.in_channels} -> {desc.out_channels} channels; input sides: "
+          f"{', '.join(s for s in sides if s) or 'any'} (the runner pads); precisions: {', '.join(desc.precisions)}")
+    if desc.tiling != "supported":
+        print(f"  tiling: {desc.tiling} (spandrel's advice; tiles get the context superres measures, --tile 0 runs "
+              "images whole)")
+    if desc.purpose == "inpainting":
+        print("  inpainting needs a mask, which superres does not take: superres upscale refuses it")
+    print("  arguments: " + ", ".join(f"{k}={v}" for k, v in desc.kwargs.items()))
+    return 0
+
+
+def _architectures() -> int:
+    """Every architecture superres loads: its own (superres.archs) and spandrel's, with whose code runs each,
+    what it is for and the licence of that code."""
+    from superres.archs import REGISTRY
+    from superres.zoo import _full_kwargs
+    from superres.zoo import spandrel as bridge
+
+    rows = [("architecture", "code", "purpose", "licence", "note")]
+    for name, spec in REGISTRY.items():
+        rows.append((name, "superres", spec.facts(_full_kwargs(spec.cls, {})).purpose, "Apache-2.0", ""))
+    theirs = bridge.architectures()
+    rows += theirs
+    _table(rows)
+    main = [arch for arch, code, *_ in theirs if code.startswith(bridge.SPANDREL + " ")]
+    also = sum(arch in bridge.OURS_TOO for arch in main)
+    main = len(main)
+    print(f"\n{len(REGISTRY) + main - also} architectures load: {len(REGISTRY)} with superres's code, "
+          f"{main - also} more with spandrel's ({main} in its registry, {also} of them superres's too: superres's "
+          "code runs the files it builds, spandrel's the other variants).")
+    if bridge.extra_registry() is None:
+        print("Architectures under non-commercial licences (Restormer, SRFormer, DDColor...) load with "
+              f'pip install "superres[extra-arches]" and {bridge.EXTRA_ENV}=1.')
+    elif not bridge.extra_arches_opted_in():
+        print(f"spandrel_extra_arches' architectures load once you accept their licences: {bridge.EXTRA_ENV}=1.")
     return 0
 
 
@@ -90,7 +147,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the named pretrained models")
+    p = sub.add_parser("models", help="list the named pretrained models, or say what a model file is",
+                       description="Without arguments: the named pretrained models. With MODEL (a name or a "
+                       "checkpoint file): its architecture, whose code runs it (superres's, or spandrel's for the "
+                       "architectures superres does not implement) and that code's licence, its purpose, scale, "
+                       "channels, size requirements and arguments. --archs: every architecture that loads.")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="a named model or a checkpoint file")
+    p.add_argument("--archs", action="store_true", help="list every architecture that loads, whose code runs it, "
+                   "its purpose and licence")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("interpolate", help="network interpolation (ESRGAN): (1 - alpha) A + alpha B",

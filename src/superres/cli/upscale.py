@@ -185,7 +185,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return _run_on_ray(units, make_engine, args, skipped, failed_early)
     upscaler = make_engine()
     if not args.quiet:
-        print(f"{args.model}: x{upscaler.scale} on {upscaler.torch_device} ({upscaler.summary()})"
+        origin = "" if upscaler.desc.name else f"{upscaler.desc.origin}, "  # a file: what it is, whose code runs it
+        print(f"{args.model}: {origin}x{upscaler.scale} on {upscaler.torch_device} ({upscaler.summary()})"
               + (f", shard {rank + 1}/{world}" if world > 1 else ""), file=sys.stderr)
 
     # one image: its own bar (the share of its network passes done) says more than "0/1"

@@ -68,7 +68,10 @@ class Upscaler:
         self.options = run_options(options, **option_fields)
         self.model, self.alpha, self.budget, self.max_pixels = model, alpha, budget, max_pixels
         desc = model if not isinstance(model, str | os.PathLike) else load_model(model)
-        if desc.purpose != "sr":
+        if desc.purpose == "inpainting":
+            raise ValueError(f"{model}: {desc.arch} is an inpainting network, which needs a mask; superres runs "
+                             "image-to-image networks only")
+        if desc.purpose not in ("sr", "restoration"):  # restorers (denoise, deblur, JPEG...) run at their scale, 1
             raise ValueError(f"{model}: a {desc.arch} is a {desc.purpose} network, not an image upscaler")
         self.desc, self.scale, self.in_channels = desc, desc.scale, desc.in_channels
         spec = MODELS.get(desc.name) if desc.name else None
@@ -123,7 +126,8 @@ class Upscaler:
 
         def measure() -> int:
             return measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
-                                  name=self.desc.name or Path(self.model).name)
+                                  name=self.desc.name or (Path(self.desc.source).name if self.desc.source else
+                                                          self.desc.arch))
 
         return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins.json")
 
@@ -307,7 +311,7 @@ class Upscaler:
         if overhead <= MAX_TILE_OVERHEAD:
             return
         self._warned_tile = True
-        name = self.desc.name or Path(self.model).name
+        name = self.desc.name or (Path(self.desc.source).name if self.desc.source else self.desc.arch)
         warnings.warn(f"--tile {plan.tile}: neighbouring tiles overlap by {2 * plan.margin + plan.ramp} pixels "
                       f"({name} needs {plan.margin} pixels of context at each tile edge, plus {plan.ramp} to "
                       f"blend), so a {width}x{height} image computes {overhead:.1f}x the pixels of one whole pass; "
@@ -435,7 +439,8 @@ def _estimate_bytes_per_pixel(desc) -> float:
     import torch
 
     widest = [0.0]
-    side = 32
+    side = max(32, desc.min_size)
+    side += -side % desc.size_multiple  # an input the network takes (Uformer: multiples of 128)
 
     def hook(_module, _inputs, output):
         if isinstance(output, torch.Tensor) and output.dim() == 4:

@@ -93,6 +93,9 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
     SRCNN and FSRCNN files that are not ours (their scale is not in the weights; defaults: x4 and x3);
     ours record it.
     ``"bicubic"`` is MATLAB's bicubic resize at ``scale`` (default 4, may be fractional).
+
+    Architectures superres does not implement load through spandrel (:mod:`superres.zoo.spandrel`), given
+    the state dict read here; superres's own code wins where both read a file. ``desc.origin`` says which.
     """
     if isinstance(name_or_path, str) and name_or_path == BICUBIC:
         return _bicubic(4 if scale is None else scale)
@@ -121,23 +124,36 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
             raise CheckpointError(f"{path}: no such model name or file ({hint}named models: {', '.join(names)})")
         state, metadata = read_checkpoint(path)
         source = str(path)
+    as_read = state  # spandrel's detectors expect the file's own layout, not our renames
     state, implied = normalize_layout(state)
     state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}  # numbers were markers for the layouts
+    where = source or "<state dict>"
 
     if "superres_arch" in metadata:
-        arch, kwargs = _metadata_arguments(metadata, source or "<state dict>")
-        origin = "its metadata (superres_kwargs)"
+        arch, kwargs = _metadata_arguments(metadata, where)
+        desc = _build_matching(arch, kwargs, state, where, "its metadata (superres_kwargs)")
+    elif (found := detect(state)) is None:
+        from superres.zoo.spandrel import CannotBuildError, extra_hint
+
+        try:
+            desc = _spandrel(as_read, where)  # an architecture superres does not implement
+        except CannotBuildError as e:  # spandrel's detectors are loose: ours say more about what differs
+            raise CheckpointError(f"{_no_match_message(where, state)}; spandrel takes it for {e.arch} but cannot "
+                                  f"build it ({e.what})") from None
+        if desc is None:
+            raise CheckpointError(_no_match_message(where, state) + extra_hint())
     else:
-        found = detect(state)
-        if found is None:
-            raise CheckpointError(_no_match_message(source or "<state dict>", state))
         arch, kwargs = found
         kwargs = {**kwargs, **implied}
         unstored = _registry()[arch].unstored_scale
         if scale is not None and unstored is not None:
             kwargs = {**kwargs, unstored: int(scale)}
-        origin = "the arguments detected"
-    desc = _build_matching(arch, kwargs, state, source or "<state dict>", origin)
+        try:
+            desc = _build_matching(arch, kwargs, state, where, "the arguments detected")
+        except CheckpointError as ours:  # a variant our code does not build (ESRGAN+): spandrel's may
+            desc = _spandrel(as_read, where, quiet=True)
+            if desc is None:
+                raise ours from None
     desc.module.to(device).eval()
     desc.source, desc.name, desc.metadata = source, name, metadata
     return desc
@@ -145,6 +161,25 @@ def load_model(name_or_path: str | os.PathLike | dict, device: str | torch.devic
 
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
                type(None): "null"}
+
+
+def _spandrel(state: dict, source: str, quiet: bool = False) -> ModelDescriptor | None:
+    """The state dict as one of spandrel's architectures (:mod:`superres.zoo.spandrel`), or None. ``quiet``:
+    None, not spandrel's own error, where it recognises the file but cannot build it (the caller has a
+    better one)."""
+    from superres.zoo import spandrel
+
+    try:
+        return spandrel.load(state, source, _bounded_parts(8 * len(state) + 1000))
+    except _TooManyPartsError:
+        if quiet:
+            return None
+        raise CheckpointError(f"{source}: spandrel's reading of it would build far more parts than the file's "
+                              f"{len(state)} tensors") from None
+    except CheckpointError:
+        if quiet:
+            return None
+        raise
 
 
 def _metadata_arguments(metadata: dict, source: str) -> tuple[str, dict]:
@@ -168,8 +203,8 @@ def _metadata_arguments(metadata: dict, source: str) -> tuple[str, dict]:
     return arch, kwargs
 
 
-class _TooManyPartsError(Exception):
-    pass
+class _TooManyPartsError(CheckpointError):
+    """A network under construction with far more parts than the file has tensors."""
 
 
 @contextlib.contextmanager
@@ -276,9 +311,18 @@ def save_model(model: nn.Module | ModelDescriptor, path: str | os.PathLike, prov
     desc = model if isinstance(model, ModelDescriptor) else describe(model)
     if desc.module is None:
         raise ValueError(f"{desc.arch} has no weights to save")
+    if desc.code != "superres":  # the file's own layout: spandrel detects it again when it is loaded
+        save_state_dict(path, _weights(desc), {"spandrel_arch": desc.arch, "scale": desc.scale,
+                                               "provenance": provenance, "format": "superres-1"})
+        return
     save_state_dict(path, desc.module.state_dict(), {"superres_arch": desc.arch, "superres_kwargs": desc.kwargs,
                                                      "scale": desc.scale, "provenance": provenance,
                                                      "format": "superres-1"})
+
+
+def _weights(desc: ModelDescriptor) -> dict[str, torch.Tensor]:
+    """The network's state dict in its checkpoints' layout (spandrel's networks without our wrapper)."""
+    return (desc.module.model if desc.code != "superres" else desc.module).state_dict()
 
 
 def check_safetensors_name(path: str | os.PathLike) -> None:
@@ -301,14 +345,19 @@ def interpolate(a: ModelDescriptor | str | os.PathLike, b: ModelDescriptor | str
     db = b if isinstance(b, ModelDescriptor) else load_model(b)
     if da.module is None or db.module is None:
         raise CheckpointError("bicubic has no weights to interpolate")
-    if (da.arch, da.kwargs) != (db.arch, db.kwargs):
+    if (da.arch, da.kwargs, da.code) != (db.arch, db.kwargs, db.code):
         raise CheckpointError(f"cannot interpolate {da.arch}({da.kwargs}) with {db.arch}({db.kwargs}): "
                               "the architectures differ")
-    sa, sb = da.module.state_dict(), db.module.state_dict()
+    sa, sb = _weights(da), _weights(db)
+    if {k: v.shape for k, v in sa.items()} != {k: v.shape for k, v in sb.items()}:
+        raise CheckpointError(f"cannot interpolate two {da.arch} networks of different sizes")
     mixed = {k: ((1 - alpha) * sa[k].double() + alpha * sb[k].double()).to(sa[k].dtype)
              if sa[k].is_floating_point() else sa[k] for k in sa}
-    mixed_desc = create_model(da.arch, **da.kwargs)
-    mixed_desc.module.load_state_dict(mixed, strict=True)
+    if da.code != "superres":
+        mixed_desc = _spandrel(mixed, "<interpolated>")
+    else:
+        mixed_desc = create_model(da.arch, **da.kwargs)
+        mixed_desc.module.load_state_dict(mixed, strict=True)
     mixed_desc.module.eval()
     mixed_desc.metadata = {"interpolated": f"{1 - alpha:g} x A + {alpha:g} x B"}
     return mixed_desc

@@ -27,6 +27,12 @@ class ModelDescriptor:
     source: str | None = None
     name: str | None = None  # the registered name of a named pretrained model (``superres models``)
     metadata: dict = field(default_factory=dict)
+    # Whose code runs the network: ``superres`` (superres.archs), ``spandrel`` or ``spandrel_extra_arches``
+    # (:mod:`superres.zoo.spandrel`), and that code's licence (the weights may have another).
+    code: str = "superres"
+    licence: str = "Apache-2.0"
+    network: str | None = None  # the class that runs it, where its name is not ``arch`` (spandrel's RealPLKSR)
+    tiling: str = "supported"  # spandrel's advice: "discouraged" for networks that look at the whole image
     # Models with no network (bicubic): the function on HxW[xC] arrays of any dtype, at ``scale``.
     resample: Callable[[np.ndarray], np.ndarray] | None = None
     _runner: object = field(default=None, init=False, repr=False, compare=False)
@@ -63,7 +69,18 @@ class ModelDescriptor:
     def video(self) -> VideoRun | None:
         return self.facts.video
 
+    @property
+    def origin(self) -> str:
+        """Which architecture, whose code runs it and under which licence, e.g. ``PLKSR (RealPLKSR), spandrel's
+        code (MIT)``: what ``superres models FILE`` and the load messages say."""
+        name = f"{self.arch} ({self.network})" if self.network and self.network != self.arch else self.arch
+        whose = "superres's" if self.code == "superres" else f"{self.code}'s"
+        return f"{name}, {whose} code ({self.licence})"
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self.purpose == "inpainting":
+            raise ValueError(f"{self.arch} is an inpainting network: it fills the masked part of an image, and "
+                             "superres runs networks on images alone (no mask)")
         if self._runner is None:
             from superres.runner import Runner
 
