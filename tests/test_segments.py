@@ -279,3 +279,30 @@ def test_temporal_context_is_the_smallest_that_keeps_the_whole_clip_output():
     with pytest.warns(UserWarning, match="looks further"):
         assert measure_temporal_context(unbounded, limit=5, size=16) == 5
     assert temporal_context(video_model("bicubic"), "bicubic") == 0  # image networks need none
+
+
+def test_interpolation_in_the_video_keeps_the_sound_and_repeats_at_cuts(tmp_path, photos):
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=12)
+    dst = tmp_path / "x2.mp4"
+    result = upscale_video(src, dst, model="bicubic", outscale=1, interpolate=2, interpolation="blend")
+    times = [float(p * tb) for p, tb, _ in decoded(dst)]
+    assert result.frames == 24 and times == pytest.approx([i * 0.02 for i in range(24)])
+    assert streams(dst) == pytest.approx(streams(src))  # as long as its sound, which is copied as it was
+    # a folder of three shots at 25 fps to 50: no new frame mixes two shots
+    frames = three_shots(photos)
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        write_image(folder / f"{i:03d}.png", f)
+    out = tmp_path / "out"
+    upscale_video(folder, out, model="bicubic", outscale=1, target_fps=50, interpolation="blend")
+    from superres.io import read_rgb8
+
+    made = [read_rgb8(p) for p in sorted(out.iterdir())]
+    assert len(made) == 2 * len(frames)
+    for cut in (20, 45):
+        np.testing.assert_array_equal(made[2 * cut - 1], frames[cut - 1])  # repeated, not blended
+    assert not np.array_equal(made[2 * 10 - 1], frames[9])  # within a shot: a blend
+    result = subprocess.run([sys.executable, "-m", "superres", "video", str(src), "-o", str(tmp_path / "slow.mp4"),
+                             "-m", "bicubic", "--target-fps", "10", "-q"], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "lower than the source" in result.stderr

@@ -90,7 +90,10 @@ def cmd_video(args: argparse.Namespace) -> int:
                                pix_fmt=args.pix_fmt, start=_seconds(args.start), end=_seconds(args.end),
                                fps=args.fps, progress=False if args.quiet else progress, preset=args.preset,
                                face_model=args.face_model, face_options=face_options(args), jobs=args.jobs,
-                               segment_frames=args.segment_frames, log=log, on_segment=on_segment, ray=args.ray)
+                               segment_frames=args.segment_frames, log=log, on_segment=on_segment, ray=args.ray,
+                               interpolate=args.interpolate, target_fps=args.target_fps,
+                               interpolation=args.interpolation, interpolation_model=args.interpolation_model,
+                               interpolate_first=args.interpolate_first)
     except OSError as e:  # an output folder that cannot be made or written (under a file, a read-only disk)
         raise SuperresError(f"{e.filename or args.output}: {e.strerror or e}") from None
     finally:
@@ -138,6 +141,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segment-frames", type=_whole(0),
                    help="frames per segment, the unit of resuming and of sharing between jobs (default: 300, or "
                    "what a recurrent network's memory budget holds); 0 runs the video as one stream")
+    p.add_argument("--interpolate", type=_whole(1), default=1, metavar="N",
+                   help="N times the frames: N-1 new frames between each pair (RIFE by default), exact timestamps, "
+                   "the sound untouched; across a scene cut the frame is repeated")
+    p.add_argument("--target-fps", type=bounded_number(0.001, 1000), metavar="FPS",
+                   help="interpolate up to this frame rate, a whole multiple of the source's (instead of "
+                   "--interpolate; --fps is the rate of a folder of input frames)")
+    p.add_argument("--interpolation", choices=["rife", "blend", "repeat"], default="rife",
+                   help="how new frames are made: rife (a network; superres fetch rife-v4.0), blend (the two "
+                   "neighbours mixed), repeat")
+    p.add_argument("--interpolation-model", metavar="NAME", help="the RIFE model (default rife-v4.0)")
+    p.add_argument("--interpolate-first", action="store_true",
+                   help="interpolate the source's frames, then upscale them all (default: upscale, then interpolate:"
+                   " the upscaler runs on the source's frames only)")
     add_face_arguments(p)
     add_runtime_arguments(p)
     add_ray_argument(p)

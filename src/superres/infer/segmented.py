@@ -375,19 +375,25 @@ def plan_job(job: Job, reader: VideoReader | None, context: int, max_frames: int
     else:
         pts, total = None, len(job.files)
         if detector:
-            import cv2
-
-            from superres.io import read_rgb8
-
-            for f in job.files:
-                rgb = read_rgb8(f)
-                h, w = rgb.shape[:2]
-                detector.add(cv2.resize(rgb, (min(SHOT_WIDTH, w), max(1, round(h * min(SHOT_WIDTH, w) / w))),
-                                        interpolation=cv2.INTER_AREA))
+            for small in small_frames(job.files):
+                detector.add(small)
     if total == 0:
         raise VideoError(f"{job.src}: no frames in the part to upscale")
     cuts = detector.finish() if detector else []
     return new_plan(plan_segments(total, cuts, max_frames, context), pts, cuts, context)
+
+
+def small_frames(files: list[Path]) -> Iterator[np.ndarray]:
+    """The frames of a folder, :data:`SHOT_WIDTH` wide, for shot detection."""
+    import cv2
+
+    from superres.io import read_rgb8
+
+    for f in files:
+        rgb = read_rgb8(f)
+        h, w = rgb.shape[:2]
+        yield cv2.resize(rgb, (min(SHOT_WIDTH, w), max(1, round(h * min(SHOT_WIDTH, w) / w))),
+                         interpolation=cv2.INTER_AREA)
 
 
 def work_folder(dst: Path) -> Path:

@@ -264,7 +264,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
                   face_options=None, jobs: int | None = None, segment_frames: int | None = None,
                   shots: bool = True, log: Callable[[str], None] | None = None,
                   on_segment: Callable[[int, int, int], None] | None = None, ray: str | None = None,
-                  work_folder: str | os.PathLike | None = None, **option_fields) -> VideoResult:
+                  work_folder: str | os.PathLike | None = None, interpolate: int = 1, target_fps: float | None = None,
+                  interpolation: str = "rife", interpolation_model=None, interpolate_first: bool = False,
+                  **option_fields) -> VideoResult:
     """Upscale a video file or a folder of frames into a video file or a folder of PNG frames.
 
     ``model``: a name, a checkpoint path, ``bicubic`` or a loaded descriptor; video networks run on
@@ -292,20 +294,25 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     from a local copy, the output written locally and uploaded when complete. ``ray``: the segments run on a
     Ray cluster (``auto`` or an address: :class:`superres.infer.executors.RayExecutor`), each worker reading
     the source itself (a URL, or a path every node sees) and sending its encoded segment back.
+
+    ``interpolate`` (or ``target_fps``, a whole multiple of the source's rate): that many times the frames,
+    the new ones made by ``interpolation`` (``rife`` with ``interpolation_model``, default ``rife-v4.0``;
+    ``blend``; ``repeat``) between each pair of neighbours, with exact timestamps and the sound untouched;
+    across a scene cut the frame is repeated instead. After upscaling by default (the network runs on the
+    source's frames only); ``interpolate_first`` interpolates the small frames, then upscales them all. It
+    runs as one stream (no segments, resuming or jobs yet).
     """
     from superres.io import storage
 
+    kw = {"outscale": outscale, "options": options, "codec": codec, "crf": crf, "pix_fmt": pix_fmt, "start": start,
+          "end": end, "fps": fps, "preset": preset, "progress": progress, "face_model": face_model,
+          "face_options": face_options, "jobs": jobs, "segment_frames": segment_frames, "shots": shots, "log": log,
+          "on_segment": on_segment, "ray": ray, "interpolate": interpolate, "target_fps": target_fps,
+          "interpolation": interpolation, "interpolation_model": interpolation_model,
+          "interpolate_first": interpolate_first, **option_fields}
     if storage.is_url(src) or storage.is_url(dst):
-        return _at_urls(src, dst, model, ray=ray, work_folder=work_folder, outscale=outscale, options=options,
-                        codec=codec, crf=crf, pix_fmt=pix_fmt, start=start, end=end, fps=fps, preset=preset,
-                        progress=progress, face_model=face_model, face_options=face_options, jobs=jobs,
-                        segment_frames=segment_frames, shots=shots, log=log, on_segment=on_segment,
-                        **option_fields)
-    return _upscale_video(src, dst, model, ray=ray, work_folder=work_folder, source=src, outscale=outscale,
-                          options=options, codec=codec, crf=crf, pix_fmt=pix_fmt, start=start, end=end, fps=fps,
-                          preset=preset, progress=progress, face_model=face_model, face_options=face_options,
-                          jobs=jobs, segment_frames=segment_frames, shots=shots, log=log, on_segment=on_segment,
-                          **option_fields)
+        return _at_urls(src, dst, model, work_folder=work_folder, **kw)
+    return _upscale_video(src, dst, model, work_folder=work_folder, source=src, **kw)
 
 
 def _at_urls(src, dst, model, *, work_folder, **kw) -> VideoResult:
@@ -335,7 +342,9 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
                    face_options=None, jobs: int | None = None, segment_frames: int | None = None,
                    shots: bool = True, log: Callable[[str], None] | None = None,
                    on_segment: Callable[[int, int, int], None] | None = None, ray: str | None = None,
-                   work_folder: str | os.PathLike | None = None, source=None, **option_fields) -> VideoResult:
+                   work_folder: str | os.PathLike | None = None, source=None, interpolate: int = 1,
+                   target_fps: float | None = None, interpolation: str = "rife", interpolation_model=None,
+                   interpolate_first: bool = False, **option_fields) -> VideoResult:
     """:func:`upscale_video` on local paths; ``source``: where Ray workers read the source (a URL or a path)."""
     src, dst = Path(src), Path(dst)
     if same_file(src, dst):  # a file, or a folder of frames: its frames would be replaced as they are read
@@ -352,7 +361,14 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
     options = run_options(options, **option_fields)
     if fps is not None and not src.is_dir():
         raise ValueError("fps is for folders of frames: a video file keeps its own timestamps")
-    segmented = segment_frames != 0
+    if interpolate != 1 and target_fps is not None:
+        raise ValueError("give interpolate (a factor) or target_fps, not both")
+    if interpolate < 1:
+        raise ValueError(f"interpolate must be a whole number >= 1, got {interpolate}")
+    interpolating = interpolate > 1 or target_fps is not None
+    if interpolating and ((jobs or 1) > 1 or ray):
+        raise ValueError("interpolation runs as one stream: it cannot share a video between jobs yet")
+    segmented = segment_frames != 0 and not interpolating
     if segmented and src.exists() and not src.is_dir() and not seekable(src):
         log(f"{src}: cannot seek (a pipe or device): it runs as one stream, without segments, resuming or jobs")
         segmented = False
@@ -412,14 +428,22 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
             total = round((min(segment.end or duration, duration) - (segment.start or 0)) * rate)
     from tqdm import tqdm
 
+    factor, cuts = 1, ()
+    if interpolating:
+        from superres.infer.interpolate import interpolation_factor
+
+        factor = interpolation_factor(rate, target_fps) if target_fps is not None else interpolate
+        if factor > 1:
+            cuts = _shot_cuts(src, files, segment, reader) if shots else ()
+            total = total * factor if total else total
     bar = None
     tic, count = time.perf_counter(), 0
     if files is None and reader is None:
         reader = VideoReader(src, segment)
     try:
         if is_video_path(dst):
-            writer = VideoWriter(dst, size, rate, time_base, codec, crf, pix_fmt, rotation, preset, aspect,
-                                 copy_from=reader, segment=segment)
+            writer = VideoWriter(dst, size, rate * factor, time_base / factor, codec, crf, pix_fmt, rotation, preset,
+                                 aspect, copy_from=reader, segment=segment)
             frames = reader.frames(writer.copy) if reader else _folder_frames(files, rate, segment)
             encoder = BackgroundWriter(writer.write)
             finish, abort = writer.close, writer.discard
@@ -435,13 +459,19 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
             finish = abort = lambda: None  # frames already written stay
 
             def item(i: int, sr: np.ndarray, pts, tb) -> tuple:
-                return (names[pts] if names else f"frame_{i:06d}"), sr
+                return (names[pts] if names and factor == 1 else f"frame_{i:06d}"), sr
 
         bar = tqdm(total=total or None, unit="frame", disable=progress is not True, dynamic_ncols=True)
         report = progress if callable(progress) else None
         source = prefetch(frames)
+        stream = enhance(source)
+        if factor > 1:
+            stream = _interpolated(stream if not interpolate_first else source, factor, cuts, interpolation,
+                                   interpolation_model, options)
+            if interpolate_first:
+                stream = enhance(stream)
         try:
-            for i, (sr, pts, tb) in enumerate(enhance(source)):
+            for i, (sr, pts, tb) in enumerate(stream):
                 encoder.put(*item(i, sr, pts, tb))
                 count += 1
                 bar.update(1)
@@ -462,6 +492,45 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
         if reader is not None:
             reader.close()
     return VideoResult(count, size, time.perf_counter() - tic)
+
+
+def _shot_cuts(src: Path, files: list[Path] | None, segment: Segment, reader: VideoReader | None) -> list[int]:
+    """The frames that start a new shot (PySceneDetect), from a pass over small frames."""
+    from superres.infer.segmented import SHOT_WIDTH, small_frames
+    from superres.infer.segments import find_cuts
+
+    if files is not None:
+        return find_cuts(small_frames(files))
+    if reader is not None:  # a pipe is read once: no pass ahead of the run
+        return []
+    scan = VideoReader(src, segment)
+    try:
+        return find_cuts(small for small, _ in scan.scan(SHOT_WIDTH))
+    finally:
+        scan.close()
+
+
+def _interpolated(frames: Iterator, factor: int, cuts, method: str, model, options: RunOptions) -> Iterator:
+    """``frames`` with ``factor - 1`` new ones between neighbours (:func:`superres.infer.interpolate.
+    interpolate_frames`); the last frame is held for ``factor - 1`` more steps of its predecessor's length, so
+    the video lasts as long as its sound."""
+    from superres.infer.interpolate import interpolate_frames
+
+    seen: list = []
+
+    def remember(items: Iterator) -> Iterator:
+        for item in items:
+            seen[:] = [*seen[-1:], item[1]]
+            yield item
+
+    last = None
+    for last in interpolate_frames(remember(frames), factor, method=method, model=model, options=options,
+                                   cuts=cuts):
+        yield last
+    if last is not None and len(seen) == 2 and None not in seen and last[1] is not None:
+        step = (seen[1] - seen[0]) * factor  # the last source interval, in the output's finer ticks
+        for k in range(1, factor):
+            yield last[0], last[1] + step * k // factor, last[2]
 
 
 def video_runner(desc, outscale: float | None = None, options: RunOptions | None = None, *,
