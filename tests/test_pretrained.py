@@ -19,7 +19,7 @@ from superres.zoo.pretrained import bundled, cached_path, source_files
 # converted, strictly, by test_every_waifu2x_model_converts.
 WAIFU2X_COMPARED = {"waifu2x-cunet-2x-denoise3x", "waifu2x-cunet-1x-denoise0x", "waifu2x-upconv7-anime-2x-no-denoise",
                     "waifu2x-upconv7-photo-2x-denoise1x"}
-NCNN_MODELS = [name for name, spec in MODELS.items() if not bundled(spec) and not spec.files.endswith(".pth")
+NCNN_MODELS = [name for name, spec in MODELS.items() if not bundled(spec) and not spec.files.endswith((".pth", ".pkl"))
                and (not name.startswith("waifu2x-") or name in WAIFU2X_COMPARED)]
 
 # Real-CUGAN's and waifu2x's ncnn files hold the unpadded network alone. Around it, as the official

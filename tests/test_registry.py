@@ -96,6 +96,11 @@ VARIANTS: dict[str, list[tuple[dict, set[str]]]] = {
                         "z_channels": 8, "head_size": 2}, {"head_size"})],
     "CodeFormer": [({"nf": 32, "ch_mult": (1, 1), "dim_embd": 32, "n_head": 2, "n_layers": 1, "codebook_size": 16,
                      "connect_list": ("16", "32"), "fidelity_weight": 0.7}, {"n_head", "fidelity_weight"})],
+    # RIFE: widths fixed by the official code (tests/test_rife.py checks the official layouts).
+    "RIFE31": [({}, set())],
+    "RIFE35": [({}, set())],
+    "RIFE38": [({}, set())],
+    "RIFE40": [({}, set()), ({"refine": True}, {"refine"})],
 }
 
 # Architectures whose weights have exactly another's layout (the same network, a different convention

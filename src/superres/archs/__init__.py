@@ -18,6 +18,7 @@ from superres.archs import (
     hat,
     realcugan,
     restoreformer,
+    rife,
     rrdbnet,
     span,
     spynet,
@@ -42,6 +43,7 @@ from superres.archs.gfpgan import GFPGANv1, GFPGANv1Clean
 from superres.archs.hat import HAT
 from superres.archs.realcugan import UpCunet2x, UpCunet3x, UpCunet4x
 from superres.archs.restoreformer import RestoreFormer
+from superres.archs.rife import RIFE31, RIFE35, RIFE38, RIFE40
 from superres.archs.rrdbnet import RRDBNet
 from superres.archs.span import SPAN
 from superres.archs.spec import ArchSpec
@@ -56,7 +58,7 @@ from superres.archs.waifu2x import CUNet, UpConv7
 
 REGISTRY: dict[str, ArchSpec] = {spec.name: spec for module in (
     srcnn, fsrcnn, espcn, srresnet, edsr, rrdbnet, srvgg, swinir, dat, hat, span, realcugan, waifu2x, discriminators,
-    spynet, basicvsr, edvr, tan, vsrt, animesr, gfpgan, restoreformer, codeformer,
+    spynet, basicvsr, edvr, tan, vsrt, animesr, gfpgan, restoreformer, codeformer, rife,
 ) for spec in module.ARCHS}
 
 ARCHITECTURES = {name: spec.cls for name, spec in REGISTRY.items()}
@@ -71,6 +73,10 @@ __all__ = [
     "HAT",
     "MSRSWVSR",
     "REGISTRY",
+    "RIFE31",
+    "RIFE35",
+    "RIFE38",
+    "RIFE40",
     "SPAN",
     "SRCNN",
     "BasicVSR",

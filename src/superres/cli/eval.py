@@ -19,10 +19,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         records, clips = evaluate_model(args.model, args.hr_dir, args.scale, lr_dir=args.lr_dir,
                                         degradation=args.degradation, clips=True if args.clips else None,
                                         single_frame=args.single_frame, y_channel=not args.rgb,
-                                        crop_border=args.crop_border)
+                                        crop_border=args.crop_border, temporal=args.temporal)
     except ValueError as e:
         raise SuperresError(str(e)) from None
-    keys = ["frames", "psnr", "ssim"] if clips else ["psnr", "ssim"]
+    keys = ["frames", "psnr", "ssim", *(["tof", "warp"] if args.temporal else [])] if clips else ["psnr", "ssim"]
     rows = [*records, mean_record(records, keys)]
     print(format_table(rows, keys))
     write_report(rows, keys, args.json, args.csv)
@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--single-frame", action="store_true",
                    help="video networks: feed each frame alone (copies of it for sliding windows, one-frame "
                    "clips for recurrent networks) instead of its neighbours: the single-frame ablation")
+    p.add_argument("--temporal", action="store_true",
+                   help="clips: also tOF (TecoGAN's, on Farneback flow) and the warping error (each output frame "
+                   "against the previous one warped by the ground truth's flow); lower is steadier")
     p.add_argument("--json", type=Path, help="also write the records (and the mean) as JSON")
     p.add_argument("--csv", type=Path, help="also write the records (and the mean) as CSV")
     p.set_defaults(func=cmd_eval)

@@ -1,4 +1,5 @@
-"""``superres metrics``: PSNR/SSIM of SR images against ground truth, or NIQE and BRISQUE of one folder."""
+"""``superres metrics``: PSNR/SSIM of SR images against ground truth (of clips: with tOF and the warping error),
+or NIQE and BRISQUE of one folder."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ from superres.errors import SuperresError
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from superres.metrics.folders import mean_record, score_folders
+    from superres.metrics.evaluate import holds_clips
+    from superres.metrics.folders import mean_record, score_clip_folders, score_folders
     from superres.metrics.report import format_table, write_report
 
-    records, keys, problems = score_folders(args.gt_dir, args.sr_dir, args.crop_border, args.y,
-                                            args.suffix, args.modcrop)
+    if args.sr_dir is not None and holds_clips(args.gt_dir):
+        if args.modcrop:
+            raise SuperresError("--modcrop is for folders of images; clips are scored as they are")
+        records, keys, problems = score_clip_folders(args.gt_dir, args.sr_dir, args.crop_border, args.y, args.suffix)
+    else:
+        records, keys, problems = score_folders(args.gt_dir, args.sr_dir, args.crop_border, args.y,
+                                                args.suffix, args.modcrop)
     for p in problems:
         error(p)
     if not records:
@@ -28,7 +35,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("metrics", help="PSNR/SSIM of SR images against ground truth (NIQE, BRISQUE without GT)",
                        description="Pair files by name and print PSNR/SSIM per image and the mean. "
-                       "With one folder, print NIQE and BRISQUE (no reference needed; lower is better).")
+                       "With one folder, print NIQE and BRISQUE (no reference needed; lower is better). "
+                       "Folders of clips (sub-folders of frames, as Vid4's GT): per clip and the mean, PSNR/SSIM "
+                       "over its frames, tOF (TecoGAN's) and the warping error (lower is steadier).")
     p.add_argument("gt_dir", type=Path, metavar="GT_DIR",
                    help="ground-truth images (or the images to score by NIQE and BRISQUE)")
     p.add_argument("sr_dir", type=Path, nargs="?", metavar="SR_DIR", help="super-resolved images, same names")

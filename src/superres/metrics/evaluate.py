@@ -90,8 +90,9 @@ def clip_runner(desc, options: RunOptions = EVAL_OPTIONS, *, frames: int | None 
 
 
 def evaluate_clips(runner: Callable, clips: Sequence, y_channel: bool = True, crop_border: int = 0,
-                   keep_outputs: bool = False) -> list[dict]:
-    """One record per clip (name, LR frames, HR frames): PSNR and SSIM averaged over all its frames.
+                   keep_outputs: bool = False, temporal: bool = False) -> list[dict]:
+    """One record per clip (name, LR frames, HR frames): PSNR and SSIM averaged over all its frames, and
+    with ``temporal`` its tOF and warping error (:func:`superres.metrics.temporal.temporal_scores`).
 
     ``runner`` maps an iterator of (uint8 frame, pts, time base) to the upscaled frames, in order:
     a :func:`clip_runner`. Video papers score every frame with no border crop (BasicVSR, EDVR on
@@ -106,6 +107,10 @@ def evaluate_clips(runner: Callable, clips: Sequence, y_channel: bool = True, cr
         scores = [score_images(a, b, crop_border, y_channel) for a, b in zip(outputs, hr, strict=True)]
         record = {"name": name, "frames": len(hr), **{k: float(np.mean([s[k] for s in scores]))
                                                       for k in ("psnr", "ssim")}}
+        if temporal:
+            from superres.metrics.temporal import temporal_scores
+
+            record.update(temporal_scores(hr, outputs))
         if keep_outputs:
             record["output"] = outputs[len(outputs) // 2]
         records.append(record)
@@ -124,11 +129,12 @@ def holds_clips(folder: str | os.PathLike) -> bool:
 def evaluate_model(model, hr_dir: str | os.PathLike, scale: int, *, lr_dir: str | os.PathLike | None = None,
                    degradation: str = "bicubic", clips: bool | None = None, single_frame: bool = False,
                    y_channel: bool = True, crop_border: int | None = None,
-                   options: RunOptions = EVAL_OPTIONS) -> tuple[list[dict], bool]:
+                   options: RunOptions = EVAL_OPTIONS, temporal: bool = False) -> tuple[list[dict], bool]:
     """A model (name, path, ``bicubic`` or descriptor) on a test set: (records, whether scored as clips).
 
     Images: LR made the papers' way (or read from ``lr_dir``), crop = ``scale`` unless told. Clips
-    (``clips=None``: video networks, and folders that hold clips): every frame, crop 0 unless told.
+    (``clips=None``: video networks, and folders that hold clips): every frame, crop 0 unless told;
+    ``temporal`` adds each clip's tOF and warping error (clips only).
     """
     import torch
 
@@ -147,9 +153,12 @@ def evaluate_model(model, hr_dir: str | os.PathLike, scale: int, *, lr_dir: str 
 
             runner = clip_runner(desc, options, single_frame=single_frame)
             return evaluate_clips(runner, eval_clips(hr_dir, scale, lr_dir, degradation), y_channel,
-                                  crop_border or 0), True
+                                  crop_border or 0, temporal=temporal), True
         if single_frame:
             raise ValueError("single-frame evaluation is for clips of video networks")
+        if temporal:
+            raise ValueError("temporal metrics (tOF, warping error) are for clips: give a folder of clips "
+                             "(sub-folders of frames) or --clips")
         from superres.data import eval_pairs
         from superres.runner import Runner
 

