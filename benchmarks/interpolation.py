@@ -186,6 +186,16 @@ def official(args: argparse.Namespace) -> None:
                         diff = (theirs[..., :h, :w] - mine).abs().max().item()
                         worst = max(worst, diff)
                         lines.append(f"    {what}, t={t:.3f}: {diff:.3g}")
+                    if not sub:  # 4.0's U-Net refinement (the official fastmode=False; its inference leaves it off)
+                        x = torch.cat((F.pad(x0, pad), F.pad(x1, pad)), 1)
+                        ours.refine = True
+                        with torch.no_grad():
+                            theirs = reference.flownet(x, 0.5, [8.0, 4.0, 2.0, 1.0], fastmode=False)[2][3]
+                            mine = ours(torch.cat((x0, x1, torch.full_like(x0[:, :1], 0.5)), 1))
+                        ours.refine = False
+                        diff = (theirs[..., :h, :w] - mine).abs().max().item()
+                        worst = max(worst, diff)
+                        lines.append(f"    {what}, t=0.500, refine (fastmode=False): {diff:.3g}")
                 print(f"{Path(wheel).name} {sub or 'flownet.pkl'} ({type(ours).__name__}): max |ours - official| "
                       f"= {worst:.3g}")
                 print("\n".join(lines), flush=True)

@@ -100,7 +100,7 @@ VARIANTS: dict[str, list[tuple[dict, set[str]]]] = {
     "RIFE31": [({}, set())],
     "RIFE35": [({}, set())],
     "RIFE38": [({}, set())],
-    "RIFE40": [({}, set()), ({"refine": True}, {"refine"})],
+    "RIFE40": [({}, set())],  # refine=True (the U-Net residual): tests/test_rife.py
 }
 
 # Architectures whose weights have exactly another's layout (the same network, a different convention

@@ -41,6 +41,16 @@ MULTIPLE = {"RIFE31": 32, "RIFE35": 32, "RIFE38": 32, "RIFE40": 128}
 USER_CACHE = os.environ.get("SUPERRES_CACHE_DIR")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks on one thread: on shared, busy cores PyTorch's second thread waits by spinning (this file
+    took several times as long on two threads as on one with other jobs on the two cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _layout_digest(state: dict) -> str:
     lines = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(state.items()))
     return hashlib.sha256(lines.encode()).hexdigest()[:16]
@@ -127,6 +137,11 @@ def test_frames_are_zero_padded_to_the_official_multiple_and_cropped_back(arch):
         assert torch.equal(out, net(padded)[..., :h, :w])
         two = net(torch.cat([_input(arch, a, b), _input(arch, b, a)]))  # a batch: float32 sums in another order
         torch.testing.assert_close(two, torch.cat([out, net(_input(arch, b, a))]), atol=1e-5, rtol=0)
+        if arch == "RIFE40":  # the U-Net's residual on top (the official fastmode=False), clamped to [0, 1]
+            net.refine = True
+            refined = net(_input(arch, a, b))
+            assert refined.shape == out.shape and 0 <= refined.min() and refined.max() <= 1
+            assert (refined - out).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("arch", ["RIFE35", "RIFE38", "RIFE40"])
