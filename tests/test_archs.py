@@ -102,7 +102,7 @@ def test_clear_errors_for_impossible_inputs():
                                   "BasicVSR", "IconVSR", "EDVR", "TemporalAdaptiveNet", "VSRTransformer",
                                   "UpCunet2x", "UpCunet3x", "UpCunet4x", "GFPGANv1", "GFPGANv1Clean",
                                   "RestoreFormer", "CodeFormer", "SwinIR", "DAT", "SPAN", "HAT", "UpConv7", "CUNet",
-                                  "MSRSWVSR"}
+                                  "MSRSWVSR", "RIFE31", "RIFE35", "RIFE38", "RIFE40"}
     with pytest.raises(ValueError, match="at least 20"):
         superres.create_model("UpCunet2x").module(torch.rand(1, 3, 19, 40))
 
