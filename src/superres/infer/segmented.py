@@ -389,8 +389,10 @@ def small_frames(files: list[Path]) -> Iterator[np.ndarray]:
 
     from superres.io import read_rgb8
 
+    size = None  # every frame must have the first one's size: a video has one
     for f in files:
-        rgb = read_rgb8(f)
+        rgb = read_rgb8(f, size=size)
+        size = size or (rgb.shape[1], rgb.shape[0])
         h, w = rgb.shape[:2]
         yield cv2.resize(rgb, (min(SHOT_WIDTH, w), max(1, round(h * min(SHOT_WIDTH, w) / w))),
                          interpolation=cv2.INTER_AREA)
