@@ -440,13 +440,15 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
     tic, count = time.perf_counter(), 0
     if files is None and reader is None:
         reader = VideoReader(src, segment)
+    encoder = source = None
+    abort = lambda: None  # noqa: E731 - what an interruption undoes, from the moment there is something to undo
     try:
         if is_video_path(dst):
             writer = VideoWriter(dst, size, rate * factor, time_base / factor, codec, crf, pix_fmt, rotation, preset,
                                  aspect, copy_from=reader, segment=segment)
+            abort, finish = writer.discard, writer.close
             frames = reader.frames(writer.copy) if reader else _folder_frames(files, rate, segment)
             encoder = BackgroundWriter(writer.write)
-            finish, abort = writer.close, writer.discard
 
             def item(i: int, sr: np.ndarray, pts, tb) -> tuple:
                 return sr, pts, tb
@@ -456,7 +458,7 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
             dst.mkdir(parents=True, exist_ok=True)
             frames = reader.frames() if reader else _folder_frames(files, rate, segment)
             encoder = BackgroundWriter(lambda name, img: write_image(dst / f"{name}.png", img))
-            finish = abort = lambda: None  # frames already written stay
+            finish = lambda: None  # noqa: E731 - frames already written stay
 
             def item(i: int, sr: np.ndarray, pts, tb) -> tuple:
                 return (names[pts] if names and factor == 1 else f"frame_{i:06d}"), sr
@@ -470,22 +472,23 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
                                    interpolation_model, options)
             if interpolate_first:
                 stream = enhance(stream)
-        try:
-            for i, (sr, pts, tb) in enumerate(stream):
-                encoder.put(*item(i, sr, pts, tb))
-                count += 1
-                bar.update(1)
-                if report:
-                    report(count, total or None)
-            encoder.close()
-        except BaseException:
-            # the decoding thread stops before the files it reads (and copies packets into) are closed: a
-            # traceback keeps the generators alive, so they would not be closed in time on their own
-            source.close()
-            _drain(encoder)
-            abort()
-            raise
+        for i, (sr, pts, tb) in enumerate(stream):
+            encoder.put(*item(i, sr, pts, tb))
+            count += 1
+            bar.update(1)
+            if report:
+                report(count, total or None)
+        encoder.close()
         finish()
+    except BaseException:
+        # the decoding thread stops before the files it reads (and copies packets into) are closed: a
+        # traceback keeps the generators alive, so they would not be closed in time on their own
+        if source is not None:
+            source.close()
+        if encoder is not None:
+            _drain(encoder)
+        abort()
+        raise
     finally:
         if bar is not None:
             bar.close()

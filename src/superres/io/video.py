@@ -298,9 +298,9 @@ class VideoWriter:
         except OSError as e:
             raise VideoError(f"{self.dst}: cannot create the output folder: {e.strerror or e}") from None
         remove_stale_temps(self.dst)  # left by a killed run into the same destination
-        fd, self.tmp = temp_beside(self.dst)
-        os.close(fd)  # PyAV opens it by name
         try:
+            fd, self.tmp = temp_beside(self.dst)
+            os.close(fd)  # PyAV opens it by name
             self.output = av.open(str(self.tmp), "w", format=_MUXERS.get(self.dst.suffix.lower(),
                                                                           self.dst.suffix.lower().lstrip(".")))
             if template is None:
@@ -418,7 +418,8 @@ class VideoWriter:
                 self.output.close()
             except Exception:  # a half-written file may not close cleanly; it is deleted anyway
                 pass
-        self.tmp.unlink(missing_ok=True)
+        if hasattr(self, "tmp"):
+            self.tmp.unlink(missing_ok=True)
 
 
 def write_packet_times(writer: VideoWriter, path: Path) -> None:
