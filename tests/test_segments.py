@@ -306,3 +306,36 @@ def test_interpolation_in_the_video_keeps_the_sound_and_repeats_at_cuts(tmp_path
     result = subprocess.run([sys.executable, "-m", "superres", "video", str(src), "-o", str(tmp_path / "slow.mp4"),
                              "-m", "bicubic", "--target-fps", "10", "-q"], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "lower than the source" in result.stderr
+
+
+def test_interpolation_in_segments_resumes_and_equals_one_stream(tmp_path, photos):
+    """Segments cut inside a shot need the next segment's first frame for their last new frames; at a cut and
+    at the end the frame is held: the joined video equals one stream's, frame for frame and pts for pts."""
+    frames = three_shots(photos)
+    src = tmp_path / "shots.mkv"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "bgr0"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode(None))
+    kw = {"model": "bicubic", "outscale": 1, "interpolate": 3, "interpolation": "blend", "codec": "ffv1",
+          "pix_fmt": "bgr0"}
+    upscale_video(src, tmp_path / "one.mkv", segment_frames=0, **kw)
+
+    def stop_after_two(done: int, total: int, reused: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    dst, logs = tmp_path / "segments.mkv", []
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(src, dst, segment_frames=8, on_segment=stop_after_two, **kw)
+    result = upscale_video(src, dst, segment_frames=8, log=logs.append, **kw)
+    assert any("resuming: 2 of 10 segments were done" in line for line in logs)
+    one, joined = decoded(tmp_path / "one.mkv"), decoded(dst)
+    assert result.frames == len(joined) == len(one) == 3 * len(frames)
+    assert [(p, tb) for p, tb, _ in joined] == [(p, tb) for p, tb, _ in one]
+    for (_, _, a), (_, _, b) in zip(joined, one, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(joined[3 * 20 - 1][2], frames[19])  # held at the cut, not blended
+    assert not np.array_equal(joined[3 * 8 - 1][2], frames[7])  # a segment's edge inside a shot: blended

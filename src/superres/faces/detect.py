@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import nms
 
 from superres.errors import SuperresError
 from superres.packages import package_data
@@ -275,6 +274,14 @@ def _crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     y0, y1 = lo[..., 1].clamp(0, h)[:, :, None], hi[..., 1].clamp(0, h)[:, :, None]
     total = table[:, y1, x1] - table[:, y0, x1] - table[:, y1, x0] + table[:, y0, x0]
     return _normalize((total / area).float().transpose(0, 1))
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """torchvision's non-maximum suppression, imported when first needed (torchvision.ops imports TorchDynamo:
+    seconds that a command without faces should not pay)."""
+    from torchvision.ops import nms as torchvision_nms
+
+    return torchvision_nms(boxes, scores, threshold)
 
 
 def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -24,7 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from superres.errors import SuperresError
-from superres.infer.segments import SHOT_WIDTH, Manifest, ShotDetector, Unit, file_fingerprint, new_plan, plan_segments
+from superres.infer.segments import (
+    SHOT_WIDTH,
+    Manifest,
+    ShotDetector,
+    Unit,
+    file_fingerprint,
+    new_plan,
+    plan_segments,
+    unit_outputs,
+)
 from superres.io import storage
 from superres.io.files import remove_stale_temps_in
 from superres.io.video import (
@@ -64,10 +73,28 @@ class Job:
     time_base: Fraction
     size: tuple[int, int]
     writer: dict = field(default_factory=dict)  # codec, crf, pix_fmt, preset, sample_aspect_ratio
+    # interpolation: output frames per source frame, and how the new ones are made (method, model, first)
+    factor: int = 1
+    interpolation: dict = field(default_factory=dict)
+    cuts: list[int] = field(default_factory=list)  # the frames that start a shot (the plan's)
 
     @property
     def video_out(self) -> bool:
         return is_video_path(self.dst)
+
+    @property
+    def total(self) -> int:
+        """Source frames in the stream (the part to upscale)."""
+        return len(self.files) if self.files is not None else len(self.pts)
+
+    def pts_at(self, index: int) -> int | None:
+        """Frame ``index``'s pts; one past the last frame: where the stream ends, the last frame lasting as long
+        as its predecessor (None for a stream of one frame)."""
+        if self.files is not None:
+            return index
+        if index < len(self.pts):
+            return self.pts[index]
+        return 2 * self.pts[-1] - self.pts[-2] if len(self.pts) > 1 else None
 
     def part(self, unit: Unit) -> Path:
         return self.work / f"part{unit.index:06d}.nut"  # NUT keeps any time base and every timestamp as it is
@@ -106,16 +133,23 @@ class Worker:
             from superres.faces import FaceRestorer
 
             self.faces = FaceRestorer(job.face_model, job.face_options, options or job.options)
+        self.interpolator = None
+        if job.factor > 1:
+            from superres.infer.interpolate import FrameInterpolator
+
+            self.interpolator = FrameInterpolator(job.interpolation.get("method", "rife"),
+                                                  job.interpolation.get("model"), options or job.options)
 
     def run(self, unit: Unit, on_frame: Callable[[], None] | None = None) -> int:
         """Run ``unit``; its output is complete (a part file in place, or its frames written) when this returns."""
-        from superres.infer.video import BackgroundWriter, _drain, prefetch
+        from superres.infer.video import BackgroundWriter, _drain
 
         job = self.job
         enhance = self.faces.stream(self.enhance) if self.faces is not None else self.enhance
         if job.video_out:
             part = job.part(unit)
-            writer = VideoWriter(part, job.size, job.rate, job.time_base, stretch=job.files is None, **job.writer)
+            writer = VideoWriter(part, job.size, job.rate * job.factor, job.time_base / job.factor,
+                                 stretch=job.files is None, **job.writer)
             writer.packet_times = []
             encoder, abort = BackgroundWriter(writer.write), writer.discard
 
@@ -126,21 +160,25 @@ class Worker:
             from superres.io import write_image
 
             def write(i: int, sr: np.ndarray, pts) -> None:
-                name = job.names[pts] if job.names else f"frame_{i:06d}"
+                name = job.names[pts] if job.names and job.factor == 1 else f"frame_{i:06d}"
                 write_image(job.dst / f"{name}.png", sr)
 
             encoder, finish, abort = BackgroundWriter(write), lambda: None, lambda: None
-        source = prefetch(job.frames(unit.first, unit.last))
+        source, stream = self.stream(unit, enhance)
+        skip, outputs = unit.before * job.factor, unit_outputs(unit, job.factor, job.total)
         done = 0
         try:
-            for k, (sr, pts, tb) in enumerate(enhance(source)):
-                if k < unit.before:
+            for k, (sr, pts, tb) in enumerate(stream):
+                if k < skip:
                     continue
-                encoder.put(sr, pts, tb) if job.video_out else encoder.put(unit.start + done, sr, pts)
+                if job.video_out:
+                    encoder.put(sr, pts, tb)
+                else:
+                    encoder.put(unit.start * job.factor + done, sr, pts)
                 done += 1
                 if on_frame is not None:
                     on_frame()
-                if done == unit.frames:
+                if done == outputs:
                     break
             source.close()
             encoder.close()
@@ -152,6 +190,30 @@ class Worker:
         finish()
         return done
 
+    def stream(self, unit: Unit, enhance) -> tuple[Iterator, Iterator]:
+        """The unit's decoding (prefetched) and its output frames, context included. Interpolating, the new
+        frames after the unit's last frame need the next one: it is fed too unless a shot or the stream ends
+        there; then the last frame is held until the next frame's time, as across a cut in one stream."""
+        from superres.infer.video import prefetch
+
+        job = self.job
+        last, end_pts = unit.last, None
+        if job.factor > 1 and unit.after == 0:
+            if unit.end < job.total and unit.end not in job.cuts:
+                last += 1
+            else:
+                end_pts = job.pts_at(unit.end)
+        source = prefetch(job.frames(unit.first, last))
+        if self.interpolator is None:
+            return source, enhance(source)
+        from superres.infer.interpolate import interpolate_frames
+
+        def interpolated(frames: Iterator) -> Iterator:
+            return interpolate_frames(frames, job.factor, interpolator=self.interpolator, end_pts=end_pts)
+
+        if job.interpolation.get("first"):
+            return source, enhance(interpolated(source))
+        return source, interpolated(enhance(source))
 
     def run_elsewhere(self, unit: Unit) -> tuple[int, int, bytes, str]:
         """Run ``unit`` into a part file here and hand it over: (index, frames, the part's bytes, its
@@ -360,8 +422,8 @@ def run_units(job: Job, units: list[Unit], jobs: int, on_done: Callable[[Unit, i
         counter.join()
 
 
-def plan_job(job: Job, reader: VideoReader | None, context: int, max_frames: int, shots: bool) -> dict:
-    """Find the frames (and their pts) and the shots, and cut the segments."""
+def scan_job(job: Job, reader: VideoReader | None, shots: bool) -> tuple[list[int] | None, list[int], int]:
+    """Find the frames and the shots: (every frame's pts, or None for a folder; the cuts; the frames)."""
     detector = ShotDetector() if shots else None
     if reader is not None:
         pts = []
@@ -379,8 +441,23 @@ def plan_job(job: Job, reader: VideoReader | None, context: int, max_frames: int
                 detector.add(small)
     if total == 0:
         raise VideoError(f"{job.src}: no frames in the part to upscale")
-    cuts = detector.finish() if detector else []
-    return new_plan(plan_segments(total, cuts, max_frames, context), pts, cuts, context)
+    return pts, detector.finish() if detector else [], total
+
+
+def plan_job(job: Job, reader: VideoReader | None, enhance, name: str, requested: int | None, shots: bool) -> dict:
+    """Find the frames and the shots and cut the segments: at most ``requested`` frames each (default
+    :func:`segment_length`). The temporal context of a video network is measured only when a shot is cut
+    (once per set of weights): segments that are whole shots need none."""
+    import itertools
+
+    pts, cuts, total = scan_job(job, reader, shots)
+    fed = job.factor if job.interpolation.get("first") else 1  # the network sees the interpolated frames
+    pixels = _lr_pixels(job, job.outscale, enhance) * fed
+    context, length = 0, segment_length(enhance, 0, pixels, requested)
+    if max(b - a for a, b in itertools.pairwise([0, *cuts, total])) > length:
+        context = temporal_context(enhance, name)
+        length = segment_length(enhance, context, pixels, requested)
+    return new_plan(plan_segments(total, cuts, length, context), pts, cuts, context, job.factor)
 
 
 def small_frames(files: list[Path]) -> Iterator[np.ndarray]:
@@ -420,10 +497,10 @@ def finish_job(job: Job, manifest: Manifest, reader: VideoReader | None, rotatio
     units = manifest.units()
     if job.video_out:
         frames = join_videos([job.part(u) for u in units], job.dst, copy_from=reader, segment=job.segment,
-                             rotation=rotation, time_base=job.time_base, rate=job.rate)
+                             rotation=rotation, time_base=job.time_base / job.factor, rate=job.rate * job.factor)
     else:
         frames = sum(manifest.done.values())
-    expected = sum(u.frames for u in units)
+    expected = sum(manifest.outputs(u) for u in units)
     if frames != expected:
         raise SuperresError(f"{job.dst}: joined {frames} frames, expected {expected}")
     shutil.rmtree(job.work, ignore_errors=True)
@@ -477,8 +554,10 @@ def run_segmented(src: Path, dst: Path, model, enhance, *, outscale, options: Ru
                   names: list[str] | None, rate: Fraction, time_base: Fraction, size: tuple[int, int],
                   rotation: int, writer: dict, segment_frames: int | None, shots: bool, progress,
                   log: Callable[[str], None], on_segment: Callable[[int, int, int], None] | None,
-                  ray: str | None = None, work: Path | None = None, source=None):
-    """:func:`~superres.infer.video.upscale_video` in segments (its arguments, checked and worked out)."""
+                  ray: str | None = None, work: Path | None = None, source=None, factor: int = 1,
+                  interpolation: dict | None = None):
+    """:func:`~superres.infer.video.upscale_video` in segments (its arguments, checked and worked out);
+    ``factor`` > 1: interpolated, as ``interpolation`` says (method, model, first)."""
     import time
 
     from tqdm import tqdm
@@ -487,18 +566,22 @@ def run_segmented(src: Path, dst: Path, model, enhance, *, outscale, options: Ru
 
     tic = time.perf_counter()
     job = Job(src, dst, Path(work) if work else work_folder(dst), model, outscale, options, face_model, face_options,
-              segment, files, names, None, rate, time_base, size, writer)
-    key = job_key(job, {"segment_frames": segment_frames, "shots": shots}, source)
+              segment, files, names, None, rate, time_base, size, writer, factor, dict(interpolation or {}))
+    extra = {"segment_frames": segment_frames, "shots": shots}
+    if factor > 1:
+        model_of = job.interpolation.get("model")
+        extra.update(interpolate=factor, interpolation=job.interpolation.get("method"),
+                     interpolate_first=bool(job.interpolation.get("first")),
+                     interpolation_model=None if model_of is None else model_key(model_of))
+    key = job_key(job, extra, source)
     manifest, why = Manifest.resume(job.work, key)
     if why:
         log(f"{dst}: starting afresh ({why})")
     if manifest is None:
         name = model if isinstance(model, str) else getattr(model, "arch", "this model")
-        context = temporal_context(enhance, str(name))
-        length = segment_length(enhance, context, _lr_pixels(job, outscale, enhance), segment_frames)
         reader = None if files is not None else VideoReader(src, segment)
         try:
-            plan = plan_job(job, reader, context, length, shots)
+            plan = plan_job(job, reader, enhance, str(name), segment_frames, shots)
         finally:
             if reader is not None:
                 reader.close()
@@ -508,14 +591,14 @@ def run_segmented(src: Path, dst: Path, model, enhance, *, outscale, options: Ru
     else:
         check_frames(manifest, job)
         reused = len(manifest.done)
-    job.pts = manifest.plan["pts"]
+    job.pts, job.cuts = manifest.plan["pts"], manifest.plan["cuts"]
     if not job.video_out:
         dst.mkdir(parents=True, exist_ok=True)
     units = manifest.units()
     if reused:
         log(f"{dst}: resuming: {reused} of {len(units)} segments were done and are reused")
     pending = [u for u in units if u.index not in manifest.done]
-    total = sum(u.frames for u in units)
+    total = sum(manifest.outputs(u) for u in units)
     done_frames = sum(manifest.done.values())
     bar = tqdm(total=total, initial=done_frames, unit="frame", disable=progress is not True, dynamic_ncols=True)
     report = progress if callable(progress) else None

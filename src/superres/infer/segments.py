@@ -55,6 +55,13 @@ class Unit:
         return self.end - self.start
 
 
+def unit_outputs(unit: Unit, factor: int, total: int) -> int:
+    """Output frames of ``unit`` when ``factor - 1`` new frames follow each source frame (interpolation): the
+    last frame of the stream is held for as long as its predecessor lasted, so every unit makes ``frames x
+    factor``; a stream of one frame has nothing to interpolate."""
+    return unit.frames if total == 1 else unit.frames * factor
+
+
 class ShotDetector:
     """Scene cuts with PySceneDetect's content detector (HSV differences of consecutive frames), fed
     small frames one at a time: ``add(rgb)`` for each frame in order, then ``cuts``, the indices of the
@@ -185,13 +192,22 @@ class Manifest:
         data = {"key": self.key, "plan": self.plan, "done": {str(k): v for k, v in sorted(self.done.items())}}
         atomic_write(self.path, json.dumps(data).encode())  # fsynced: a power cut keeps it
 
+    @property
+    def factor(self) -> int:
+        """Output frames per source frame (interpolation)."""
+        return self.plan.get("factor", 1)
+
+    def outputs(self, unit: Unit) -> int:
+        """The frames ``unit`` writes."""
+        return unit_outputs(unit, self.factor, self.units()[-1].end)
+
     def finish(self, unit: Unit, frames: int) -> None:
-        if frames != unit.frames:
-            raise SuperresError(f"segment {unit.index}: wrote {frames} frames, expected {unit.frames}")
+        if frames != self.outputs(unit):
+            raise SuperresError(f"segment {unit.index}: wrote {frames} frames, expected {self.outputs(unit)}")
         self.done[unit.index] = frames
         self.save()
 
 
-def new_plan(units: list[Unit], pts: list[int] | None, cuts: list[int], context: int) -> dict:
-    return {"units": [asdict(u) for u in units], "pts": pts, "cuts": cuts, "context": context}
+def new_plan(units: list[Unit], pts: list[int] | None, cuts: list[int], context: int, factor: int = 1) -> dict:
+    return {"units": [asdict(u) for u in units], "pts": pts, "cuts": cuts, "context": context, "factor": factor}
 

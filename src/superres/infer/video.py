@@ -300,7 +300,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     ``blend``; ``repeat``) between each pair of neighbours, with exact timestamps and the sound untouched;
     across a scene cut the frame is repeated instead. After upscaling by default (the network runs on the
     source's frames only); ``interpolate_first`` interpolates the small frames, then upscales them all. It
-    runs as one stream (no segments, resuming or jobs yet).
+    works in segments (resuming, jobs, Ray) as upscaling does, and gives the same frames as one stream.
     """
     from superres.io import storage
 
@@ -366,9 +366,7 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
     if interpolate < 1:
         raise ValueError(f"interpolate must be a whole number >= 1, got {interpolate}")
     interpolating = interpolate > 1 or target_fps is not None
-    if interpolating and ((jobs or 1) > 1 or ray):
-        raise ValueError("interpolation runs as one stream: it cannot share a video between jobs yet")
-    segmented = segment_frames != 0 and not interpolating
+    segmented = segment_frames != 0
     if segmented and src.exists() and not src.is_dir() and not seekable(src):
         log(f"{src}: cannot seek (a pipe or device): it runs as one stream, without segments, resuming or jobs")
         segmented = False
@@ -411,6 +409,11 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
         enhance = FaceRestorer(face_model, face_options, options).stream(enhance)
     scale = outscale or enhance.scale
     size = (round(width * scale), round(height * scale))
+    factor = 1
+    if interpolating:
+        from superres.infer.interpolate import interpolation_factor
+
+        factor = interpolation_factor(rate, target_fps) if target_fps is not None else interpolate
     if segmented:
         from superres.infer.segmented import run_segmented
 
@@ -420,7 +423,9 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
                              rotation=rotation, writer={"codec": codec, "crf": crf, "pix_fmt": pix_fmt,
                                                         "preset": preset, "sample_aspect_ratio": aspect},
                              segment_frames=segment_frames, shots=shots, progress=progress, log=log,
-                             on_segment=on_segment, ray=ray, work=work_folder, source=source)
+                             on_segment=on_segment, ray=ray, work=work_folder, source=source, factor=factor,
+                             interpolation={"method": interpolation, "model": interpolation_model,
+                                            "first": interpolate_first})
 
     if segment.start is not None or segment.end is not None:
         duration = float(total / rate) if total else (info.duration if files is None else None)
@@ -428,14 +433,10 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
             total = round((min(segment.end or duration, duration) - (segment.start or 0)) * rate)
     from tqdm import tqdm
 
-    factor, cuts = 1, ()
-    if interpolating:
-        from superres.infer.interpolate import interpolation_factor
-
-        factor = interpolation_factor(rate, target_fps) if target_fps is not None else interpolate
-        if factor > 1:
-            cuts = _shot_cuts(src, files, segment, reader) if shots else ()
-            total = total * factor if total else total
+    cuts = ()
+    if factor > 1:
+        cuts = _shot_cuts(src, files, segment, reader) if shots else ()
+        total = total * factor if total else total
     bar = None
     tic, count = time.perf_counter(), 0
     if files is None and reader is None:
