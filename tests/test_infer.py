@@ -26,11 +26,16 @@ from superres.zoo import MODELS, ModelDescriptor, load_model
 
 @settings(max_examples=60, deadline=None)
 @given(length=st.integers(1, 900), tile=st.integers(40, 400), margin=st.integers(0, 12),
-       ramp=st.integers(1, 14), scale=st.sampled_from([1, 2, 4]))
-def test_blend_weights_cover_and_sum_to_one(length, tile, margin, ramp, scale):
+       ramp=st.integers(1, 14), scale=st.sampled_from([1, 2, 4]), align=st.sampled_from([1, 1, 4, 8, 16]))
+def test_blend_weights_cover_and_sum_to_one(length, tile, margin, ramp, scale, align):
     overlap = 2 * margin + ramp
-    starts, size = tile_starts(length, tile, overlap)
-    assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+    if overlap + align - 1 >= tile < length:
+        with pytest.raises(ValueError, match="must be smaller than the tile"):
+            tile_starts(length, tile, overlap, align)
+        return
+    starts, size = tile_starts(length, tile, overlap, align)
+    assert size <= tile and starts[0] == 0 and all(a % align == 0 for a in starts)
+    assert starts[-1] + size >= length and (align > 1 or starts[-1] + size == length)
     assert all(a + size - b >= overlap for a, b in itertools.pairwise(starts))
     total = np.zeros(length * scale)
     for a, w in zip(starts, axis_weights(starts, size, length, margin, ramp, scale), strict=True):

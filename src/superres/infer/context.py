@@ -56,22 +56,23 @@ def sample_images() -> list[np.ndarray]:
 
 def measure_margin(model: Callable[[np.ndarray], np.ndarray], scale: int, in_channels: int = 3,
                    tolerance: float = DEFAULT_TOLERANCE, start: int = 128, limit: int = 512,
-                   name: str = "this model") -> int:
+                   name: str = "this model", align: int = 1) -> int:
     """Input pixels of context a tile needs so that its output is within ``tolerance`` of the whole image.
 
     Measured on the bundled real photos with windows of ``start`` pixels, doubled (up to
     ``limit``) while the error has not settled inside the window. A network whose output still
     changes at the widest distance measured gets that distance, with a warning naming it as ``name``.
+    ``align``: the cuts fall on multiples of it, as tiles start (see :func:`superres.ops.tiling.tile_starts`).
     """
     images = sample_images()
-    size = start
+    size = max(start, 4 * align)  # room for cuts on the grid
     while True:
         errors = None
         for img in images:
             crop = img[:size, :size]
             if in_channels == 1:
                 crop = crop.mean(axis=2, keepdims=True)
-            e = edge_error(model, crop, scale, cut=size // 8)
+            e = edge_error(model, crop, scale, cut=max(align, size // 8 - size // 8 % align))
             errors = e if errors is None else np.maximum(errors[:len(e)], e[:len(errors)])
         margin = margin_from_errors(errors, tolerance)
         if margin is not None and margin < len(errors) - 4:

@@ -127,7 +127,7 @@ class Upscaler:
         def measure() -> int:
             return measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
                                   name=self.desc.name or (Path(self.desc.source).name if self.desc.source else
-                                                          self.desc.arch))
+                                                          self.desc.arch), align=tile_alignment(self.desc))
 
         return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins.json")
 
@@ -150,14 +150,14 @@ class Upscaler:
             tile = int(self.tile)
             if tile == 0 or (tile >= height and tile >= width):
                 return TilePlan(0, self.margin, ramp)
-        need = 2 * self.margin + ramp + 8
+        need = 2 * self.margin + ramp + 8 + tile_alignment(self.desc) - 1
         if tile < need:
             budget = "" if self.tile != "auto" else (
                 f" (the largest that fits the {self._budget() >> 20} MiB tile budget on the {backend} runtime"
                 + ("; --backend torch needs far less memory" if backend == "ncnn" else "") + ")")
             raise ValueError(f"tile {tile}{budget} is too small for {self.model}: it needs at least {need} pixels "
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
-        return TilePlan(tile, self.margin, ramp)
+        return TilePlan(tile, self.margin, ramp, tile_alignment(self.desc))
 
     def passes(self, image: np.ndarray) -> int:
         """The network passes :meth:`upscale_array` makes on ``image`` (what a
@@ -334,6 +334,20 @@ def resize_to(image: np.ndarray, outscale: float | None, native: int, h: int, w:
     interpolation = cv2.INTER_AREA if outscale < native else cv2.INTER_LANCZOS4
     out = cv2.resize(image, size, interpolation=interpolation)
     return out.reshape(size[1], size[0], image.shape[2]) if out.ndim == 2 else out
+
+
+def tile_alignment(desc) -> int:
+    """The grid a network works on, on which tiles start: its size multiple and its attention windows (a
+    windowed transformer pads to its window inside, so a tile off the grid sees other windows than the whole
+    image does)."""
+    align = max(1, desc.size_multiple)
+    if desc.module is not None:
+        for module in desc.module.modules():
+            window = getattr(module, "window_size", None)
+            for side in window if isinstance(window, tuple | list) else (window,):
+                if isinstance(side, int) and 0 < side <= 256:
+                    align = math.lcm(align, side)
+    return align
 
 
 def minimum_tile(model) -> int | None:

@@ -19,17 +19,22 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> tuple[list[int], int]:
     """(starts, size) of the fewest windows of at most ``tile`` pixels that cover ``[0, length)``
     with neighbours sharing >= ``overlap`` pixels; the windows are shrunk to the smallest equal
-    size that still does, so that no compute is spent on needless overlap."""
+    size that still does, so that no compute is spent on needless overlap. ``align``: every start is a
+    multiple of it (the last window then ends at or beyond ``length``: it is cut there), so that a network
+    that works on a grid (attention windows, downsampling) sees each tile on the whole image's grid."""
     if tile >= length:
         return [0], length
-    if overlap >= tile:
-        raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}")
+    if overlap + align - 1 >= tile:
+        raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}"
+                         + (f" less {align - 1} for alignment to {align}" if align > 1 else ""))
+    tile -= align - 1  # room to move each start back to the grid
     count = max(2, math.ceil((length - overlap) / (tile - overlap)))
     size = min(tile, math.ceil((length + (count - 1) * overlap) / count) + 1)
-    return [(i * (length - size)) // (count - 1) for i in range(count)], size
+    starts = [(i * (length - size)) // (count - 1) for i in range(count)]
+    return sorted({a - a % align for a in starts}), size + align - 1
 
 
 def axis_weights(starts: list[int], tile: int, length: int, margin: int, ramp: int, scale: int) -> list[np.ndarray]:
@@ -64,13 +69,14 @@ class TilePlan:
     tile: int  # input pixels per side (0: whole image)
     margin: int  # input pixels at each shared edge given no weight
     ramp: int  # input pixels over which neighbours hand over
+    align: int = 1  # tiles start on multiples of this (the network's grid: windows, downsampling)
 
 
 def tile_grid(height: int, width: int, plan: TilePlan) -> tuple[tuple[list[int], int], tuple[list[int], int]]:
     """The tiles of a plan with tiles (``plan.tile`` > 0): (row starts, tile height), (column starts, tile
     width), neighbours overlapping by the margin on both sides plus the ramp."""
     overlap = 2 * plan.margin + plan.ramp
-    return tile_starts(height, plan.tile, overlap), tile_starts(width, plan.tile, overlap)
+    return tile_starts(height, plan.tile, overlap, plan.align), tile_starts(width, plan.tile, overlap, plan.align)
 
 
 def tile_count(height: int, width: int, plan: TilePlan) -> int:
