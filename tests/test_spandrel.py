@@ -346,11 +346,11 @@ def test_superres_code_runs_what_it_builds_and_spandrel_the_variants_it_does_not
     assert (plus.arch, plus.code, plus.kwargs["plus"]) == ("ESRGAN", "spandrel", True)  # ours claims, cannot build
 
 
-@pytest.mark.xfail(strict=True, reason="superres's UpCunet4x detector claims Real-CUGAN's 2x fast network as a "
-                   "12-channel UpCunet4x (archs/realcugan.py), so spandrel never sees it")
-def test_real_cugans_fast_2x_network_loads():
+def test_real_cugans_fast_2x_network_loads_through_spandrel():
+    """Its first U-Net takes the pixel-unshuffled input (12 channels) and its last layer has UpCunet4x's shape:
+    superres's UpCunet4x detector leaves it to spandrel."""
     desc = load_model(_net("RealCUGAN", "UpCunet2x_fast").state_dict())
-    assert (desc.scale, desc.in_channels) == (2, 3)
+    assert (desc.scale, desc.in_channels, desc.code) == (2, 3, "spandrel")
 
 
 def test_a_hostile_layout_cannot_make_spandrel_build_a_huge_network():

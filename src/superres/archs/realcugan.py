@@ -175,7 +175,10 @@ def _detector(cls: type[_UpCunet]):
         if up != cls.scale:
             return None
         out = s["conv_final.weight"].shape[0] // 4 if up == 4 else s["unet2.conv_bottom.weight"].shape[0]
-        return {"in_channels": s["unet1.conv1.conv.0.weight"].shape[1], "out_channels": out, "pro": "pro" in s}
+        channels = s["unet1.conv1.conv.0.weight"].shape[1]
+        if up == 4 and channels == 4 * out:  # pixel-unshuffled input: the fast 2x network (spandrel's UpCunet2x_fast)
+            return None
+        return {"in_channels": channels, "out_channels": out, "pro": "pro" in s}
     return detect
 
 
