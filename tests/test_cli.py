@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_main
 
 from superres.cli import main
 from superres.io import write_image
@@ -14,6 +15,12 @@ PUBLISHED = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``superres ARGS``, in this process (see conftest.run_main): the same exit code, stdout and stderr."""
+    return run_main(*args)
+
+
+def run_process(*args: str) -> subprocess.CompletedProcess:
+    """``python -m superres ARGS`` in a process of its own, for what the command is as a program."""
     return subprocess.run([sys.executable, "-m", "superres", *map(str, args)], capture_output=True, text=True)
 
 
@@ -110,8 +117,11 @@ def test_cli_errors(tmp_path, photos, args, message):
 
 
 def test_help_version_and_demo(tmp_path):
-    assert "metrics" in run_cli("--help").stdout
-    assert run_cli("--version").stdout.startswith("superres ")
+    # `python -m superres` itself, as a program
+    result = run_process("--help")
+    assert result.returncode == 0 and "metrics" in result.stdout, result.stderr
+    result = run_process("--version")
+    assert result.returncode == 0 and result.stdout.startswith("superres "), result.stderr
     result = run_cli("demo", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "astronaut realesrgan-x4plus" in result.stdout and "NIQE" in result.stdout
@@ -133,7 +143,6 @@ def test_a_closed_pipe_and_a_misspelled_model_get_one_line():
                             stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # the reader goes away before the command writes
     assert "Traceback" not in proc.stderr.read() and proc.wait() in (0, 141)
-    result = subprocess.run([sys.executable, "-m", "superres", "eval", "-m", "realesrgan-x4pls", ".", "--scale", "4"],
-                            capture_output=True, text=True)
+    result = run_cli("eval", "-m", "realesrgan-x4pls", ".", "--scale", "4")
     assert result.returncode == 1 and "did you mean realesrgan-x4plus?" in result.stderr
     assert "bicubic" in result.stderr and len(result.stderr.strip().splitlines()) == 1

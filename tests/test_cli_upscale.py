@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_main
 from PIL import Image
 
 from superres.io import read_image, write_image
@@ -16,8 +17,8 @@ FAST = ("-m", "realesr-animevideov3")
 
 
 def run_cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "superres", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    """``superres ARGS``, in this process (see conftest.run_main): the same exit code, stdout and stderr."""
+    return run_main(*args, env=env)
 
 
 @pytest.fixture

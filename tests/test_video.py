@@ -12,6 +12,8 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from conftest import run_main  # noqa: E402
+
 from superres.archs.spec import ModelFacts, VideoRun  # noqa: E402
 from superres.infer.video import upscale_video  # noqa: E402 - after the PyAV check
 from superres.io.video import VideoError, probe  # noqa: E402
@@ -162,8 +164,7 @@ def test_rotation_aspect_and_folders_of_frames(tmp_path, photos):
 
 def test_errors_are_one_line_and_leave_nothing(tmp_path, photos, monkeypatch):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "superres", "video", *map(str, args), "-q"],
-                              capture_output=True, text=True)
+        return run_main("video", *args, "-q")  # in this process (see conftest.run_main)
 
     (tmp_path / "notes.mp4").write_text("not a video")
     sound = tmp_path / "sound.m4a"
