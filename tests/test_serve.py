@@ -71,6 +71,7 @@ def test_models_listed_with_scale_purpose_and_size(client):
     assert models[FAST]["scale"] == 4 and models[FAST]["params"] == 621_424 and models[FAST]["purpose"]
     assert models["realesrgan-x4plus"]["default"] and models["bicubic"]["available"]
     assert models["basicvsr-small-x4"]["video"] and not models[FAST]["video"]
+    assert not any(name.startswith("rife-") for name in models)  # frame interpolation networks do not upscale
 
 
 def test_openapi_documents_the_api(client):

@@ -244,16 +244,22 @@ def default_model(kind: str) -> str:
 
 
 def model_list() -> list[dict]:
-    """The named models (with scale, purpose and size), then bicubic. ``default``: the images' default model;
-    ``video_default``: the videos'."""
-    from superres.zoo import MODELS
+    """The named models that upscale (with scale, purpose and size), then bicubic: not the frame interpolation
+    networks, which make frames between frames. ``default``: the images' default model; ``video_default``: the
+    videos'."""
+    from superres.archs import REGISTRY
+    from superres.zoo import MODELS, _full_kwargs
     from superres.zoo.pretrained import is_available
+
+    def upscales(arch: str) -> bool:
+        spec = REGISTRY.get(arch)
+        return spec is None or spec.facts(_full_kwargs(spec.cls, {})).purpose != "interpolation"
 
     image, video = default_model("image"), default_model("video")
     rows = [{"name": name, "scale": spec.scale, "purpose": spec.purpose, "params": spec.params,
              "video": spec.video, "available": is_available(name), "default": name == image,
              "video_default": name == video}
-            for name, spec in MODELS.items()]
+            for name, spec in MODELS.items() if upscales(spec.arch)]
     rows.append({"name": "bicubic", "scale": None, "purpose": "MATLAB bicubic baseline, no network", "params": 0,
                  "video": False, "available": True, "default": False, "video_default": False})
     return rows
