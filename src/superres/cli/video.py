@@ -152,8 +152,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "neighbours mixed), repeat")
     p.add_argument("--interpolation-model", metavar="NAME", help="the RIFE model (default rife-v4.0)")
     p.add_argument("--interpolate-first", action="store_true",
-                   help="interpolate the source's frames, then upscale them all (default: upscale, then interpolate:"
-                   " the upscaler runs on the source's frames only)")
+                   help="interpolate the source's frames, then upscale them all: faster with a light upscaler "
+                   "(default: upscale, then interpolate: RIFE's frames score 0.5-2.6 dB higher from sharp frames, "
+                   "and the upscaler runs on the source's frames only)")
     add_face_arguments(p)
     add_runtime_arguments(p)
     add_ray_argument(p)

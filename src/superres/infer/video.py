@@ -298,8 +298,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT_
     ``interpolate`` (or ``target_fps``, a whole multiple of the source's rate): that many times the frames,
     the new ones made by ``interpolation`` (``rife`` with ``interpolation_model``, default ``rife-v4.0``;
     ``blend``; ``repeat``) between each pair of neighbours, with exact timestamps and the sound untouched;
-    across a scene cut the frame is repeated instead. After upscaling by default (the network runs on the
-    source's frames only); ``interpolate_first`` interpolates the small frames, then upscales them all. It
+    across a scene cut the frame is repeated instead. After upscaling by default (RIFE's frames are better
+    made from sharp frames, and the upscaler runs on the source's frames only: docs/video.md measures both);
+    ``interpolate_first`` interpolates the small frames, then upscales them all. It
     works in segments (resuming, jobs, Ray) as upscaling does, and gives the same frames as one stream.
     """
     from superres.io import storage
