@@ -1,6 +1,7 @@
 """Issue 34's faults of checkpoints, exports and training configs: outputs written over their inputs,
 models built from untrusted metadata, NaN exports, stale checkpoint temporaries, data that --check
-missed, and tracebacks or multi-line messages where one line belongs. CLI behaviour in subprocesses."""
+missed, and tracebacks or multi-line messages where one line belongs. CLI behaviour as a process reports it
+(conftest.run_main: exit code, stdout, stderr), in this process."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import run_main
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -26,9 +28,9 @@ from superres.io import write_image
 from superres.zoo import CheckpointError, create_model, load_model, save_model
 
 
-def cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "superres", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+def cli(*args) -> subprocess.CompletedProcess:
+    """``superres ARGS``, in this process (see conftest.run_main): the same exit code, stdout and stderr."""
+    return run_main(*args)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

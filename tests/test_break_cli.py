@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_main
 from PIL import Image
 
 from superres.cli import main
@@ -19,7 +20,14 @@ from superres.cli import main
 BICUBIC = ("-m", "bicubic", "-s", "2", "-q")
 
 
-def cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(*args) -> subprocess.CompletedProcess:
+    """``superres ARGS``, in this process (see conftest.run_main): the same exit code, stdout and stderr."""
+    return run_main(*args)
+
+
+def cli_process(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``superres ARGS`` in a process of its own, stopped after ``timeout`` seconds: for a run that, broken,
+    would read an endless device (all the memory of this process) or never end."""
     return subprocess.run([sys.executable, "-m", "superres", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout)
 
@@ -313,7 +321,7 @@ def test_a_clash_in_one_folder_names_both_inputs_and_the_way_out(tmp_path, capsy
 
 
 def test_an_input_that_is_not_a_regular_file_is_one_line(tmp_path, capsys):
-    result = cli("upscale", "/dev/zero", "-o", tmp_path / "z.png", "-m", "bicubic")
+    result = cli_process("upscale", "/dev/zero", "-o", tmp_path / "z.png", "-m", "bicubic")
     assert result.returncode == 1
     assert "not a regular file" in one_error(result.stderr, "/dev/zero")
     fifo = tmp_path / "fifo.png"

@@ -222,8 +222,7 @@ def test_pair_pool_mixes_batches_and_keeps_every_pair():
 
 
 def test_degrade_real_cli_is_seeded_and_reports_bad_settings(tmp_path, photos):
-    import subprocess
-    import sys
+    from conftest import run_main
 
     from superres.io import read_rgb8, write_image
 
@@ -231,8 +230,10 @@ def test_degrade_real_cli_is_seeded_and_reports_bad_settings(tmp_path, photos):
     src.mkdir()
     write_image(src / "a.png", photos["astronaut"][:90, :130])
     (src / "broken.png").write_bytes(b"not an image")
-    run = lambda *extra: subprocess.run([sys.executable, "-m", "superres", "degrade", str(src), *extra],  # noqa: E731
-                                        capture_output=True, text=True)
+
+    def run(*extra):  # in this process, as a process reports it (see conftest.run_main)
+        return run_main("degrade", src, *extra)
+
     first = run(str(tmp_path / "a"), "--real", "--seed", "5")
     run(str(tmp_path / "b"), "--real", "--seed", "5")
     assert first.returncode == 1 and "broken.png" in first.stderr  # the bad file is reported, the rest done

@@ -209,12 +209,11 @@ def test_shipped_classic_models(name, photos):
 def _eval(model: str, folder: Path, scale: int, tmp_path: Path, *flags: str) -> dict[str, float]:
     """The mean row of ``superres eval`` (the command the model card's numbers come from)."""
     import json
-    import subprocess
-    import sys
 
-    report = tmp_path / "eval.json"
-    result = subprocess.run([sys.executable, "-m", "superres", "eval", "-m", model, str(folder), "--scale", str(scale),
-                             "--json", str(report), *flags], capture_output=True, text=True)
+    from conftest import run_main
+
+    report = tmp_path / "eval.json"  # in this process, as a process reports it (see conftest.run_main)
+    result = run_main("eval", "-m", model, folder, "--scale", scale, "--json", report, *flags)
     assert result.returncode == 0, result.stderr
     return json.loads(report.read_text())[-1]
 
@@ -297,8 +296,8 @@ TRADEOFF = {0.0: (27.522, 6.9651), 1.0: (26.5841, 6.2274)}
 def test_small_esrgan_pair_trades_distortion_for_perception(shared_data, tmp_path):
     """The GAN model's NIQE is clearly lower than its PSNR parent's while its PSNR is lower, as in ESRGAN."""
     import json
-    import subprocess
-    import sys
+
+    from conftest import run_main
 
     from superres.io import list_images
 
@@ -306,9 +305,8 @@ def test_small_esrgan_pair_trades_distortion_for_perception(shared_data, tmp_pat
     held_out.mkdir()
     for f in list_images(shared_data / "BSD200")[:20]:
         (held_out / f.name).symlink_to(f.resolve())
-    result = subprocess.run([sys.executable, "-m", "superres", "interpolate", "esrgan-small-psnr-x4", "esrgan-small-x4",
-                             "--sweep", str(held_out), "--alphas", "0,1", "-o", str(tmp_path / "sweep")],
-                            capture_output=True, text=True)
+    result = run_main("interpolate", "esrgan-small-psnr-x4", "esrgan-small-x4", "--sweep", held_out, "--alphas", "0,1",
+                      "-o", tmp_path / "sweep")
     assert result.returncode == 0, result.stderr
     parent, gan = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     for row in (parent, gan):

@@ -122,10 +122,10 @@ def test_upscale_refuses_a_runaway_output_before_any_work(tmp_path, photos, monk
 
 
 def _cli(*args):
-    import subprocess
-    import sys
+    """``superres ARGS``, in this process (see conftest.run_main): the same exit code, stdout and stderr."""
+    from conftest import run_main
 
-    return subprocess.run([sys.executable, "-m", "superres", *map(str, args)], capture_output=True, text=True)
+    return run_main(*args)
 
 
 def test_upscale_outputs_and_globs_as_asked(tmp_path, photos, monkeypatch):

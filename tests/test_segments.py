@@ -17,6 +17,7 @@ import pytest
 av = pytest.importorskip("av")
 pytest.importorskip("scenedetect")
 
+from conftest import run_main  # noqa: E402
 from test_video import decoded, make_video, streams  # noqa: E402
 
 from superres.infer.segments import Unit, find_cuts, plan_segments  # noqa: E402
@@ -51,17 +52,23 @@ def three_shots(photos) -> list[np.ndarray]:
     return [np.ascontiguousarray(f) for f in shot1 + shot2 + shot3]
 
 
+def lossless_video(path: Path, frames: list[np.ndarray]) -> Path:
+    """``frames`` in an FFV1 file at 25 frames/s (lossless RGB)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "bgr0"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
 def test_a_three_shot_clip_is_cut_exactly_at_its_shots(tmp_path, photos):
     frames = three_shots(photos)
     assert find_cuts(frames) == [20, 45]
     # the same from a file: the planner decodes it small and finds the same shots
-    src = tmp_path / "shots.mkv"
-    with av.open(str(src), "w") as out:
-        stream = out.add_stream("ffv1", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "bgr0"
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(stream.encode(None))
+    src = lossless_video(tmp_path / "shots.mkv", frames)
     logs = []
     upscale_video(src, tmp_path / "out", model="bicubic", outscale=1, segment_frames=12, log=logs.append)
     out = sorted((tmp_path / "out").iterdir())
@@ -303,8 +310,7 @@ def test_interpolation_in_the_video_keeps_the_sound_and_repeats_at_cuts(tmp_path
     for cut in (20, 45):
         np.testing.assert_array_equal(made[2 * cut - 1], frames[cut - 1])  # repeated, not blended
     assert not np.array_equal(made[2 * 10 - 1], frames[9])  # within a shot: a blend
-    result = subprocess.run([sys.executable, "-m", "superres", "video", str(src), "-o", str(tmp_path / "slow.mp4"),
-                             "-m", "bicubic", "--target-fps", "10", "-q"], capture_output=True, text=True)
+    result = run_main("video", src, "-o", tmp_path / "slow.mp4", "-m", "bicubic", "--target-fps", "10", "-q")
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "lower than the source" in result.stderr
 
 
@@ -312,13 +318,7 @@ def test_interpolation_in_segments_resumes_and_equals_one_stream(tmp_path, photo
     """Segments cut inside a shot need the next segment's first frame for their last new frames; at a cut and
     at the end the frame is held: the joined video equals one stream's, frame for frame and pts for pts."""
     frames = three_shots(photos)
-    src = tmp_path / "shots.mkv"
-    with av.open(str(src), "w") as out:
-        stream = out.add_stream("ffv1", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "bgr0"
-        for f in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(stream.encode(None))
+    src = lossless_video(tmp_path / "shots.mkv", frames)
     kw = {"model": "bicubic", "outscale": 1, "interpolate": 3, "interpolation": "blend", "codec": "ffv1",
           "pix_fmt": "bgr0"}
     upscale_video(src, tmp_path / "one.mkv", segment_frames=0, **kw)
