@@ -264,43 +264,51 @@ def _odd_crop(photo: np.ndarray, ref, desc) -> np.ndarray:
 
 
 # How tiles with the measured context compare with the whole image, per architecture (random weights; the
-# context measured in 32-pixel windows of the bundled photos):
-# - LOCAL: the context settles and tiles are within 1/255 of the whole image. Windowed transformers (SwinIR,
-#   HAT, ATD, ...) are among them because tiles start on their window grid (superres.infer.image.tile_alignment).
+# context measured in windows of the bundled photos, of 32 pixels where that settles, else 128 (superres's own
+# first window) or 256):
+# - LOCAL (32-pixel windows) and WIDE (128 or 256): the context settles and tiles are within 1/255 of the whole image.
+#   Windowed transformers (SwinIR, HAT, ATD, Swin2SR...) are among them because tiles start on their window grid
+#   (superres.infer.image.tile_alignment).
 # - WHOLE_IMAGE: the context settles, yet tiles differ by more than 1/255. The output depends on statistics of
-#   the whole input (channel attention after global pooling, a degradation estimate), which a tile does not see
-#   and the measurement's small cuts hardly change. Trained weights make these effects smaller; random ones large.
-# - FAR: the context does not settle within the window: superres gives tiles the widest context it measured
-#   and says so (a warning). A sample of them is run here (the measurement costs seconds each).
+#   the whole input (channel attention after global pooling, a degradation or quality estimate, attention that
+#   pools the image into a few tokens), which a tile does not see and the measurement's cuts hardly change.
+#   Trained weights make these effects smaller; random ones large.
+# - FAR: the context does not settle within 128 pixels: superres gives tiles the widest context it measured
+#   and says so (a warning). A sample of them is run here.
 LOCAL = {"ATD", "Compact", "DAT", "DRCT", "DnCNN", "ESRGAN", "FDAT", "HAT", "MoSR", "PLKSR", "RCAN", "SPAN",
          "SeemoRe", "SwiftSRGAN", "SwinIR"}
-WHOLE_IMAGE = {"MMRealSR": "degradation estimate", "MixDehazeNet": "global pooling", "MoESR": "global pooling",
-               "NAFNet": "global pooling", "RealCUGAN": "global pooling"}
-FAR = {"AuraSR", "CRAFT", "DCTLSA", "DITN", "DRUNet", "FBCNN", "FFTformer", "GRL", "HVICIDNet", "IPT", "KBNet",
-       "OmniSR", "RGT", "RetinexFormer", "SAFMN", "SAFMNBCIE", "SCUNet", "Swin2SR", "Uformer"}
-FAR_SAMPLE = ("DRUNet", "SAFMNBCIE", "Swin2SR")
-TILED = [*sorted(LOCAL), *FAR_SAMPLE,
-         *(pytest.param(arch, marks=pytest.mark.xfail(strict=True, reason=f"tiles see no {why}"))
-           for arch, why in sorted(WHOLE_IMAGE.items()))]
+WIDE = {"DITN": 128, "DRUNet": 128, "FFTformer": 256, "RetinexFormer": 128, "SAFMN": 128, "SAFMNBCIE": 128,
+        "Swin2SR": 128, "Uformer": 128}
+WHOLE_IMAGE = {"MMRealSR": ("degradation estimate", 32), "MixDehazeNet": ("global pooling", 32),
+               "MoESR": ("global pooling", 32), "NAFNet": ("global pooling", 32), "RealCUGAN": ("global pooling", 32),
+               "AuraSR": ("whole-image style", 128), "DCTLSA": ("whole-image statistics", 128),
+               "FBCNN": ("quality-factor estimate", 128), "HVICIDNet": ("whole-image statistics", 128),
+               "KBNet": ("global pooling", 128), "RGT": ("pooled global tokens", 128)}
+FAR = {"CRAFT", "GRL", "IPT", "OmniSR", "SCUNet"}
+FAR_SAMPLE = ("CRAFT", "OmniSR")
+TILED = [*((arch, 32) for arch in sorted(LOCAL)), *sorted(WIDE.items()), *((arch, 128) for arch in FAR_SAMPLE),
+         *(pytest.param(arch, window, marks=pytest.mark.xfail(strict=True, reason=f"tiles see no {why}"))
+           for arch, (why, window) in sorted(WHOLE_IMAGE.items()))]
 
 
 def test_every_image_to_image_architecture_is_classed_for_tiles():
     runs = {arch for arch in IDS if bridge.KINDS[arch].startswith(("sr", "restoration"))}
-    assert LOCAL | set(WHOLE_IMAGE) | FAR == runs and len(LOCAL) + len(WHOLE_IMAGE) + len(FAR) == len(runs)
+    classes = (LOCAL, set(WIDE), set(WHOLE_IMAGE), FAR)
+    assert set().union(*classes) == runs and sum(map(len, classes)) == len(runs)
 
 
-@pytest.mark.parametrize("arch", TILED)
-def test_tiles_with_the_measured_context_match_the_whole_image(arch, folder, photos):
+@pytest.mark.parametrize("arch, window", TILED)
+def test_tiles_with_the_measured_context_match_the_whole_image(arch, window, folder, photos):
     """Tiles with the context superres measures give the whole image's output within 1/255, or superres
     says that this network looks further than it can measure. Measured as ``superres upscale`` measures, on
-    the bundled photos, in 32-pixel windows (not 128 to 512) to stay quick."""
+    the bundled photos, in one window size (32 or 128 pixels; superres tries 128 to 512) to stay quick."""
     path = str(_built(arch, folder)[4])
     desc = load_model(path)
     runner = Runner(desc, FP32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        margin = measure_margin(lambda x: runner.forward(x, "fp32"), desc.scale, desc.in_channels, start=32,
-                                limit=32, name=desc.arch, align=tile_alignment(desc))
+        margin = measure_margin(lambda x: runner.forward(x, "fp32"), desc.scale, desc.in_channels, start=window,
+                                limit=window, name=desc.arch, align=tile_alignment(desc))
     far = any("looks further" in str(w.message) for w in caught)
     assert far == (arch in FAR)
     if far:
