@@ -78,7 +78,6 @@ class Upscaler:
         self.runner = Runner(desc, self.options, ncnn_files=ncnn_files(spec))
         self.torch_device = self.runner.device
         self.margin = 0
-        self.align = tile_alignment(desc)  # the grid tiles start on (and the margin is measured on)
         if desc.module is not None:
             known_margin = spec.margin if spec else None
             tile_pad = self.options.tile_pad
@@ -128,7 +127,7 @@ class Upscaler:
         def measure() -> int:
             return measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
                                   name=self.desc.name or (Path(self.desc.source).name if self.desc.source else
-                                                          self.desc.arch), align=self.align)
+                                                          self.desc.arch), align=tile_alignment(self.desc))
 
         return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins.json")
 
@@ -151,14 +150,14 @@ class Upscaler:
             tile = int(self.tile)
             if tile == 0 or (tile >= height and tile >= width):
                 return TilePlan(0, self.margin, ramp)
-        need = 2 * self.margin + ramp + 8 + self.align - 1
+        need = 2 * self.margin + ramp + 8 + tile_alignment(self.desc) - 1
         if tile < need:
             budget = "" if self.tile != "auto" else (
                 f" (the largest that fits the {self._budget() >> 20} MiB tile budget on the {backend} runtime"
                 + ("; --backend torch needs far less memory" if backend == "ncnn" else "") + ")")
             raise ValueError(f"tile {tile}{budget} is too small for {self.model}: it needs at least {need} pixels "
                              f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
-        return TilePlan(tile, self.margin, ramp, self.align)
+        return TilePlan(tile, self.margin, ramp, tile_alignment(self.desc))
 
     def passes(self, image: np.ndarray) -> int:
         """The network passes :meth:`upscale_array` makes on ``image`` (what a

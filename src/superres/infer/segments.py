@@ -199,7 +199,7 @@ class Manifest:
 
     def outputs(self, unit: Unit) -> int:
         """The frames ``unit`` writes."""
-        return unit_outputs(unit, self.factor, self.plan["units"][-1]["end"])  # the last unit ends the stream
+        return unit_outputs(unit, self.factor, self.units()[-1].end)
 
     def finish(self, unit: Unit, frames: int) -> None:
         if frames != self.outputs(unit):
