@@ -144,7 +144,7 @@ def test_an_upscaler_names_its_model_in_the_reach_message(monkeypatch, tmp_path)
     save_model(load_model("realesr-animevideov3"), path)
     monkeypatch.setenv("SUPERRES_CACHE_DIR", str(tmp_path / "cache"))
     real = context.measure_margin
-    monkeypatch.setattr(context, "measure_margin", lambda model, scale, channels, *, name, align: real(
+    monkeypatch.setattr(context, "measure_margin", lambda model, scale, channels, *, name, align, **_: real(
         lambda x: _nearest(scale)(x) + 0.1 * x.mean(), scale, start=32, limit=64, name=name, align=align))
     with pytest.warns(UserWarning, match=r"^my-finetune\.safetensors: tiles get 24 pixels of context"):
         assert Upscaler(str(path)).margin == 24

@@ -33,7 +33,8 @@ from safetensors.torch import save_file
 
 import superres
 from superres.infer.context import measure_margin
-from superres.infer.image import tile_alignment
+from superres.infer.image import declared_alignment
+from superres.infer.statistics import TileStatistics, probe
 from superres.runner import Runner
 from superres.runtime import RunOptions
 from superres.zoo import CheckpointError, load_model, save_model
@@ -265,36 +266,37 @@ def _odd_crop(photo: np.ndarray, ref, desc) -> np.ndarray:
 
 # How tiles with the measured context compare with the whole image, per architecture (random weights; the
 # context measured in windows of the bundled photos, of 32 pixels where that settles, else 128 (superres's own
-# first window) or 256):
-# - LOCAL (32-pixel windows) and WIDE (128 or 256): the context settles and tiles are within 1/255 of the whole image.
-#   Windowed transformers (SwinIR, HAT, ATD, Swin2SR...) are among them because tiles start on their window grid
-#   (superres.infer.image.tile_alignment).
-# - WHOLE_IMAGE: the context settles, yet tiles differ by more than 1/255. The output depends on statistics of
-#   the whole input (channel attention after global pooling, a degradation or quality estimate, attention that
-#   pools the image into a few tokens), which a tile does not see and the measurement's cuts hardly change.
-#   Trained weights make these effects smaller; random ones large.
+# first window) or 256). Tiles start on the network's grid (its size multiple, attention windows and
+# downsampling strides: superres.infer.image.tile_alignment) and share the whole image's statistics (global
+# pooling, transposed attention: superres.infer.statistics):
+# - LOCAL (32-pixel windows) and WIDE (128 or 256): the context settles and tiles are within 1/255 of the whole
+#   image. SHARED marks those whose tiles need the whole image's statistics to get there.
+# - INHERENT: the network's output at a pixel depends on the whole image in a way no tiling can share (each
+#   reason checked); superres warns that their tiles differ and runs images whole where they fit.
 # - FAR: the context does not settle within 128 pixels: superres gives tiles the widest context it measured
 #   and says so (a warning). A sample of them is run here.
-LOCAL = {"ATD", "Compact", "DAT", "DRCT", "DnCNN", "ESRGAN", "FDAT", "HAT", "MoSR", "PLKSR", "RCAN", "SPAN",
-         "SeemoRe", "SwiftSRGAN", "SwinIR"}
-WIDE = {"DITN": 128, "DRUNet": 128, "FFTformer": 256, "RetinexFormer": 128, "SAFMN": 128, "SAFMNBCIE": 128,
-        "Swin2SR": 128, "Uformer": 128}
-WHOLE_IMAGE = {"MMRealSR": ("degradation estimate", 32), "MixDehazeNet": ("global pooling", 32),
-               "MoESR": ("global pooling", 32), "NAFNet": ("global pooling", 32), "RealCUGAN": ("global pooling", 32),
-               "AuraSR": ("whole-image style", 128), "DCTLSA": ("whole-image statistics", 128),
-               "FBCNN": ("quality-factor estimate", 128), "HVICIDNet": ("whole-image statistics", 128),
-               "KBNet": ("global pooling", 128), "RGT": ("pooled global tokens", 128)}
+LOCAL = {"ATD", "Compact", "DAT", "DRCT", "DnCNN", "ESRGAN", "FDAT", "HAT", "MMRealSR", "MixDehazeNet", "MoESR",
+         "MoSR", "NAFNet", "PLKSR", "RCAN", "RealCUGAN", "SPAN", "SeemoRe", "SwiftSRGAN", "SwinIR"}
+WIDE = {"DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 256, "KBNet": 128, "RetinexFormer": 128,
+        "SAFMN": 128, "SAFMNBCIE": 128, "Swin2SR": 128, "Uformer": 128}
+SHARED = {"DAT", "FBCNN", "FDAT", "HAT", "KBNet", "MMRealSR", "MixDehazeNet", "NAFNet", "RCAN", "RealCUGAN",
+          "RetinexFormer", "SeemoRe"}
+INHERENT = {"AuraSR": ("its noise, drawn afresh in every pass", 128),
+            "DCTLSA": ("shifted windows that wrap around the image (no attention mask)", 128),
+            "HVICIDNet": ("resampling with align_corners=True, whose sample positions scale with the image", 128),
+            "RGT": ("attention to a pooled map whose depth depends on the image's size", 128)}
 FAR = {"CRAFT", "GRL", "IPT", "OmniSR", "SCUNet"}
 FAR_SAMPLE = ("CRAFT", "OmniSR")
 TILED = [*((arch, 32) for arch in sorted(LOCAL)), *sorted(WIDE.items()), *((arch, 128) for arch in FAR_SAMPLE),
-         *(pytest.param(arch, window, marks=pytest.mark.xfail(strict=True, reason=f"tiles see no {why}"))
-           for arch, (why, window) in sorted(WHOLE_IMAGE.items()))]
+         *(pytest.param(arch, window, marks=pytest.mark.xfail(strict=True, reason=f"tiles cannot share {why}"))
+           for arch, (why, window) in sorted(INHERENT.items()))]
 
 
 def test_every_image_to_image_architecture_is_classed_for_tiles():
     runs = {arch for arch in IDS if bridge.KINDS[arch].startswith(("sr", "restoration"))}
-    classes = (LOCAL, set(WIDE), set(WHOLE_IMAGE), FAR)
+    classes = (LOCAL, set(WIDE), set(INHERENT), FAR)
     assert set().union(*classes) == runs and sum(map(len, classes)) == len(runs)
+    assert SHARED <= LOCAL | set(WIDE)
 
 
 @pytest.mark.parametrize("arch, window", TILED)
@@ -305,16 +307,19 @@ def test_tiles_with_the_measured_context_match_the_whole_image(arch, window, fol
     path = str(_built(arch, folder)[4])
     desc = load_model(path)
     runner = Runner(desc, FP32)
+    found = probe(desc, declared_alignment(desc))
+    assert bool(found.reductions) == (arch in SHARED) or arch not in LOCAL | set(WIDE)
+    statistics = TileStatistics(found, runner.padded) if found.reductions else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         margin = measure_margin(lambda x: runner.forward(x, "fp32"), desc.scale, desc.in_channels, start=window,
-                                limit=window, name=desc.arch, align=tile_alignment(desc))
+                                limit=window, name=desc.arch, align=found.grid, statistics=statistics)
     far = any("looks further" in str(w.message) for w in caught)
     assert far == (arch in FAR)
     if far:
         return
     ramp = max(4, margin // 8)
-    tile = 2 * margin + ramp + 8 + tile_alignment(desc) - 1  # the smallest tile the upscaler takes: the most seams
+    tile = max(2 * margin + ramp + 8, desc.min_size) + found.grid - 1  # the smallest the upscaler takes: most seams
     side = tile + tile // 2 + 1
     image = photos["chelsea"][40:40 + side, 60:60 + side + 2].copy()
     whole = superres.upscale(image, path, options=FP32)

@@ -237,11 +237,16 @@ class Runner:
                  else "its weights overflow on this input")
         return f"{name} computes non-finite values (NaN/inf) in {precision}: {cause}; the output would be black"
 
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """The size an input of this size reaches the network at: padded at the bottom and right to the
+        network's size multiple and minimum size."""
+        m, least = self.desc.size_multiple, self.desc.min_size
+        pad_h, pad_w = max(-height % m, least - height), max(-width % m, least - width)
+        return height + pad_h + -(height + pad_h) % m, width + pad_w + -(width + pad_w) % m
+
     def _torch_forward(self, net: torch.nn.Module, x: torch.Tensor, precision: str) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m, least = self.desc.size_multiple, self.desc.min_size
-        pad_h, pad_w = max(-h % m, least - h), max(-w % m, least - w)
-        pad_h, pad_w = pad_h + -(h + pad_h) % m, pad_w + -(w + pad_w) % m
+        pad_h, pad_w = (a - b for a, b in zip(self.padded(h, w), (h, w), strict=True))
         x = x.to(self.device)
         if x.dtype == torch.uint8:  # converted where it now is: on the device
             x = x.to(DTYPES[precision]) / 255

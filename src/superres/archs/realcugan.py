@@ -103,6 +103,12 @@ class _UpCunet(nn.Module):
     multiple: int  # the padded input's size must be a multiple of this (the rest is reflected too)
     nearest_residual = False  # x4: the nearest-upsampled input is added to the output
 
+    @property
+    def tile_grid(self) -> int:
+        """The input grid the cascade downsamples on (its multiple: UNet2's x4 at x2 or x3 resolution), on
+        which tiles must start (``superres.infer.image.tile_alignment``)."""
+        return self.multiple
+
     def __init__(self, in_channels: int = 3, out_channels: int = 3, pro: bool = False):
         super().__init__()
         self.pro: Tensor | None

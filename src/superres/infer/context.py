@@ -19,16 +19,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from superres.infer.statistics import TileStatistics
+
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 DEFAULT_TOLERANCE = 1 / 255
 
 
-def edge_error(model: Callable[[np.ndarray], np.ndarray], image: np.ndarray, scale: int, cut: int) -> np.ndarray:
+def edge_error(model: Callable[[np.ndarray], np.ndarray], image: np.ndarray, scale: int, cut: int,
+               statistics: TileStatistics | None = None) -> np.ndarray:
     """Largest |tile - whole| output difference at each input distance from a tile edge.
 
     ``model`` maps HxWxC float arrays to their upscaled float arrays (a runner's ``forward``);
     ``image`` is an HxWxC float array; the tile is the image less ``cut`` pixels on every side.
+    ``statistics``: the network's whole-image reductions, which the tile then takes from the image, as
+    tiles take them from the whole image (:mod:`superres.infer.statistics`).
     """
+    if statistics is not None:
+        model = statistics.frozen_at(image, model)
     whole = model(image)
     h, w = image.shape[:2]
     tile = model(image[cut:h - cut, cut:w - cut])
@@ -56,13 +63,14 @@ def sample_images() -> list[np.ndarray]:
 
 def measure_margin(model: Callable[[np.ndarray], np.ndarray], scale: int, in_channels: int = 3,
                    tolerance: float = DEFAULT_TOLERANCE, start: int = 128, limit: int = 512,
-                   name: str = "this model", align: int = 1) -> int:
+                   name: str = "this model", align: int = 1, statistics: TileStatistics | None = None) -> int:
     """Input pixels of context a tile needs so that its output is within ``tolerance`` of the whole image.
 
     Measured on the bundled real photos with windows of ``start`` pixels, doubled (up to
     ``limit``) while the error has not settled inside the window. A network whose output still
     changes at the widest distance measured gets that distance, with a warning naming it as ``name``.
     ``align``: the cuts fall on multiples of it, as tiles start (see :func:`superres.ops.tiling.tile_starts`).
+    ``statistics``: the network's whole-image reductions, shared between tiles (see :func:`edge_error`).
     """
     images = sample_images()
     size = max(start, 4 * align)  # room for cuts on the grid
@@ -72,7 +80,7 @@ def measure_margin(model: Callable[[np.ndarray], np.ndarray], scale: int, in_cha
             crop = img[:size, :size]
             if in_channels == 1:
                 crop = crop.mean(axis=2, keepdims=True)
-            e = edge_error(model, crop, scale, cut=max(align, size // 8 - size // 8 % align))
+            e = edge_error(model, crop, scale, max(align, size // 8 - size // 8 % align), statistics)
             errors = e if errors is None else np.maximum(errors[:len(e)], e[:len(errors)])
         margin = margin_from_errors(errors, tolerance)
         if margin is not None and margin < len(errors) - 4:

@@ -16,6 +16,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -26,6 +27,9 @@ from superres.ops.tiling import TilePlan, plan_overhead, run_tiled, smallest_til
 from superres.runner import Runner
 from superres.runtime import RunOptions
 from superres.zoo.pretrained import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from superres.infer.statistics import TileStatistics
 
 DEFAULT_BUDGET_CPU = 1152 << 20  # working memory of one tile on the CPU (activations and output)
 # Activations in bf16/fp16 as a fraction of fp32's, indexed by "on a CUDA GPU". On the CPU, oneDNN's
@@ -77,6 +81,7 @@ class Upscaler:
         spec = MODELS.get(desc.name) if desc.name else None
         self.runner = Runner(desc, self.options, ncnn_files=ncnn_files(spec))
         self.torch_device = self.runner.device
+        self._statistics: TileStatistics | bool | None = False  # False: not probed yet
         self.margin = 0
         if desc.module is not None:
             known_margin = spec.margin if spec else None
@@ -120,16 +125,66 @@ class Upscaler:
     def tile(self) -> int | str:
         return self.options.tile
 
+    @property
+    def align(self) -> int:
+        """The grid tiles start on (and the margin is measured on): see :func:`tile_alignment`."""
+        return tile_alignment(self.desc)
+
+    @property
+    def statistics(self) -> TileStatistics | None:
+        """The network's whole-image reductions, which its tiles share (None: it has none); found by one
+        probe of the network, on first need."""
+        if self._statistics is False:
+            from superres.infer.statistics import TileStatistics, probe
+
+            found = probe(self.desc, declared_alignment(self.desc))
+            self._statistics = TileStatistics(found, self.runner.padded) if found.reductions else None
+        return self._statistics
+
     def _measured_margin(self) -> int:
         from superres.infer.context import cached_margin, measure_margin
         from superres.zoo.pretrained import cache_dir
 
-        def measure() -> int:
-            return measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
-                                  name=self.desc.name or (Path(self.desc.source).name if self.desc.source else
-                                                          self.desc.arch), align=tile_alignment(self.desc))
+        name = self.desc.name or (Path(self.desc.source).name if self.desc.source else self.desc.arch)
 
-        return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins.json")
+        def measure() -> int:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                margin = measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
+                                        name=name, align=self.align, statistics=self.statistics)
+            for warning in caught:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            if not caught:
+                self._check_tiles(margin, name)
+            return margin
+
+        # v2: measured on the network's probed grid, with its whole-image statistics shared
+        return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v2.json")
+
+    def _check_tiles(self, margin: int, name: str) -> None:
+        """Tiles with ``margin`` pixels of context, as small as :meth:`plan` allows (the most seams), against the
+        whole image on a bundled photo: a warning where they differ by more than 1/255 although the context
+        settled (a network whose output depends on the whole image in a way tiles cannot share: noise drawn in
+        every pass, windows that wrap around the image, resampling whose positions scale with its size)."""
+        from superres.infer.context import DEFAULT_TOLERANCE, sample_images
+
+        ramp, least = _ramp(margin), self.desc.min_size
+        tile = max(2 * margin + ramp + 8, least) + self.align - 1
+        side = tile + tile // 2 + 1
+        photo = max(sample_images(), key=lambda p: min(p.shape[:2]))
+        if min(photo.shape[:2]) < side:
+            return
+        crop = np.ascontiguousarray(photo[:side, :side])
+        if self.in_channels == 1:
+            crop = crop.mean(axis=2, keepdims=True)
+        whole = self.runner.forward(crop, "fp32")
+        tiled = np.empty_like(whole)
+        self._run_plan(crop, TilePlan(tile, margin, ramp, self.align, least), "fp32", "torch", tiled, lambda r: r)
+        worst = float(np.abs(tiled - whole).max())
+        if worst > DEFAULT_TOLERANCE:
+            warnings.warn(f"{name}: tiles differ from the whole image by up to {worst * 255:.1f}/255 although they get "
+                          f"{margin} pixels of context: this network's output depends on the whole image in a way "
+                          "tiles cannot share (--tile 0 runs images whole)", stacklevel=2)
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -150,14 +205,17 @@ class Upscaler:
             tile = int(self.tile)
             if tile == 0 or (tile >= height and tile >= width):
                 return TilePlan(0, self.margin, ramp)
-        need = 2 * self.margin + ramp + 8 + tile_alignment(self.desc) - 1
+        least = self.desc.min_size
+        need = max(2 * self.margin + ramp + 8, least) + self.align - 1
         if tile < need:
             budget = "" if self.tile != "auto" else (
                 f" (the largest that fits the {self._budget() >> 20} MiB tile budget on the {backend} runtime"
                 + ("; --backend torch needs far less memory" if backend == "ncnn" else "") + ")")
+            why = (f"its {least}-pixel minimum size" if least > 2 * self.margin + ramp + 8 else
+                   f"2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend")
             raise ValueError(f"tile {tile}{budget} is too small for {self.model}: it needs at least {need} pixels "
-                             f"(2 x its {self.margin}-pixel receptive-field margin + a {ramp}-pixel blend)")
-        return TilePlan(tile, self.margin, ramp, tile_alignment(self.desc))
+                             f"({why}" + (f", on its {self.align}-pixel grid" if self.align > 1 else "") + ")")
+        return TilePlan(tile, self.margin, ramp, self.align, least)
 
     def passes(self, image: np.ndarray) -> int:
         """The network passes :meth:`upscale_array` makes on ``image`` (what a
@@ -302,8 +360,26 @@ class Upscaler:
         plan = self.plan(*color.shape[:2], precision, backend)
         if self.tile != "auto" and not self._warned_tile:
             self._warn_small_tile(plan, *color.shape[:2])
-        run_tiled(color, lambda tile: self.runner.forward(tile, precision, backend), self.scale, plan, out, finish,
-                  progress)
+        self._run_plan(color, plan, precision, backend, out, finish, progress)
+
+    def _run_plan(self, color: np.ndarray, plan: TilePlan, precision: str, backend: str, out: np.ndarray, finish,
+                  progress=None) -> None:
+        statistics = self.statistics if plan.tile and backend == "torch" else None
+        cores = None
+        if statistics is not None:  # each tile sees the whole image's pooled statistics, gathered first
+            from superres.infer.statistics import tiles_and_cores
+
+            padded = self.runner.padded(*color.shape[:2])
+            statistics.settle(color, plan, lambda tile: self.runner.forward(tile, precision, backend), padded)
+            cores = (core for _, core in tiles_and_cores(color, plan, padded))  # in the order run_tiled runs the tiles
+
+        def forward(tile: np.ndarray) -> np.ndarray:
+            if cores is None:
+                return self.runner.forward(tile, precision, backend)
+            with statistics.tile(next(cores), tile.shape[:2]):
+                return self.runner.forward(tile, precision, backend)
+
+        run_tiled(color, forward, self.scale, plan, out, finish, progress)
 
     def _warn_small_tile(self, plan: TilePlan, height: int, width: int) -> None:
         """Once per upscaler (a run), when the tile the user chose makes the tiles mostly overlap."""
@@ -337,14 +413,23 @@ def resize_to(image: np.ndarray, outscale: float | None, native: int, h: int, w:
 
 
 def tile_alignment(desc) -> int:
-    """The grid a network works on, on which tiles start: its size multiple and its attention windows (a
+    """The grid a network works on, on which tiles start: its size multiple, its attention windows (a
     windowed transformer pads to its window inside, so a tile off the grid sees other windows than the whole
-    image does)."""
+    image does) and its downsampling strides, found by one probe of the network (remembered)."""
+    from superres.infer.statistics import probe
+
+    return probe(desc, declared_alignment(desc)).grid
+
+
+def declared_alignment(desc) -> int:
+    """The part of :func:`tile_alignment` a network declares: its size multiple, its attention windows and
+    a ``tile_grid`` attribute of any of its modules."""
     align = max(1, desc.size_multiple)
     if desc.module is not None:
         for module in desc.module.modules():
             window = getattr(module, "window_size", None)
-            for side in window if isinstance(window, tuple | list) else (window,):
+            for side in (*(window if isinstance(window, tuple | list) else (window,)),
+                         getattr(module, "tile_grid", None)):
                 if isinstance(side, int) and 0 < side <= 256:
                     align = math.lcm(align, side)
     return align

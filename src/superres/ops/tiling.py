@@ -19,20 +19,23 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> tuple[list[int], int]:
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1, least: int = 1) -> tuple[list[int], int]:
     """(starts, size) of the fewest windows of at most ``tile`` pixels that cover ``[0, length)``
     with neighbours sharing >= ``overlap`` pixels; the windows are shrunk to the smallest equal
     size that still does, so that no compute is spent on needless overlap. ``align``: every start is a
     multiple of it (the last window then ends at or beyond ``length``: it is cut there), so that a network
-    that works on a grid (attention windows, downsampling) sees each tile on the whole image's grid."""
+    that works on a grid (attention windows, downsampling) sees each tile on the whole image's grid.
+    ``least``: no window is shorter (the network's minimum size: a window padded up to it would see other
+    pixels at the image's border than the whole image does)."""
     if tile >= length:
         return [0], length
-    if overlap + align - 1 >= tile:
+    if max(overlap + 1, least) + align - 1 > tile:
         raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}"
-                         + (f" less {align - 1} for alignment to {align}" if align > 1 else ""))
+                         + (f" less {align - 1} for alignment to {align}" if align > 1 else "")
+                         + (f", and the tile at least {least}" if least > 1 else ""))
     tile -= align - 1  # room to move each start back to the grid
     count = max(2, math.ceil((length - overlap) / (tile - overlap)))
-    size = min(tile, math.ceil((length + (count - 1) * overlap) / count) + 1)
+    size = min(tile, max(least, math.ceil((length + (count - 1) * overlap) / count) + 1))
     starts = [(i * (length - size)) // (count - 1) for i in range(count)]
     return sorted({a - a % align for a in starts}), size + align - 1
 
@@ -70,13 +73,15 @@ class TilePlan:
     margin: int  # input pixels at each shared edge given no weight
     ramp: int  # input pixels over which neighbours hand over
     align: int = 1  # tiles start on multiples of this (the network's grid: windows, downsampling)
+    least: int = 1  # no tile is shorter than this (the network's minimum size)
 
 
 def tile_grid(height: int, width: int, plan: TilePlan) -> tuple[tuple[list[int], int], tuple[list[int], int]]:
     """The tiles of a plan with tiles (``plan.tile`` > 0): (row starts, tile height), (column starts, tile
     width), neighbours overlapping by the margin on both sides plus the ramp."""
     overlap = 2 * plan.margin + plan.ramp
-    return tile_starts(height, plan.tile, overlap, plan.align), tile_starts(width, plan.tile, overlap, plan.align)
+    return (tile_starts(height, plan.tile, overlap, plan.align, plan.least),
+            tile_starts(width, plan.tile, overlap, plan.align, plan.least))
 
 
 def tile_count(height: int, width: int, plan: TilePlan) -> int:

@@ -1,0 +1,373 @@
+"""A network's grid and its whole-image statistics, so that tiles compute what the whole image does.
+
+Two things make a tile's output differ from the whole image's beyond the context a tile is given:
+- **The grid.** A network that downsamples (strided convolutions, pooling, pixel-unshuffle, U-Nets) sees
+  its input on a grid of that stride; a tile that starts off the grid is sampled at another phase.
+  :func:`probe` finds the strides by running the network once and reading the sizes of its feature maps.
+- **Whole-image statistics.** Squeeze-and-excitation and channel attention (RCAN, NAFNet's simplified
+  channel attention, Real-CUGAN's SE blocks, MixDehazeNet...) scale features by their mean (or maximum)
+  over the whole image. In a tile that mean is the tile's own. :class:`TileStatistics` replaces each such
+  reduction by its whole-image value, gathered over the tiles: each tile contributes the part of its
+  feature map that it owns (its core, a partition of the image, well inside the measured margin).
+  Reductions depend on earlier ones, so the gathering is repeated, each pass using the last pass's values,
+  until they stop changing (:func:`settle`): at most one pass per reduction, since the first is exact
+  after one pass, the second after two, and so on; in practice two or three. The final tiled pass then
+  uses them. Real-CUGAN's official tile mode does the same by hand for its SE blocks.
+
+Reductions are recognised as PyTorch calls (``torch.overrides.TorchFunctionMode``): the mean, sum, amax
+and amin of a feature map over both its spatial dimensions, and adaptive average and max pooling to
+1x1. Calls are matched across passes by their order in the forward pass.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from superres.ops.tiling import TilePlan, tile_grid
+
+# What a reduction keeps of its input: the sum (mean and sum), or the maximum or minimum.
+_KINDS = {torch.mean: "mean", torch.Tensor.mean: "mean", torch.sum: "sum", torch.Tensor.sum: "sum",
+          torch.amax: "max", torch.Tensor.amax: "max", torch.amin: "min", torch.Tensor.amin: "min"}
+_POOLS = {F.adaptive_avg_pool2d: "mean", F.adaptive_max_pool2d: "max"}
+_MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__}
+# Most passes over the tiles spent on settling the statistics (a deep network with more reductions settles
+# within this in practice: each pass fixes the next one exactly, and the later ones move together).
+MAX_PASSES = 24
+
+
+def _candidate(func, args, kwargs) -> tuple[str, tuple[int, ...]] | None:
+    """(what, extent) when this call may reduce over the image's space; None for any other call:
+    - ``pool``: a mean, sum, maximum or minimum of a >= 3-D tensor over its last two dimensions (global
+      pooling), extent (height, width);
+    - ``norm``: ``F.normalize`` over the last dimension, extent (its length): over the flattened image in
+      transposed (channel) attention, as Restormer's;
+    - ``matmul``: a product whose contracted dimension (extent: its length) may be the flattened image."""
+    if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() < 3:
+        return None
+    x = args[0]
+    if func in _POOLS:
+        size = args[1] if len(args) > 1 else kwargs.get("output_size")
+        if size not in (1, (1, 1), [1, 1]) or kwargs.get("return_indices") or x.dim() != 4:
+            return None
+        return "pool", tuple(x.shape[-2:])
+    if func in _KINDS:
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if not isinstance(dim, tuple | list) or not all(isinstance(d, int) for d in dim) or \
+                not {x.dim() - 2, x.dim() - 1} <= {d % x.dim() for d in dim}:
+            return None
+        return "pool", tuple(x.shape[-2:])
+    if func is F.normalize:
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 1)
+        return ("norm", (x.shape[-1],)) if isinstance(dim, int) and dim % x.dim() == x.dim() - 1 else None
+    if func in _MATMULS and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].dim() >= 3 \
+            and x.shape[-1] == args[1].shape[-2]:
+        return "matmul", (x.shape[-1],)
+    return None
+
+
+@dataclass(frozen=True)
+class End:
+    """The image's far border, ``padded`` input pixels from the tile's start: where the whole image's feature
+    maps end (the runner pads the whole image to the network's size requirements; a tile at the border may be
+    padded further, and its feature maps beyond this are not the image's)."""
+    padded: int
+
+
+_BEYOND = End(1 << 62)  # past any feature map: all of it
+
+# A tile's core on one axis: from (None: the image's near border, with whatever the network pads there) to
+# (an :class:`End` at the far border), in input pixels from the tile's start.
+Bounds = tuple[int | None, int | End]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Feature index ``i`` of a reduction's input lies at input pixel ``offset + stride * i`` (one axis; the
+    feature map is centred on the padded input, as unpadded convolutions and symmetric padding leave it)."""
+    stride: Fraction
+    offset: Fraction
+
+    def index(self, position: int | End | None, size: int) -> int:
+        """The first feature index at or after input ``position`` of a feature map of ``size``."""
+        if position is None:
+            return 0
+        if isinstance(position, End):  # the whole image's map has (padded - 2 * offset) / stride features
+            return min(size, max(0, round((position.padded - 2 * self.offset) / self.stride)))
+        return min(size, max(0, math.ceil((position - self.offset) / self.stride)))
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """One call of a network that reduces over the image's space: what it is (see :func:`_candidate`) and
+    where its input's features lie on the input's rows and columns."""
+    what: str
+    rows: Axis
+    cols: Axis
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one run of a network shows: ``grid``, the stride tiles must start on; ``reductions``, each call
+    that may reduce over the image's space, in call order (None: one that does not, such as attention within
+    a window); empty when none does (nothing to share)."""
+    grid: int
+    reductions: tuple[Reduction | None, ...] = ()
+
+
+class _Recorder(TorchFunctionMode):
+    """Records the spatial size of every 4-D result and the extent of every candidate reduction."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: set[tuple[int, int]] = set()
+        self.calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        found = _candidate(func, args, kwargs)
+        if found is not None:
+            self.calls.append(found)
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.dim() == 4:
+            self.sizes.add(tuple(out.shape[-2:]))
+        return out
+
+
+def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, ...]],
+              sizes: tuple[tuple[int, int], tuple[int, int]]) -> Reduction | None:
+    """The reduction a candidate call is, from its extents on inputs of two ``sizes``: one whose extent
+    grows with the input reduces over its space; a fixed one (a window, channels) does not."""
+    (what, e1), (what2, e2) = first, second
+    (h1, w1), (h2, w2) = sizes
+    if what != what2 or e1 == e2:
+        return None
+    if what == "pool":  # the map is centred on the input: offset from the size left over at each side
+        axes = [Axis(Fraction(t2 - t1, f2 - f1), (t1 - Fraction(t2 - t1, f2 - f1) * f1) / 2)
+                for t1, t2, f1, f2 in ((h1, h2, e1[0], e2[0]), (w1, w2, e1[1], e2[1])) if f2 != f1]
+        return Reduction(what, *axes) if len(axes) == 2 else None
+    area = Fraction(h1 * w1, e1[0])  # a flattened map at stride s: (h / s) * (w / s) features
+    stride = Fraction(math.isqrt(area.numerator), math.isqrt(area.denominator))
+    if stride * stride != area or Fraction(h2, 1) / stride * (Fraction(w2, 1) / stride) != e2[0]:
+        return None
+    return Reduction(what, Axis(stride, Fraction(0)), Axis(stride, Fraction(0)))
+
+
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def probe(desc, declared: int = 1) -> Probe:
+    """Run ``desc``'s network on two random inputs of sizes on its ``declared`` grid (its size multiple and
+    attention windows) and read off its downsampling strides and its whole-image reductions. Remembered
+    per network; a network that fails on the probe's input keeps its declared grid."""
+    module = desc.module
+    if module is None or desc.video is not None:
+        return Probe(declared)
+    if module in _PROBES and _PROBES[module].grid % declared == 0:
+        return _PROBES[module]
+    unit = math.lcm(declared, max(1, desc.size_multiple), 32)
+    while 2 * unit < desc.min_size:
+        unit *= 2
+    sizes = ((2 * unit, 3 * unit), (3 * unit, 4 * unit))  # not square: a feature map's two sides must agree
+    runs = []
+    param = next(iter(module.parameters()), None)
+    generator = torch.Generator().manual_seed(0)
+    try:
+        for h, w in sizes:
+            x = torch.rand(1, desc.in_channels, h, w, generator=generator)
+            if param is not None:
+                x = x.to(param.device, param.dtype)
+            recorder = _Recorder()
+            with torch.inference_mode(), recorder:
+                torch.manual_seed(0)
+                module(x)
+            runs.append(recorder)
+    except Exception:  # whatever arbitrary network code raises on this input: tiles keep the declared grid
+        return Probe(declared)
+    (h, w), first = sizes[0], runs[0]
+    strides = [h // fh for fh, fw in first.sizes
+               if 1 < fh < h and h % fh == 0 and w % fw == 0 and h // fh == w // fw and unit % (h // fh) == 0]
+    grid = math.lcm(declared, *strides)
+    reductions: tuple[Reduction | None, ...] = ()
+    if len(first.calls) == len(runs[1].calls):  # else the network's calls depend on the size: nothing to share
+        reductions = tuple(_classify(a, b, sizes) for a, b in zip(first.calls, runs[1].calls, strict=True))
+    found = Probe(grid, reductions if any(reductions) else ())
+    _PROBES[module] = found
+    return found
+
+
+class TileStatistics(TorchFunctionMode):
+    """Inside a network's forward pass on a tile: each whole-image reduction gives its whole-image value
+    (once :func:`settle` has gathered it), and while gathering, adds up the tile's share of its input.
+    ``padded``: the size the runner pads an input of a given size to (the network's size requirements)."""
+
+    def __init__(self, found: Probe, padded: Callable[[int, int], tuple[int, int]] | None = None):
+        super().__init__()
+        self.reductions = found.reductions
+        self.padded = padded or (lambda h, w: (h, w))
+        self.values: dict[int, torch.Tensor] = {}
+        self.calls = 0  # candidate calls in the last pass (a tile of another size may make others: see settle)
+        self._parts: dict[int, list] = {}
+        self._gathering = False
+        self._core: tuple[Bounds, Bounds] = ((None, _BEYOND), (None, _BEYOND))
+        self._size = (0, 0)
+
+    @contextmanager
+    def tile(self, core: tuple[Bounds, Bounds], size: tuple[int, int]) -> Iterator[None]:
+        """Run one network pass on a tile of ``size`` whose core (its rows and columns, see
+        :func:`tiles_and_cores`) is this tile's share of the image."""
+        self._core, self._size, self.calls = core, self.padded(*size), 0
+        with self:
+            yield
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        found = _candidate(func, args, kwargs)
+        if found is None:
+            return func(*args, **kwargs)
+        k, self.calls = self.calls, self.calls + 1
+        reduction = self.reductions[k] if k < len(self.reductions) else None
+        if reduction is None:
+            return func(*args, **kwargs)
+        if self._gathering:
+            self._gather(k, reduction, func, args, kwargs)
+        value = self.values.get(k)
+        if value is None:
+            return func(*args, **kwargs)
+        x = args[0]
+        if reduction.what == "norm":  # x / max(||x||, eps) with the whole image's norm
+            p = args[1] if len(args) > 1 else kwargs.get("p", 2.0)
+            eps = args[3] if len(args) > 3 else kwargs.get("eps", 1e-12)
+            return x / (value ** (1 / p)).clamp_min(eps).to(x.device, x.dtype)
+        out = func(*args, **kwargs) if reduction.what == "pool" else None  # (for its shape: keepdim or not)
+        value = value.to(x.device, x.dtype)
+        return value if out is None else value.reshape(out.shape)
+
+    def _flat_core(self, reduction: Reduction, length: int) -> tuple[int, int] | None:
+        """The (height, width) of a flattened map of ``length`` features at the reduction's stride in this
+        tile; None where it is not one (then the tile keeps its own value)."""
+        fh, fw = (t / reduction.rows.stride for t in self._size)
+        if fh.denominator != 1 or fw.denominator != 1 or fh * fw != length:
+            return None
+        return int(fh), int(fw)
+
+    def _gather(self, k: int, reduction: Reduction, func, args, kwargs) -> None:
+        (y0, y1), (x0, x1) = self._core
+        x = args[0]
+        if reduction.what == "pool":
+            fh, fw = x.shape[-2:]
+        elif (shape := self._flat_core(reduction, x.shape[-1])) is None:
+            return
+        else:
+            fh, fw = shape
+        r0, r1 = reduction.rows.index(y0, fh), reduction.rows.index(y1, fh)
+        c0, c1 = reduction.cols.index(x0, fw), reduction.cols.index(x1, fw)
+        if r1 <= r0 or c1 <= c0:
+            return
+        if reduction.what == "pool":
+            kind = _POOLS.get(func) or _KINDS[func]
+            dim = (-2, -1) if func in _POOLS else args[1] if len(args) > 1 else kwargs["dim"]
+            dims = tuple(sorted({d % x.dim() for d in dim}))
+            part = x[..., r0:r1, c0:c1]
+            if kind in ("mean", "sum"):
+                share = (part.double().sum(dims, keepdim=True), math.prod(part.shape[d] for d in dims))
+            else:
+                share = ((part.amax(dims, keepdim=True) if kind == "max" else part.amin(dims, keepdim=True)).float(), 0)
+        elif reduction.what == "norm":  # the sum of |x|^p over the core's features (flattened: the last dim)
+            p = args[1] if len(args) > 1 else kwargs.get("p", 2.0)
+            part = x.unflatten(-1, (fh, fw))[..., r0:r1, c0:c1].flatten(-2)
+            kind, share = "sum", (part.double().abs().pow(p).sum(-1, keepdim=True), 0)
+        else:  # the product over the core's features (flattened: a's last dim, b's second last)
+            a = x.unflatten(-1, (fh, fw))[..., r0:r1, c0:c1].flatten(-2)
+            b = args[1].unflatten(-2, (fh, fw))[..., r0:r1, c0:c1, :].flatten(-3, -2)
+            kind, share = "sum", (a.double() @ b.double(), 0)
+        self._parts.setdefault(k, []).append((kind, *share))
+
+    def _combine(self) -> dict[int, torch.Tensor]:
+        values = {}
+        for k, parts in self._parts.items():
+            kind = parts[0][0]
+            if kind in ("mean", "sum"):
+                total = torch.stack([p[1] for p in parts]).sum(0)
+                values[k] = total / sum(p[2] for p in parts) if kind == "mean" else total
+            else:
+                stacked = torch.stack([p[1] for p in parts])
+                values[k] = stacked.amax(0) if kind == "max" else stacked.amin(0)
+        return values
+
+    def frozen_at(self, image: np.ndarray, model: Callable[[np.ndarray], np.ndarray]
+                  ) -> Callable[[np.ndarray], np.ndarray]:
+        """``model`` with its reductions fixed at their values on the whole of ``image`` (what measuring a
+        tile's context needs: a window cut from ``image`` then differs from ``image`` only by what it does
+        not see nearby)."""
+        everything = ((None, _BEYOND), (None, _BEYOND))
+        self.values, self._parts, self._gathering = {}, {}, True
+        try:
+            with self.tile(everything, image.shape[:2]):
+                model(image)
+        finally:
+            self._gathering = False
+        self.values = self._combine()
+
+        def frozen(x: np.ndarray) -> np.ndarray:
+            with self.tile(everything, x.shape[:2]):
+                return model(x)
+
+        return frozen
+
+    def settle(self, image: np.ndarray, plan: TilePlan, model: Callable[[np.ndarray], object],
+               padded: tuple[int, int], tolerance: float = 1e-6) -> int:
+        """Gather the whole-image values of ``image``'s reductions over the tiles of ``plan``, one pass after
+        another, until no value moves by more than ``tolerance`` (relative to its size, at least 1):
+        ``model`` runs a tile (its output is not used); ``padded``: the size the runner pads the whole image
+        to. Returns the passes made; 0 when tiles make other calls than the probe saw (a network whose
+        work depends on the input's size): then no value is shared."""
+        self.values = {}
+        passes, moved = 0, math.inf
+        most = min(MAX_PASSES, sum(r is not None for r in self.reductions) + 1)
+        while moved > tolerance and passes < most:
+            passes += 1
+            self._parts, self._gathering = {}, True
+            try:
+                for tile, core in tiles_and_cores(image, plan, padded):
+                    with self.tile(core, tile.shape[:2]):
+                        model(tile)
+                    if self.calls != len(self.reductions):
+                        self.values = {}
+                        return 0
+            finally:
+                self._gathering = False
+            new = self._combine()
+            moved = max(((new[k] - self.values[k]).abs().max() / max(1.0, float(self.values[k].abs().max()))).item()
+                        if k in self.values else math.inf for k in new) if new else 0.0
+            self.values = new
+        return passes
+
+
+def tiles_and_cores(image: np.ndarray, plan: TilePlan, padded: tuple[int, int]):
+    """Each tile of ``plan`` on ``image`` (row by row, as :func:`superres.ops.tiling.run_tiled` runs them)
+    with its core, ((row from, to), (column from, to)) in the tile's pixels: the part of the image it owns,
+    split between neighbours in the middle of their overlap. At the image's borders a core takes what the
+    whole image's feature maps have there: from None (all of the near border), to an :class:`End` (the far
+    border, with the whole image ``padded`` to this size)."""
+    h, w = image.shape[:2]
+    (ys, th), (xs, tw) = tile_grid(h, w, plan)
+
+    def cores(starts: list[int], size: int, length: int) -> list[Bounds]:
+        bounds = [(a + size + b) // 2 for a, b in itertools.pairwise(starts)]
+        return [(None if i == 0 else bounds[i - 1] - a, End(length - a) if i == len(starts) - 1 else bounds[i] - a)
+                for i, a in enumerate(starts)]
+
+    for y0, rows in zip(ys, cores(ys, th, padded[0]), strict=True):
+        for x0, cols in zip(xs, cores(xs, tw, padded[1]), strict=True):
+            yield image[y0:y0 + th, x0:x0 + tw], (rows, cols)

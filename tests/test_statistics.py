@@ -1,0 +1,179 @@
+"""Tiles on the network's grid with the whole image's statistics (superres.infer.statistics).
+
+Small networks of the kinds that tiles used to get wrong: one that downsamples (a grid of 4), one with
+squeeze-and-excitation and global max pooling after a downsampling (channel attention: the whole image's
+mean and maximum), and one with transposed attention (Restormer's: the whole image's norms and a product
+over all its pixels). With the measured margin their tiles must give the whole image's output; without the
+shared statistics they do not (checked, so that these tests can fail).
+"""
+
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from superres.archs.spec import ModelFacts
+from superres.infer.image import Upscaler, tile_alignment
+from superres.infer.statistics import Axis, End, TileStatistics, probe, tiles_and_cores
+from superres.ops.tiling import TilePlan, tile_grid
+from superres.zoo.descriptor import ModelDescriptor
+
+FP32 = {"device": "cpu", "precision": "fp32", "backend": "torch"}
+
+
+class Downsampling(nn.Module):
+    """Two stride-2 convolutions down, a pixel shuffle up (x2): a grid of 4 input pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.GELU(), nn.Conv2d(8, 16, 3, 2, 1), nn.GELU())
+        self.up = nn.Sequential(nn.Conv2d(16, 3 * 64, 3, 1, 1), nn.PixelShuffle(8))
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        return self.up(self.down(x))[..., :2 * h, :2 * w] + F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class ChannelAttention(nn.Module):
+    """RCAN/SE-style attention after a stride-2 convolution: sigmoid of the mean and maximum over the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, 1, 1)
+        self.down = nn.Conv2d(8, 8, 2, 2)
+        self.excite = nn.Conv2d(8, 8, 1)
+        self.up = nn.ConvTranspose2d(8, 8, 2, 2)
+        self.tail = nn.Conv2d(8, 3, 3, 1, 1)
+
+    def forward(self, x):
+        f = F.gelu(self.head(x))
+        d = self.down(f)
+        d = d * torch.sigmoid(self.excite(d.mean((2, 3), keepdim=True)))  # squeeze and excitation
+        d = d * torch.sigmoid(F.adaptive_max_pool2d(d, 1))  # the whole image's maximum
+        f = f + self.up(d)
+        return x + 0.5 * self.tail(f * torch.sigmoid(f.mean((-1, -2), keepdim=True)))
+
+
+class TransposedAttention(nn.Module):
+    """Restormer's MDTA: attention between channels, over all the image's pixels (normalised over them)."""
+
+    def __init__(self, dim: int = 8, heads: int = 2):
+        super().__init__()
+        self.heads = heads
+        self.head = nn.Conv2d(3, dim, 3, 1, 1)
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1)
+        self.dw = nn.Conv2d(3 * dim, 3 * dim, 3, 1, 1, groups=3 * dim)
+        self.tail = nn.Conv2d(dim, 3, 3, 1, 1)
+
+    def forward(self, x):
+        f = self.head(x)
+        b, c, h, w = f.shape
+        q, k, v = (t.reshape(b, self.heads, c // self.heads, h * w) for t in self.dw(self.qkv(f)).chunk(3, dim=1))
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = (q @ k.transpose(-2, -1) * 4).softmax(dim=-1)
+        out = (attn @ v).reshape(b, c, h, w)
+        return x + 0.5 * self.tail(out + f)
+
+
+def _descriptor(module: nn.Module, scale: int = 1) -> ModelDescriptor:
+    torch.manual_seed(0)
+    for p in module.parameters():
+        nn.init.normal_(p, std=0.3)
+    multiple = 2 if isinstance(module, ChannelAttention) else 1  # its transposed convolution undoes the stride
+    return ModelDescriptor(module.eval(), type(module).__name__, {}, ModelFacts("sr", scale, 3, 3, multiple))
+
+
+def _whole_and_tiles(desc: ModelDescriptor, image: np.ndarray, shared: bool = True) -> tuple[np.ndarray, ...]:
+    whole = Upscaler(desc, tile=0, **FP32).upscale_array(image)
+    up = Upscaler(desc, tile=80, **FP32)
+    if not shared:
+        up._statistics = None  # as before: each tile its own statistics
+    return whole, up.upscale_array(image), up
+
+
+@pytest.mark.parametrize("module, scale", [(Downsampling, 2), (ChannelAttention, 1), (TransposedAttention, 1)])
+def test_tiles_equal_the_whole_image(module, scale, photos):
+    desc = _descriptor(module(), scale)
+    image = photos["chelsea"][:150, :170].copy()
+    whole, tiles, up = _whole_and_tiles(desc, image)
+    assert up.plan(150, 170).tile == 80 and up.margin < 20  # several tiles, on the measured margin
+    assert np.abs(tiles - whole).max() <= 1e-4  # fp32 sums in another order: the same function
+    if module is not Downsampling:
+        assert np.abs(_whole_and_tiles(desc, image, shared=False)[1] - whole).max() > 2 / 255
+
+
+def test_the_probe_finds_the_grid_and_the_reductions():
+    assert tile_alignment(_descriptor(Downsampling(), 2)) == 4
+    found = probe(_descriptor(ChannelAttention()))
+    assert found.grid == 2
+    assert [(r.what, r.rows.stride) for r in found.reductions] == [("pool", 2), ("pool", 2), ("pool", 1)]
+    found = probe(_descriptor(TransposedAttention()))
+    assert [r and (r.what, r.rows.stride) for r in found.reductions] == [("norm", 1), ("norm", 1), ("matmul", 1),
+                                                                          None]  # attn @ v: over channels
+    assert probe(_descriptor(nn.Conv2d(3, 3, 3, 1, 1))).reductions == ()  # nothing to share: plain tiles
+
+
+def test_without_reductions_an_upscaler_shares_nothing():
+    assert Upscaler(_descriptor(Downsampling(), 2), tile=64, **FP32).statistics is None
+
+
+def test_cores_split_the_image_once_and_reach_its_padded_borders():
+    """Placed in the image, the tiles' cores cover each row (and column) once, the padding the whole image
+    gets at its far border included (a map at the input's resolution; the runner pads 100 x 130 to 104 x 132)."""
+    image = np.zeros((100, 130, 3), np.float32)
+    plan = TilePlan(48, 8, 4, 4)
+    (ys, _), (xs, _) = tile_grid(100, 130, plan)
+    cores = [core for _, core in tiles_and_cores(image, plan, (104, 132))]
+    axis = Axis(Fraction(1), Fraction(0))
+    rows, cols = [c[0] for c in cores[::len(xs)]], [c[1] for c in cores[:len(xs)]]
+    for starts, bounds, padded in ((ys, rows, 104), (xs, cols, 132)):
+        assert len(starts) > 2 and bounds[0][0] is None and isinstance(bounds[-1][1], End)
+        owned = [a + i for a, (lo, hi) in zip(starts, bounds, strict=True)
+                 for i in range(axis.index(lo, 1000), axis.index(hi, 1000))]
+        assert owned == list(range(padded))
+
+
+def test_a_network_whose_calls_depend_on_the_size_shares_nothing(photos):
+    class Recursive(ChannelAttention):  # pools once more per doubling of the input (RGT's recursion)
+        def forward(self, x):
+            y = super().forward(x)
+            for _ in range(x.shape[-1] // 64):
+                y = y * torch.sigmoid(y.mean((2, 3), keepdim=True))
+            return y
+
+    desc = _descriptor(Recursive())
+    stats = TileStatistics(probe(desc))
+    image = photos["chelsea"][:150, :170].copy()
+    up = Upscaler(desc, tile=64, **FP32)
+    forward = up.runner.forward
+    assert stats.settle(image, up.plan(150, 170), lambda t: forward(t, "fp32"), (150, 170)) == 0
+    assert stats.values == {}
+
+
+def test_an_upscaler_warns_where_tiles_cannot_match_the_whole_image(tmp_path, monkeypatch, photos):
+    """A network that wraps around the image (DCTLSA's shifted windows have no mask): its context settles, but
+    at the image's borders it sees the opposite border, which no tile there has. Measuring its margin also
+    runs tiles against the whole image, and says so."""
+
+    class Wraps(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, 1, 1)
+
+        def forward(self, x):
+            return x + 0.5 * self.conv(torch.roll(x, shifts=(5, 5), dims=(2, 3)))
+
+    monkeypatch.setenv("SUPERRES_CACHE_DIR", str(tmp_path))
+    with pytest.warns(UserWarning, match=r"^Wraps: tiles differ from the whole image by up to \d+\.\d/255 although "
+                      r"they get \d+ pixels of context: this network's output depends on the whole image"):
+        wraps = Upscaler(_descriptor(Wraps()), tile=80, **FP32)
+    assert wraps.margin < 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tiles that match: no warning
+        Upscaler(_descriptor(ChannelAttention()), tile=80, **FP32)
