@@ -34,8 +34,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["realcugan-2x-conservative"])
-    parser.add_argument("--size", type=int, default=256, help="side of the photo crop")
-    parser.add_argument("--tile", type=int, default=128)
+    parser.add_argument("--size", type=int, default=512, help="side of the photo crop")
+    parser.add_argument("--tile", type=int, default=240)
     args = parser.parse_args()
     photo = read_image(sorted(SAMPLES.glob("*.png"))[0])[0][..., :3]
     image = np.ascontiguousarray(photo[:args.size, :args.size])

@@ -281,12 +281,13 @@ WIDE = {"DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 256, "KBNet": 128
         "SAFMN": 128, "SAFMNBCIE": 128, "Swin2SR": 128, "Uformer": 128}
 SHARED = {"DAT", "FBCNN", "FDAT", "HAT", "KBNet", "MMRealSR", "MixDehazeNet", "NAFNet", "RCAN", "RealCUGAN",
           "RetinexFormer", "SeemoRe"}
-INHERENT = {"AuraSR": ("its noise, drawn afresh in every pass", 128),
+INHERENT = {"AuraSR": ("its input noise, drawn afresh in every pass, and attention over all pixels", 128),
             "DCTLSA": ("shifted windows that wrap around the image (no attention mask)", 128),
             "HVICIDNet": ("resampling with align_corners=True, whose sample positions scale with the image", 128),
+            "OmniSR": ("grid attention over pixels spread across the whole image, as far apart as it is large", 128),
             "RGT": ("attention to a pooled map whose depth depends on the image's size", 128)}
-FAR = {"CRAFT", "GRL", "IPT", "OmniSR", "SCUNet"}
-FAR_SAMPLE = ("CRAFT", "OmniSR")
+FAR = {"CRAFT", "GRL", "IPT", "SCUNet"}
+FAR_SAMPLE = ("CRAFT",)
 TILED = [*((arch, 32) for arch in sorted(LOCAL)), *sorted(WIDE.items()), *((arch, 128) for arch in FAR_SAMPLE),
          *(pytest.param(arch, window, marks=pytest.mark.xfail(strict=True, reason=f"tiles cannot share {why}"))
            for arch, (why, window) in sorted(INHERENT.items()))]

@@ -4,19 +4,26 @@ Two things make a tile's output differ from the whole image's beyond the context
 - **The grid.** A network that downsamples (strided convolutions, pooling, pixel-unshuffle, U-Nets) sees
   its input on a grid of that stride; a tile that starts off the grid is sampled at another phase.
   :func:`probe` finds the strides by running the network once and reading the sizes of its feature maps.
-- **Whole-image statistics.** Squeeze-and-excitation and channel attention (RCAN, NAFNet's simplified
+- **Whole-image statistics.** Squeeze-and-excitation and channel attention (RCAN, HAT, NAFNet's simplified
   channel attention, Real-CUGAN's SE blocks, MixDehazeNet...) scale features by their mean (or maximum)
-  over the whole image. In a tile that mean is the tile's own. :class:`TileStatistics` replaces each such
-  reduction by its whole-image value, gathered over the tiles: each tile contributes the part of its
-  feature map that it owns (its core, a partition of the image, well inside the measured margin).
+  over the whole image; transposed attention (Restormer's MDTA, in RetinexFormer, DAT, OmniSR...)
+  normalises queries and keys over all pixels and multiplies them over all pixels. In a tile these are
+  the tile's own. :class:`TileStatistics` replaces each such reduction by its whole-image value, gathered
+  over the tiles: each tile contributes the part of its feature map that it owns (its core, a partition
+  of the image, well inside the measured margin).
   Reductions depend on earlier ones, so the gathering is repeated, each pass using the last pass's values,
   until they stop changing (:func:`settle`): at most one pass per reduction, since the first is exact
   after one pass, the second after two, and so on; in practice two or three. The final tiled pass then
   uses them. Real-CUGAN's official tile mode does the same by hand for its SE blocks.
 
 Reductions are recognised as PyTorch calls (``torch.overrides.TorchFunctionMode``): the mean, sum, amax
-and amin of a feature map over both its spatial dimensions, and adaptive average and max pooling to
-1x1. Calls are matched across passes by their order in the forward pass.
+and amin of a feature map over both its spatial dimensions, adaptive average and max pooling to 1x1,
+``F.normalize`` over a flattened map and a matrix product over one. :func:`probe` runs the network on two
+input sizes and keeps those whose extent grows with the input. Calls are matched across passes by their
+order in the forward pass; a network whose calls depend on the input's size (RGT's recursion) shares
+nothing. Not shareable, and left to the check of :meth:`superres.infer.image.Upscaler` (which warns):
+noise drawn in every pass, windows that wrap around the image without a mask, resampling with
+``align_corners=True`` (its sample positions scale with the image), full softmax attention over all pixels.
 """
 
 from __future__ import annotations
@@ -188,8 +195,8 @@ def probe(desc, declared: int = 1) -> Probe:
             if param is not None:
                 x = x.to(param.device, param.dtype)
             recorder = _Recorder()
-            with torch.inference_mode(), recorder:
-                torch.manual_seed(0)
+            with torch.random.fork_rng(devices=[]), torch.inference_mode(), recorder:
+                torch.manual_seed(0)  # (networks that draw noise draw the same in both runs; the caller's state kept)
                 module(x)
             runs.append(recorder)
     except Exception:  # whatever arbitrary network code raises on this input: tiles keep the declared grid
