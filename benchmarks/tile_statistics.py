@@ -21,8 +21,7 @@ import numpy as np
 
 import superres.infer.image as image_module
 from superres.infer.context import SAMPLES, measure_margin
-from superres.infer.image import Upscaler, declared_alignment, tile_alignment
-from superres.infer.statistics import probe
+from superres.infer.image import Upscaler, declared_alignment, network_probe, tile_alignment
 from superres.io import read_image
 
 
@@ -48,7 +47,7 @@ def main() -> None:
               f"{whole_s:.1f} s")
         for way in ("own", "grid", "shared"):
             up = Upscaler(model, tile=args.tile, tile_pad=0, **options)
-            found = probe(up.desc, declared_alignment(up.desc))
+            found = network_probe(up.desc)
             align = declared_alignment(up.desc) if way == "own" else found.grid
             statistics = up.statistics if way == "shared" else None
             with warnings.catch_warnings(record=True) as caught:
@@ -67,8 +66,9 @@ def main() -> None:
                 seconds = time.perf_counter() - start
             finally:
                 image_module.tile_alignment = tile_alignment
+            passes = f", {statistics.passes} passes to share its statistics" if statistics is not None else ""
             print(f"  {way:6s} grid {align:2d}, margin {margin:3d}{' (does not settle)' if far else ''}, tiles "
-                  f"{plan.tile}: max |tiles - whole| {np.abs(tiles - whole).max() * 255:6.3f}/255, "
+                  f"{plan.tile}{passes}: max |tiles - whole| {np.abs(tiles - whole).max() * 255:6.3f}/255, "
                   f"PSNR {_psnr(tiles, whole):6.1f} dB, {seconds:.1f} s ({seconds / whole_s:.2f}x the whole pass)")
 
 

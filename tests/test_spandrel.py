@@ -33,8 +33,8 @@ from safetensors.torch import save_file
 
 import superres
 from superres.infer.context import measure_margin
-from superres.infer.image import declared_alignment
-from superres.infer.statistics import TileStatistics, probe
+from superres.infer.image import network_probe
+from superres.infer.statistics import TileStatistics
 from superres.runner import Runner
 from superres.runtime import RunOptions
 from superres.zoo import CheckpointError, load_model, save_model
@@ -308,7 +308,7 @@ def test_tiles_with_the_measured_context_match_the_whole_image(arch, window, fol
     path = str(_built(arch, folder)[4])
     desc = load_model(path)
     runner = Runner(desc, FP32)
-    found = probe(desc, declared_alignment(desc))
+    found = network_probe(desc)
     assert bool(found.reductions) == (arch in SHARED) or arch not in LOCAL | set(WIDE)
     statistics = TileStatistics(found, runner.padded) if found.reductions else None
     with warnings.catch_warnings(record=True) as caught:

@@ -67,16 +67,17 @@ def measure_margin(model: Callable[[np.ndarray], np.ndarray], scale: int, in_cha
     """Input pixels of context a tile needs so that its output is within ``tolerance`` of the whole image.
 
     Measured on the bundled real photos with windows of ``start`` pixels, doubled (up to
-    ``limit``) while the error has not settled inside the window. A network whose output still
+    ``limit``, on the photos that large) while the error has not settled inside the window. A network whose output still
     changes at the widest distance measured gets that distance, with a warning naming it as ``name``.
     ``align``: the cuts fall on multiples of it, as tiles start (see :func:`superres.ops.tiling.tile_starts`).
     ``statistics``: the network's whole-image reductions, shared between tiles (see :func:`edge_error`).
     """
     images = sample_images()
-    size = max(start, 4 * align)  # room for cuts on the grid
+    largest = max(min(i.shape[:2]) for i in images)
+    size = min(max(start, 4 * align), largest)  # room for cuts on the grid
     while True:
         errors = None
-        for img in images:
+        for img in (i for i in images if min(i.shape[:2]) >= size):
             crop = img[:size, :size]
             if in_channels == 1:
                 crop = crop.mean(axis=2, keepdims=True)
@@ -85,7 +86,7 @@ def measure_margin(model: Callable[[np.ndarray], np.ndarray], scale: int, in_cha
         margin = margin_from_errors(errors, tolerance)
         if margin is not None and margin < len(errors) - 4:
             return margin
-        if size * 2 > limit or size * 2 > min(min(i.shape[:2]) for i in images):
+        if size * 2 > limit or size * 2 > largest:
             warnings.warn(f"{name}: tiles get {len(errors)} pixels of context at each edge, the most superres "
                           "can measure; this model looks further, so a tiled result may differ slightly from a "
                           "whole-image one (--tile 0 runs images whole)", stacklevel=2)

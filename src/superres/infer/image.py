@@ -135,9 +135,9 @@ class Upscaler:
         """The network's whole-image reductions, which its tiles share (None: it has none); found by one
         probe of the network, on first need."""
         if self._statistics is False:
-            from superres.infer.statistics import TileStatistics, probe
+            from superres.infer.statistics import TileStatistics
 
-            found = probe(self.desc, declared_alignment(self.desc))
+            found = network_probe(self.desc)
             self._statistics = TileStatistics(found, self.runner.padded) if found.reductions else None
         return self._statistics
 
@@ -415,23 +415,38 @@ def resize_to(image: np.ndarray, outscale: float | None, native: int, h: int, w:
 def tile_alignment(desc) -> int:
     """The grid a network works on, on which tiles start: its size multiple, its attention windows (a
     windowed transformer pads to its window inside, so a tile off the grid sees other windows than the whole
-    image does) and its downsampling strides, found by one probe of the network (remembered)."""
+    image does), its downsampling strides, and its windows at its coarsest stride (SCUNet's 8-pixel windows
+    at 1/8 of the input: 64 input pixels), found by one probe of the network (remembered)."""
+    return network_probe(desc).grid
+
+
+def network_probe(desc):
+    """What one probe run of ``desc``'s network shows (:func:`superres.infer.statistics.probe`): its grid and
+    its whole-image reductions."""
     from superres.infer.statistics import probe
 
-    return probe(desc, declared_alignment(desc)).grid
+    return probe(desc, declared_alignment(desc), attention_windows(desc))
 
 
 def declared_alignment(desc) -> int:
     """The part of :func:`tile_alignment` a network declares: its size multiple, its attention windows and
-    a ``tile_grid`` attribute of any of its modules."""
-    align = max(1, desc.size_multiple)
-    if desc.module is not None:
-        for module in desc.module.modules():
-            window = getattr(module, "window_size", None)
-            for side in (*(window if isinstance(window, tuple | list) else (window,)),
-                         getattr(module, "tile_grid", None)):
-                if isinstance(side, int) and 0 < side <= 256:
-                    align = math.lcm(align, side)
+    a ``tile_grid`` attribute of any of its modules (Real-CUGAN's)."""
+    align = math.lcm(max(1, desc.size_multiple), attention_windows(desc))
+    for module in desc.module.modules() if desc.module is not None else ():
+        grid = getattr(module, "tile_grid", None)
+        if isinstance(grid, int) and 0 < grid <= 256:
+            align = math.lcm(align, grid)
+    return align
+
+
+def attention_windows(desc) -> int:
+    """The least common multiple of the ``window_size`` of a network's modules (1: none)."""
+    align = 1
+    for module in desc.module.modules() if desc.module is not None else ():
+        window = getattr(module, "window_size", None)
+        for side in window if isinstance(window, tuple | list) else (window,):
+            if isinstance(side, int) and 0 < side <= 256:
+                align = math.lcm(align, side)
     return align
 
 

@@ -173,16 +173,17 @@ def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def probe(desc, declared: int = 1) -> Probe:
+def probe(desc, declared: int = 1, windows: int = 1) -> Probe:
     """Run ``desc``'s network on two random inputs of sizes on its ``declared`` grid (its size multiple and
-    attention windows) and read off its downsampling strides and its whole-image reductions. Remembered
-    per network; a network that fails on the probe's input keeps its declared grid."""
+    attention windows) and read off its downsampling strides and its whole-image reductions. The grid is
+    also a multiple of its attention ``windows`` at its coarsest stride (where a U-Net's windows may be).
+    Remembered per network; a network that fails on the probe's input keeps its declared grid."""
     module = desc.module
     if module is None or desc.video is not None:
         return Probe(declared)
     if module in _PROBES and _PROBES[module].grid % declared == 0:
         return _PROBES[module]
-    unit = math.lcm(declared, max(1, desc.size_multiple), 32)
+    unit = math.lcm(declared, max(1, desc.size_multiple), 64)  # (networks that pad inside to 64: SCUNet)
     while 2 * unit < desc.min_size:
         unit *= 2
     sizes = ((2 * unit, 3 * unit), (3 * unit, 4 * unit))  # not square: a feature map's two sides must agree
@@ -204,7 +205,7 @@ def probe(desc, declared: int = 1) -> Probe:
     (h, w), first = sizes[0], runs[0]
     strides = [h // fh for fh, fw in first.sizes
                if 1 < fh < h and h % fh == 0 and w % fw == 0 and h // fh == w // fw and unit % (h // fh) == 0]
-    grid = math.lcm(declared, *strides)
+    grid = math.lcm(declared, *strides, windows * max(strides, default=1))
     reductions: tuple[Reduction | None, ...] = ()
     if len(first.calls) == len(runs[1].calls):  # else the network's calls depend on the size: nothing to share
         reductions = tuple(_classify(a, b, sizes) for a, b in zip(first.calls, runs[1].calls, strict=True))
@@ -224,6 +225,7 @@ class TileStatistics(TorchFunctionMode):
         self.padded = padded or (lambda h, w: (h, w))
         self.values: dict[int, torch.Tensor] = {}
         self.calls = 0  # candidate calls in the last pass (a tile of another size may make others: see settle)
+        self.passes = 0  # passes over the tiles the last settle made
         self._parts: dict[int, list] = {}
         self._gathering = False
         self._core: tuple[Bounds, Bounds] = ((None, _BEYOND), (None, _BEYOND))
@@ -358,6 +360,7 @@ class TileStatistics(TorchFunctionMode):
             moved = max(((new[k] - self.values[k]).abs().max() / max(1.0, float(self.values[k].abs().max()))).item()
                         if k in self.values else math.inf for k in new) if new else 0.0
             self.values = new
+        self.passes = passes
         return passes
 
 
