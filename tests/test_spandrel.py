@@ -266,19 +266,22 @@ def _odd_crop(photo: np.ndarray, ref, desc) -> np.ndarray:
 
 # How tiles with the measured context compare with the whole image, per architecture (random weights; the
 # context measured in windows of the bundled photos, of 32 pixels where that settles, else 128 (superres's own
-# first window) or 256). Tiles start on the network's grid (its size multiple, attention windows and
+# first window), 256 or 512). Tiles start on the network's grid (its size multiple, attention windows and
 # downsampling strides: superres.infer.image.tile_alignment) and share the whole image's statistics (global
 # pooling, transposed attention: superres.infer.statistics):
 # - LOCAL (32-pixel windows) and WIDE (128 or 256): the context settles and tiles are within 1/255 of the whole
 #   image. SHARED marks those whose tiles need the whole image's statistics to get there.
 # - INHERENT: the network's output at a pixel depends on the whole image in a way no tiling can share (each
 #   reason checked); superres warns that their tiles differ and runs images whole where they fit.
-# - FAR: the context does not settle within 128 pixels: superres gives tiles the widest context it measured
-#   and says so (a warning). A sample of them is run here.
+# - FAR: the context does not settle within 128 pixels, nor (by hand) within 512 for IPT; CRAFT settles at 512
+#   (106 pixels) but its tiles differ by 3.2/255 (its transposed attention runs on a map it pads inside, which
+#   superres does not place). superres gives tiles the widest context it measured and says so (a warning).
 LOCAL = {"ATD", "Compact", "DAT", "DRCT", "DnCNN", "ESRGAN", "FDAT", "HAT", "MMRealSR", "MixDehazeNet", "MoESR",
          "MoSR", "NAFNet", "PLKSR", "RCAN", "RealCUGAN", "SPAN", "SeemoRe", "SwiftSRGAN", "SwinIR"}
-WIDE = {"DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 256, "KBNet": 128, "RetinexFormer": 128,
-        "SAFMN": 128, "SAFMNBCIE": 128, "Swin2SR": 128, "Uformer": 128}
+WIDE = {"DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 256, "GRL": 512, "KBNet": 128, "RetinexFormer": 128,
+        "SAFMN": 128, "SAFMNBCIE": 128, "SCUNet": 256, "Swin2SR": 128, "Uformer": 128}
+# Measured by hand, too slow for the suite (43 s here): GRL, on its 128-pixel grid, tiles within 0.011/255.
+BY_HAND = {"GRL"}
 SHARED = {"DAT", "FBCNN", "FDAT", "HAT", "KBNet", "MMRealSR", "MixDehazeNet", "NAFNet", "RCAN", "RealCUGAN",
           "RetinexFormer", "SeemoRe"}
 INHERENT = {"AuraSR": ("its input noise, drawn afresh in every pass, and attention over all pixels", 128),
@@ -286,9 +289,11 @@ INHERENT = {"AuraSR": ("its input noise, drawn afresh in every pass, and attenti
             "HVICIDNet": ("resampling with align_corners=True, whose sample positions scale with the image", 128),
             "OmniSR": ("grid attention over pixels spread across the whole image, as far apart as it is large", 128),
             "RGT": ("attention to a pooled map whose depth depends on the image's size", 128)}
-FAR = {"CRAFT", "GRL", "IPT", "SCUNet"}
+FAR = {"CRAFT", "IPT"}
 FAR_SAMPLE = ("CRAFT",)
-TILED = [*((arch, 32) for arch in sorted(LOCAL)), *sorted(WIDE.items()), *((arch, 128) for arch in FAR_SAMPLE),
+TILED = [*((arch, 32) for arch in sorted(LOCAL)),
+         *((arch, window) for arch, window in sorted(WIDE.items()) if arch not in BY_HAND),
+         *((arch, 128) for arch in FAR_SAMPLE),
          *(pytest.param(arch, window, marks=pytest.mark.xfail(strict=True, reason=f"tiles cannot share {why}"))
            for arch, (why, window) in sorted(INHERENT.items()))]
 
