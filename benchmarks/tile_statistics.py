@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["realcugan-2x-conservative"])
     parser.add_argument("--size", type=int, default=512, help="side of the photo crop")
-    parser.add_argument("--tile", type=int, default=240)
+    parser.add_argument("--tile", type=int, default=480)
     args = parser.parse_args()
     photo = read_image(sorted(SAMPLES.glob("*.png"))[0])[0][..., :3]
     image = np.ascontiguousarray(photo[:args.size, :args.size])

@@ -4,8 +4,8 @@ UpCunet3x and UpCunet4x of the official ``Real-CUGAN/upcunet_v3.py``.
 Two U-Nets in cascade on a reflect-padded input: UNet1 (one down/up level, ends in a transposed
 conv that upscales x2 or x3) and UNet2 (two levels) refining its output, which is added back.
 Convolutions are unpadded, so each stage crops its skip connections; the squeeze-and-excitation
-blocks scale channels by a function of their mean over the whole image (so tiled runs differ
-slightly from whole-image runs, as in the official tile modes). x4 adds a conv, a pixel shuffle
+blocks scale channels by a function of their mean over the whole image (superres's tiles share the
+whole image's means, as the official tile modes do: ``superres.infer.statistics``). x4 adds a conv, a pixel shuffle
 and the nearest-upsampled input. The "pro" models take inputs mapped to [0.15, 0.85]
 (``x * 0.7 + 0.15``) and their weights carry a ``pro`` entry (the integer 1 in the official files, a
 one-element buffer here). Layout as the official ``.pth`` (``up2x-latest-conservative.pth``,
