@@ -266,7 +266,7 @@ def test_a_node_removed_and_a_worker_killed_mid_run_every_output_made_once(clust
     victim = ready[True] if True in ready else workers.get(timeout=60)
     done_at_kill = len(state["done"])
     os.kill(victim.pid, signal.SIGKILL)
-    thread.join(timeout=120)
+    thread.join(timeout=300)  # Ray starts a new worker process (torch, the model): minutes on a busy 2-core machine
     assert not thread.is_alive() and state["result"] == (20, 0), state
     assert done_at_kill < 20 and sorted(state["done"]) == sorted(u.key for u in units)  # each once
     assert visible(tmp_path / "ray") == expected

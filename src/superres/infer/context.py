@@ -25,6 +25,10 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 DEFAULT_TOLERANCE = 1 / 255
 
 
+class ReachWarning(UserWarning):
+    """A network's output still changes at the widest distance :func:`measure_margin` measures."""
+
+
 def edge_error(model: Callable[[np.ndarray], np.ndarray], image: np.ndarray, scale: int, cut: int,
                statistics: TileStatistics | None = None) -> np.ndarray:
     """Largest |tile - whole| output difference at each input distance from a tile edge.
@@ -89,7 +93,7 @@ def measure_margin(model: Callable[[np.ndarray], np.ndarray], scale: int, in_cha
         if size * 2 > limit or size * 2 > largest:
             warnings.warn(f"{name}: tiles get {len(errors)} pixels of context at each edge, the most superres "
                           "can measure; this model looks further, so a tiled result may differ slightly from a "
-                          "whole-image one (--tile 0 runs images whole)", stacklevel=2)
+                          "whole-image one (--tile 0 runs images whole)", ReachWarning, stacklevel=2)
             return len(errors)
         size *= 2
 

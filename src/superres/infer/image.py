@@ -142,7 +142,7 @@ class Upscaler:
         return self._statistics
 
     def _measured_margin(self) -> int:
-        from superres.infer.context import cached_margin, measure_margin
+        from superres.infer.context import ReachWarning, cached_margin, measure_margin
         from superres.zoo.pretrained import cache_dir
 
         name = self.desc.name or (Path(self.desc.source).name if self.desc.source else self.desc.arch)
@@ -154,7 +154,7 @@ class Upscaler:
                                         name=name, align=self.align, statistics=self.statistics)
             for warning in caught:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-            if not caught:
+            if not any(issubclass(warning.category, ReachWarning) for warning in caught):  # it settled
                 self._check_tiles(margin, name)
             return margin
 
@@ -364,6 +364,8 @@ class Upscaler:
 
     def _run_plan(self, color: np.ndarray, plan: TilePlan, precision: str, backend: str, out: np.ndarray, finish,
                   progress=None) -> None:
+        """``color`` through the network under ``plan`` into ``out`` (see :func:`run_tiled`); the tiles of a
+        network with whole-image reductions share the whole image's values (:mod:`superres.infer.statistics`)."""
         statistics = self.statistics if plan.tile and backend == "torch" else None
         cores = None
         if statistics is not None:  # each tile sees the whole image's pooled statistics, gathered first
