@@ -70,6 +70,13 @@ class _Scope:
 
 
 _SCOPE = threading.local()
+_COUNTING = threading.local()
+
+
+def counting() -> bool:
+    """Whether this thread is in the pass that counts a network's multiply-adds (on zeros, for progress):
+    not a pass over the image (:mod:`superres.infer.statistics` leaves it alone)."""
+    return getattr(_COUNTING, "on", False)
 
 
 @contextlib.contextmanager
@@ -298,10 +305,13 @@ class Runner:
         if key not in self._work:
             side = max(self.desc.min_size, 16)
             side += -side % self.desc.size_multiple
+            _COUNTING.on = True
             try:
                 self._work[key] = _count(net, x.new_zeros((1, *x.shape[1:-2], side, side))) / side**2
             except Exception:  # whatever arbitrary network code raises: progress is optional, the run is not
                 self._work[key] = 0.0
+            finally:
+                _COUNTING.on = False
         return self._work[key] * x.shape[0] * x.shape[-2] * x.shape[-1]
 
 

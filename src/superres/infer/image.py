@@ -372,7 +372,11 @@ class Upscaler:
             from superres.infer.statistics import tiles_and_cores
 
             padded = self.runner.padded(*color.shape[:2])
-            statistics.settle(color, plan, lambda tile: self.runner.forward(tile, precision, backend), padded)
+            if not statistics.settle(color, plan, lambda tile: self.runner.forward(tile, precision, backend), padded):
+                name = self.desc.name or (Path(self.desc.source).name if self.desc.source else self.desc.arch)
+                warnings.warn(f"{name}: its tiles make other calls than its probe did, so they cannot share the whole "
+                              "image's statistics; a tiled result may differ from a whole-image one (--tile 0 runs "
+                              "images whole)", stacklevel=4)
             cores = (core for _, core in tiles_and_cores(color, plan, padded))  # in the order run_tiled runs the tiles
 
         def forward(tile: np.ndarray) -> np.ndarray:
