@@ -126,6 +126,16 @@ class Upscaler:
         return self.options.tile
 
     @property
+    def display_name(self) -> str:
+        """The model as messages name it: its registered name, its file's name, or its architecture."""
+        return self.desc.name or (Path(self.desc.source).name if self.desc.source else self.desc.arch)
+
+    def _least_tile(self, margin: int, ramp: int) -> int:
+        """The smallest tile :meth:`plan` takes with ``margin`` (the most seams): the margin at both edges, the
+        blend and 8 pixels, or the network's minimum size, plus room to start on its grid."""
+        return max(2 * margin + ramp + 8, self.desc.min_size) + self.align - 1
+
+    @property
     def align(self) -> int:
         """The grid tiles start on (and the margin is measured on): see :func:`tile_alignment`."""
         return tile_alignment(self.desc)
@@ -145,7 +155,7 @@ class Upscaler:
         from superres.infer.context import ReachWarning, cached_margin, measure_margin
         from superres.zoo.pretrained import cache_dir
 
-        name = self.desc.name or (Path(self.desc.source).name if self.desc.source else self.desc.arch)
+        name = self.display_name
 
         def measure() -> int:
             with warnings.catch_warnings(record=True) as caught:
@@ -169,7 +179,7 @@ class Upscaler:
         from superres.infer.context import DEFAULT_TOLERANCE, sample_images
 
         ramp, least = _ramp(margin), self.desc.min_size
-        tile = max(2 * margin + ramp + 8, least) + self.align - 1
+        tile = self._least_tile(margin, ramp)
         side = tile + tile // 2 + 1
         photo = max(sample_images(), key=lambda p: min(p.shape[:2]))
         if min(photo.shape[:2]) < side:
@@ -206,7 +216,7 @@ class Upscaler:
             if tile == 0 or (tile >= height and tile >= width):
                 return TilePlan(0, self.margin, ramp)
         least = self.desc.min_size
-        need = max(2 * self.margin + ramp + 8, least) + self.align - 1
+        need = self._least_tile(self.margin, ramp)
         if tile < need:
             budget = "" if self.tile != "auto" else (
                 f" (the largest that fits the {self._budget() >> 20} MiB tile budget on the {backend} runtime"
@@ -373,7 +383,7 @@ class Upscaler:
 
             padded = self.runner.padded(*color.shape[:2])
             if not statistics.settle(color, plan, lambda tile: self.runner.forward(tile, precision, backend), padded):
-                name = self.desc.name or (Path(self.desc.source).name if self.desc.source else self.desc.arch)
+                name = self.display_name
                 warnings.warn(f"{name}: its tiles make other calls than its probe did, so they cannot share the whole "
                               "image's statistics; a tiled result may differ from a whole-image one (--tile 0 runs "
                               "images whole)", stacklevel=4)
@@ -393,7 +403,7 @@ class Upscaler:
         if overhead <= MAX_TILE_OVERHEAD:
             return
         self._warned_tile = True
-        name = self.desc.name or (Path(self.desc.source).name if self.desc.source else self.desc.arch)
+        name = self.display_name
         warnings.warn(f"--tile {plan.tile}: neighbouring tiles overlap by {2 * plan.margin + plan.ramp} pixels "
                       f"({name} needs {plan.margin} pixels of context at each tile edge, plus {plan.ramp} to "
                       f"blend), so a {width}x{height} image computes {overhead:.1f}x the pixels of one whole pass; "
