@@ -229,7 +229,10 @@ class RayExecutor:
             return self._schedule(ray, slots, deque(units), on_done, on_error)
         finally:
             for slot in slots:
-                ray.kill(slot.actor, no_restart=True)
+                try:
+                    ray.kill(slot.actor, no_restart=True)
+                except ray.exceptions.RayError:  # (its session already gone: nothing left to stop)
+                    pass
             if connected:
                 ray.shutdown()
 
@@ -316,7 +319,9 @@ class RayExecutor:
                         if self.on_worker:
                             self.on_worker(slot.info)
                     continue
-                slot = next(s for s in slots if ref in s.units)
+                slot = next((s for s in slots if ref in s.units), None)
+                if slot is None:  # its worker was lost by an earlier ref of this batch: the unit is queued again
+                    continue
                 unit = slot.units.pop(ref)
                 try:
                     ok, value = ray.get(ref)
