@@ -82,11 +82,23 @@ class TransposedAttention(nn.Module):
         return x + 0.5 * self.tail(out + f)
 
 
+class PaddedAttention(TransposedAttention):
+    """Transposed attention on the input padded inside at its far end to the next whole window of 8 (1 to 8
+    rows and columns, mirrored, as CRAFT pads to 16): its flattened map is larger than the input."""
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        x = torch.cat([x, x.flip(2)], 2)[..., :(h // 8 + 1) * 8, :]
+        x = torch.cat([x, x.flip(3)], 3)[..., :(w // 8 + 1) * 8]
+        return super().forward(x)[..., :h, :w]
+
+
 def _descriptor(module: nn.Module, scale: int = 1) -> ModelDescriptor:
     torch.manual_seed(0)
     for p in module.parameters():
         nn.init.normal_(p, std=0.3)
-    multiple = 2 if isinstance(module, ChannelAttention) else 1  # its transposed convolution undoes the stride
+    # ChannelAttention's transposed convolution undoes its stride; PaddedAttention declares its window, as CRAFT
+    multiple = 2 if isinstance(module, ChannelAttention) else 8 if isinstance(module, PaddedAttention) else 1
     return ModelDescriptor(module.eval(), type(module).__name__, {}, ModelFacts("sr", scale, 3, 3, multiple))
 
 
@@ -98,7 +110,8 @@ def _whole_and_tiles(desc: ModelDescriptor, image: np.ndarray, shared: bool = Tr
     return whole, up.upscale_array(image), up
 
 
-@pytest.mark.parametrize("module, scale", [(Downsampling, 2), (ChannelAttention, 1), (TransposedAttention, 1)])
+@pytest.mark.parametrize("module, scale", [(Downsampling, 2), (ChannelAttention, 1), (TransposedAttention, 1),
+                                           (PaddedAttention, 1)])
 def test_tiles_equal_the_whole_image(module, scale, photos):
     desc = _descriptor(module(), scale)
     image = photos["chelsea"][:150, :170].copy()
@@ -119,6 +132,10 @@ def test_the_probe_finds_the_grid_and_the_reductions():
     found = probe(_descriptor(TransposedAttention()))
     assert [r and (r.what, r.rows.stride) for r in found.reductions] == [("norm", 1), ("norm", 1), ("matmul", 1),
                                                                           None]  # attn @ v: over channels
+    padded = probe(_descriptor(PaddedAttention())).reductions  # placed by its 4-D maps: 8 more at the far end
+    assert [r and (r.what, r.rows, r.cols) for r in padded] == [(what, Axis(Fraction(1), Fraction(0), Fraction(8)),
+                                                                 Axis(Fraction(1), Fraction(0), Fraction(8)))
+                                                                for what in ("norm", "norm", "matmul")] + [None]
     assert probe(_descriptor(nn.Conv2d(3, 3, 3, 1, 1))).reductions == ()  # nothing to share: plain tiles
 
 

@@ -103,17 +103,29 @@ Bounds = tuple[int | None, int | End]
 
 @dataclass(frozen=True)
 class Axis:
-    """Feature index ``i`` of a reduction's input lies at input pixel ``offset + stride * i`` (one axis; the
-    feature map is centred on the padded input, as unpadded convolutions and symmetric padding leave it)."""
+    """Feature index ``i`` of a reduction's input lies at input pixel ``offset + stride * i`` (one axis). A map
+    smaller than the input over ``stride`` is centred on it, as unpadded convolutions leave it (``offset`` > 0);
+    one larger by ``extra`` features was padded by the network at its far end (offset 0), as networks that pad
+    their input to whole windows do (CRAFT always adds 1 to 16 rows)."""
     stride: Fraction
     offset: Fraction
+    extra: Fraction = Fraction(0)
+
+    @classmethod
+    def of(cls, stride: Fraction, extra: Fraction) -> Axis:
+        """The axis of a map with ``input / stride + extra`` features."""
+        return cls(stride, -extra * stride / 2, Fraction(0)) if extra < 0 else cls(stride, Fraction(0), extra)
+
+    def features(self, size: int) -> Fraction:
+        """How many features a map of this axis has on an input of ``size`` pixels."""
+        return (size - 2 * self.offset) / self.stride + self.extra
 
     def index(self, position: int | End | None, size: int) -> int:
         """The first feature index at or after input ``position`` of a feature map of ``size``."""
         if position is None:
             return 0
-        if isinstance(position, End):  # the whole image's map has (padded - 2 * offset) / stride features
-            return min(size, max(0, round((position.padded - 2 * self.offset) / self.stride)))
+        if isinstance(position, End):  # where the whole image's map ends
+            return min(size, max(0, round(self.features(position.padded))))
         return min(size, max(0, math.ceil((position - self.offset) / self.stride)))
 
 
@@ -154,18 +166,35 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
+def _axes(sizes: tuple[tuple[int, int], tuple[int, int]], maps: tuple[tuple[int, int], tuple[int, int]]
+          ) -> tuple[Axis, Axis] | None:
+    """The rows and columns of a feature map of sizes ``maps`` on inputs of ``sizes`` (one stride on both)."""
+    (h1, w1), (h2, w2) = sizes
+    (f1, g1), (f2, g2) = maps
+    if f1 == f2 or g1 == g2 or Fraction(h2 - h1, f2 - f1) != Fraction(w2 - w1, g2 - g1) or f2 < f1:
+        return None
+    stride = Fraction(h2 - h1, f2 - f1)
+    return Axis.of(stride, f1 - h1 / stride), Axis.of(stride, g1 - w1 / stride)
+
+
 def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, ...]],
-              sizes: tuple[tuple[int, int], tuple[int, int]]) -> Reduction | None:
+              sizes: tuple[tuple[int, int], tuple[int, int]], maps: tuple[set, set] = (set(), set())
+              ) -> Reduction | None:
     """The reduction a candidate call is, from its extents on inputs of two ``sizes``: one whose extent
-    grows with the input reduces over its space; a fixed one (a window, channels) does not."""
+    grows with the input reduces over its space; a fixed one (a window, channels) does not. A flattened map
+    is placed by the 4-D feature maps of each run (``maps``) that have as many features (CRAFT's are larger
+    than the input), else taken as ``(h / s) * (w / s)``."""
     (what, e1), (what2, e2) = first, second
     (h1, w1), (h2, w2) = sizes
     if what != what2 or e1 == e2:
         return None
-    if what == "pool":  # the map is centred on the input: offset from the size left over at each side
-        axes = [Axis(Fraction(t2 - t1, f2 - f1), (t1 - Fraction(t2 - t1, f2 - f1) * f1) / 2)
-                for t1, t2, f1, f2 in ((h1, h2, e1[0], e2[0]), (w1, w2, e1[1], e2[1])) if f2 != f1]
-        return Reduction(what, *axes) if len(axes) == 2 else None
+    if what == "pool":
+        axes = _axes(sizes, (e1, e2))
+        return Reduction(what, *axes) if axes else None
+    placed = {axes for m1 in maps[0] if m1[0] * m1[1] == e1[0] for m2 in maps[1] if m2[0] * m2[1] == e2[0]
+              if (axes := _axes(sizes, (m1, m2))) is not None}
+    if len(placed) == 1:
+        return Reduction(what, *placed.pop())
     area = Fraction(h1 * w1, e1[0])  # a flattened map at stride s: (h / s) * (w / s) features
     stride = Fraction(math.isqrt(area.numerator), math.isqrt(area.denominator))
     if stride * stride != area or Fraction(h2, 1) / stride * (Fraction(w2, 1) / stride) != e2[0]:
@@ -232,7 +261,8 @@ def probe(desc, declared: int = 1, windows: int = 1) -> Probe:
     grid = math.lcm(declared, *strides, windows * max(strides, default=1))
     reductions: tuple[Reduction | None, ...] = ()
     if len(first.calls) == len(runs[1].calls):  # else the network's calls depend on the size: nothing to share
-        reductions = tuple(_classify(a, b, sizes) for a, b in zip(first.calls, runs[1].calls, strict=True))
+        maps = (first.sizes, runs[1].sizes)
+        reductions = tuple(_classify(a, b, sizes, maps) for a, b in zip(first.calls, runs[1].calls, strict=True))
     found = Probe(grid, reductions if any(reductions) else ())
     _PROBES[module] = found
     return found
@@ -289,7 +319,7 @@ class TileStatistics(TorchFunctionMode):
     def _flat_core(self, reduction: Reduction, length: int) -> tuple[int, int] | None:
         """The (height, width) of a flattened map of ``length`` features at the reduction's stride in this
         tile; None where it is not one (then the tile keeps its own value)."""
-        fh, fw = (t / reduction.rows.stride for t in self._size)
+        fh, fw = reduction.rows.features(self._size[0]), reduction.cols.features(self._size[1])
         if fh.denominator != 1 or fw.denominator != 1 or fh * fw != length:
             return None
         return int(fh), int(fw)
