@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import run_main
 from PIL import Image
 
 from superres.cli import main
@@ -193,8 +192,7 @@ def test_training_warnings_are_one_line_even_with_quiet(tmp_path, photos):
               "train": {"iterations": 1},
               "log": {"tensorboard": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run([sys.executable, "-m", "superres", "train", str(tmp_path / "c.yaml"), "-q"],
-                            capture_output=True, text=True)
+    result = run_main("train", tmp_path / "c.yaml", "-q")
     lines = _err_lines(result.stderr)
     assert any(line.startswith("superres: warning: 3 validation image(s)") for line in lines), result.stderr
     assert all(line.startswith("superres: ") for line in lines), result.stderr

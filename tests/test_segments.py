@@ -219,8 +219,7 @@ def test_an_output_folder_that_cannot_be_written_fails_before_any_work(tmp_path,
     (tmp_path / "file").write_text("x")
     tic = time.perf_counter()
     out = tmp_path / "file" / "o.mp4"
-    result = subprocess.run([sys.executable, "-m", "superres", "video", str(src), "-o", str(out), "-q"],
-                            capture_output=True, text=True)
+    result = run_main("video", src, "-o", out, "-q")
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "o.mp4" in result.stderr, result.stderr
     assert time.perf_counter() - tic < 30
     if os.geteuid() != 0:  # root writes anywhere

@@ -137,8 +137,7 @@ def test_subtitles_are_copied_as_they_are(tmp_path, photos):
 def test_start_end_cut_video_and_audio_together(tmp_path, photos):
     src = make_video(tmp_path / "in.mkv", photos["chelsea"], frames=25)
     dst = tmp_path / "cut.mkv"
-    result = subprocess.run([sys.executable, "-m", "superres", "video", str(src), "-o", str(dst), "-m", "bicubic",
-                             "--start", "0.2", "--end", "0:00.6", "-q"], capture_output=True, text=True)
+    result = run_main("video", src, "-o", dst, "-m", "bicubic", "--start", "0.2", "--end", "0:00.6", "-q")
     assert result.returncode == 0, result.stderr
     frames = decoded(dst)
     assert len(frames) == 10 and float(frames[0][0] * frames[0][1]) == 0.0
