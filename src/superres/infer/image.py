@@ -160,8 +160,9 @@ class Upscaler:
         def measure() -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                margin = measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
-                                        name=name, align=self.align, statistics=self.statistics)
+                margin = max(measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
+                                            name=name, align=self.align, statistics=self.statistics),
+                             declared_context(self.desc))
             for warning in caught:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
             if not any(issubclass(warning.category, ReachWarning) for warning in caught):  # it settled
@@ -169,7 +170,8 @@ class Upscaler:
             return margin
 
         # v2: measured on the network's probed grid, with its whole-image statistics shared
-        return cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v2.json")
+        return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v2.json"),
+                   declared_context(self.desc))
 
     def _check_tiles(self, margin: int, name: str) -> None:
         """Tiles with ``margin`` pixels of context, as small as :meth:`plan` allows (the most seams), against the
@@ -453,6 +455,13 @@ def declared_alignment(desc) -> int:
         if isinstance(grid, int) and 0 < grid <= 256:
             align = math.lcm(align, grid)
     return align
+
+
+def declared_context(desc) -> int:
+    """The least context (input pixels) a network declares its tiles need, by a ``tile_context`` attribute of
+    any of its modules: a network that patches its input itself (IPT) needs its whole patch. 0: none."""
+    declared = [getattr(m, "tile_context", None) for m in (desc.module.modules() if desc.module is not None else ())]
+    return max((c for c in declared if isinstance(c, int) and 0 < c <= 512), default=0)
 
 
 def attention_windows(desc) -> int:

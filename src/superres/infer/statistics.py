@@ -248,7 +248,8 @@ def probe(desc, declared: int = 1, windows: int = 1) -> Probe:
         return Probe(declared)
     if module in _PROBES and _PROBES[module].grid % declared == 0:
         return _PROBES[module]
-    unit = math.lcm(declared, max(1, desc.size_multiple), 64)  # (networks that pad inside to 64: SCUNet)
+    base = math.lcm(declared, max(1, desc.size_multiple))
+    unit = base * -(-64 // base)  # on the declared grid, and 64 or more (networks that pad inside to 64: SCUNet)
     while 2 * unit < desc.min_size:
         unit *= 2
     sizes = ((2 * unit, 3 * unit), (3 * unit, 4 * unit))  # not square: a feature map's two sides must agree

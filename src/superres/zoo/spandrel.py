@@ -95,6 +95,9 @@ OURS_TOO = {
 RANDOM_PER_PASS = {"AuraSR"}
 # Networks whose code views activations as NCHW (IPT's patch folding): run without channels-last weights.
 NCHW_ONLY = {"IPT"}
+# Networks that cut their input into patches themselves (IPT: patches of ``patch_size``, a quarter of a patch
+# apart from the image's corner, and strips along its borders), by the attribute naming the patch size.
+SELF_PATCHING = {"IPT": "patch_size"}
 
 
 class CannotBuildError(CheckpointError):
@@ -157,11 +160,15 @@ class SpandrelNet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, call, scale: int, square: bool, seed: int | None = None,
-                 nchw: bool = False):
+                 nchw: bool = False, patch: int | None = None):
         super().__init__()
         self.model = model
         self.call = call
         self.scale, self.square, self.seed, self.nchw = scale, square, seed, nchw
+        if patch:  # a network that patches its input itself: tiles start on its patches' stride (the same
+            # phase) and get a whole patch of context (its patches reach that far; measured, its context looks
+            # shorter inside the image than at a border strip)
+            self.tile_grid, self.tile_context = max(1, patch // 4), patch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > 1:
@@ -217,8 +224,9 @@ def descriptor(found: SpandrelDescriptor, code: str = SPANDREL) -> ModelDescript
     model = found.model.eval()
     call = getattr(found, "_call_fn", None) or (lambda net, image: net(image))
     kwargs = _json_friendly(dict(getattr(model, "hyperparameters", {})))
+    patch = getattr(model, SELF_PATCHING[arch], None) if arch in SELF_PATCHING else None
     network = SpandrelNet(model, call, found.scale, req.square, seed=0 if arch in RANDOM_PER_PASS else None,
-                          nchw=arch in NCHW_ONLY)
+                          nchw=arch in NCHW_ONLY, patch=int(patch) if patch else None)
     return ModelDescriptor(module=network, arch=arch, kwargs=kwargs,
                            facts=facts, code=code, licence=LICENCES.get(arch, "see spandrel"),
                            network=type(model).__name__, tiling=found.tiling.name.lower())
