@@ -160,7 +160,8 @@ def test_a_folder_and_s3_on_ray_as_a_local_run_and_a_rerun_skips_them(cluster, s
 
 def test_a_video_through_ray_and_s3_gives_the_frames_of_one_job(cluster, s3, photos, tmp_path, capsys):
     """`superres video --ray` (the source and output on S3 when moto is here): each worker reads the source
-    itself and sends its segments back; the frames, timestamps and sound equal a local one-job run's."""
+    itself and sends its segments back; the frames, timestamps and sound equal a local one-job run's; the
+    workers leave nothing in their temporary folder."""
     av = pytest.importorskip("av")
     from test_video import make_video
 
@@ -178,9 +179,16 @@ def test_a_video_through_ray_and_s3_gives_the_frames_of_one_job(cluster, s3, pho
         fs.mkdir("video-out")
         fs.put_file(str(src), "video-in/clip.mp4")
         source, output = "s3://video-in/clip.mp4", "s3://video-out/clip_x2.mkv"
+    import tempfile
+
+    def kept() -> set[str]:  # what workers keep on their node (the nodes share this machine's temp folder)
+        return {p.name for p in Path(tempfile.gettempdir()).glob("superres-*")}
+
+    before = kept()
     code = main(["video", source, "-o", str(output), "--ray", cluster.address, "-m", "bicubic", "--outscale", "2",
                  "--codec", "ffv1", "--pix-fmt", "bgr0", "--segment-frames", "8", "-q"])
     assert code == 0, capsys.readouterr().err
+    assert kept() <= before  # each worker's parts folder and copy of the source removed when the run ends
     if s3 is not None:
         fs.get_file("video-out/clip_x2.mkv", str(tmp_path / "ray.mkv"))
 

@@ -133,6 +133,13 @@ class _Worker:
         return self.broken, WorkerInfo(ray.util.get_node_ip_address(), context.get_node_id(), os.getpid(), device,
                                        describe() if describe else "")
 
+    def close(self) -> None:
+        """Let the engine remove what it keeps on this node (a downloaded source, a folder of parts), where it
+        has a ``close`` method."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
     def run(self, unit: WorkUnit) -> tuple[bool, Any]:
         """(True, what ``store`` returned) or (False, the unit's one-line error): a bad input is an answer,
         not a failure of the task, so Ray neither retries it nor prints a traceback."""
@@ -228,11 +235,7 @@ class RayExecutor:
             slots = self._start(ray)
             return self._schedule(ray, slots, deque(units), on_done, on_error)
         finally:
-            for slot in slots:
-                try:
-                    ray.kill(slot.actor, no_restart=True)
-                except ray.exceptions.RayError:  # (its session already gone: nothing left to stop)
-                    pass
+            _stop(ray, slots)
             if connected:
                 ray.shutdown()
 
@@ -349,6 +352,22 @@ class RayExecutor:
                     if not slot.lost and slot.node in dead:
                         lose(slot, "its node died")
         return done, failed
+
+
+def _stop(ray, slots: list[_Slot], wait: float = 10.0) -> None:
+    """End the workers: each engine first removes what it keeps on its node (:meth:`_Worker.close`: a killed
+    actor's process runs no exit handlers), then the actors are killed."""
+    try:
+        closing = [slot.actor.close.remote() for slot in slots if slot.ready and not slot.lost]
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=wait)
+    except ray.exceptions.RayError:  # (a worker or the session already gone)
+        pass
+    for slot in slots:
+        try:
+            ray.kill(slot.actor, no_restart=True)
+        except ray.exceptions.RayError:  # (its session already gone: nothing left to stop)
+            pass
 
 
 def _first_line(e: BaseException) -> str:

@@ -140,6 +140,11 @@ class Worker:
             self.interpolator = FrameInterpolator(job.interpolation.get("method", "rife"),
                                                   job.interpolation.get("model"), options or job.options)
 
+    def close(self) -> None:
+        """Remove what this worker keeps: a local copy of a source at a URL (and what :func:`segment_engine`
+        adds)."""
+        self.stack.close()
+
     def run(self, unit: Unit, on_frame: Callable[[], None] | None = None) -> int:
         """Run ``unit``; its output is complete (a part file in place, or its frames written) when this returns."""
         from superres.infer.video import BackgroundWriter, _drain
@@ -250,10 +255,18 @@ class SegmentUnit:
 
 
 def segment_engine(job: Job, options: RunOptions) -> Worker:
-    """A Ray worker's engine: the model loaded once, parts made in a folder of its own."""
+    """A Ray worker's engine: the model loaded once, parts made in a folder of its own (removed by
+    :meth:`Worker.close`, with the worker's copy of the source)."""
     import tempfile
 
-    return Worker(dataclasses.replace(job, work=Path(tempfile.mkdtemp(prefix="superres-parts-"))), options)
+    work = Path(tempfile.mkdtemp(prefix="superres-parts-"))
+    try:
+        worker = Worker(dataclasses.replace(job, work=work), options)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    worker.stack.callback(shutil.rmtree, work, ignore_errors=True)
+    return worker
 
 
 def run_on_ray(job: Job, source, units: list[Unit], address: str, options: RunOptions,
