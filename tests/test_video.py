@@ -407,3 +407,23 @@ def test_sigterm_removes_the_temp_file_and_stale_ones_go_next_run(tmp_path, phot
     short = make_video(tmp_path / "short.mp4", photos["chelsea"], frames=3, audio=False)
     assert upscale_video(short, dst, model="bicubic").frames == 3
     assert sorted(p.name for p in dst.parent.iterdir()) == [live.name, "out.mp4"]
+
+
+def test_the_writer_thread_ends_after_a_wake_up_lost_to_a_signal():
+    """SIGTERM raised inside ``Queue.put``'s wake-up of the writer thread can leave a spent waiter first in
+    line (CPython's ``Condition.notify`` interrupted between releasing and removing it): the next put then wakes
+    nobody. The writer polls, so ``close`` still ends (it hung 1 run in 6 of a SIGTERM under load)."""
+    import threading
+    import time
+
+    from superres.infer.video import BackgroundWriter
+
+    writer = BackgroundWriter(lambda item: None)
+    time.sleep(0.3)  # the thread now waits for an item
+    spent = threading.Lock()
+    spent.acquire()
+    writer.q.not_empty._waiters.appendleft(spent)  # as the interrupted wake-up leaves it
+    closer = threading.Thread(target=writer.close, daemon=True)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive() and not writer.thread.is_alive()
