@@ -155,23 +155,22 @@ class Upscaler:
         from superres.infer.context import ReachWarning, cached_margin, measure_margin
         from superres.zoo.pretrained import cache_dir
 
-        name = self.display_name
+        name, declared = self.display_name, declared_context(self.desc)
 
         def measure() -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 margin = max(measure_margin(lambda x: self.runner.forward(x, "fp32"), self.scale, self.in_channels,
-                                            name=name, align=self.align, statistics=self.statistics),
-                             declared_context(self.desc))
+                                            name=name, align=self.align, statistics=self.statistics), declared)
             for warning in caught:
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
             if not any(issubclass(warning.category, ReachWarning) for warning in caught):  # it settled
                 self._check_tiles(margin, name)
             return margin
 
-        # v2: measured on the network's probed grid, with its whole-image statistics shared
-        return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v2.json"),
-                   declared_context(self.desc))
+        # v2: measured on the network's probed grid, with its whole-image statistics shared (and at least what the
+        # network declares, also where a margin was cached before it declared it)
+        return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v2.json"), declared)
 
     def _check_tiles(self, margin: int, name: str) -> None:
         """Tiles with ``margin`` pixels of context, as small as :meth:`plan` allows (the most seams), against the

@@ -178,8 +178,7 @@ def _axes(sizes: tuple[tuple[int, int], tuple[int, int]], maps: tuple[tuple[int,
 
 
 def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, ...]],
-              sizes: tuple[tuple[int, int], tuple[int, int]], maps: tuple[set, set] = (set(), set())
-              ) -> Reduction | None:
+              sizes: tuple[tuple[int, int], tuple[int, int]], maps: tuple[set, set]) -> Reduction | None:
     """The reduction a candidate call is, from its extents on inputs of two ``sizes``: one whose extent
     grows with the input reduces over its space; a fixed one (a window, channels) does not. A flattened map
     is placed by the 4-D feature maps of each run (``maps``) that have as many features (CRAFT's are larger
