@@ -356,9 +356,10 @@ class RayExecutor:
 
 def _stop(ray, slots: list[_Slot], wait: float = 10.0) -> None:
     """End the workers: each engine first removes what it keeps on its node (:meth:`_Worker.close`: a killed
-    actor's process runs no exit handlers), then the actors are killed."""
+    actor's process runs no exit handlers), then the actors are killed. Workers still starting are asked too
+    (their engine may have made its folders already); a call waits for the actor's start."""
     try:
-        closing = [slot.actor.close.remote() for slot in slots if slot.ready and not slot.lost]
+        closing = [slot.actor.close.remote() for slot in slots if not slot.lost]
         if closing:
             ray.wait(closing, num_returns=len(closing), timeout=wait)
     except ray.exceptions.RayError:  # (a worker or the session already gone)
