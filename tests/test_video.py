@@ -427,3 +427,35 @@ def test_the_writer_thread_ends_after_a_wake_up_lost_to_a_signal():
     closer.start()
     closer.join(5)
     assert not closer.is_alive() and not writer.thread.is_alive()
+
+
+def test_prefetch_stops_touching_its_items_when_a_signal_raises_inside_thread_start(monkeypatch):
+    """SIGTERM as ``prefetch`` starts its thread (``Thread.start`` waits for it: the signal raises there) left the
+    thread decoding after the command had closed the file, and it crashed the interpreter at exit (SIGSEGV, seen
+    in a CI run). Now nothing touches the items once the consumer has the exception."""
+    import threading
+    import time
+
+    from superres.errors import Terminated
+    from superres.infer.video import prefetch
+
+    taken = []
+
+    def items():
+        for i in range(1000):
+            time.sleep(0.01)
+            taken.append(i)
+            yield i
+
+    start = threading.Thread.start
+
+    def interrupted_start(self):
+        start(self)
+        raise Terminated(15)  # as the handler raises it, once the thread runs
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    with pytest.raises(Terminated):
+        next(prefetch(items()))
+    seen = len(taken)
+    time.sleep(0.3)
+    assert len(taken) == seen

@@ -45,9 +45,10 @@ class VideoResult:
 
 
 def prefetch(items: Iterator, depth: int = 3) -> Iterator:
-    """Produce ``items`` in a thread, up to ``depth`` ahead; its exceptions reach the consumer."""
+    """Produce ``items`` in a thread, up to ``depth`` ahead; its exceptions reach the consumer. Once the
+    consumer is done (or interrupted) the thread no longer touches ``items``: a decoder's file can be closed."""
     q: queue.Queue = queue.Queue(depth)
-    stop, end = threading.Event(), object()
+    stop, running, end = threading.Event(), threading.Event(), object()
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -59,6 +60,9 @@ def prefetch(items: Iterator, depth: int = 3) -> Iterator:
         return False
 
     def work() -> None:
+        running.set()
+        if stop.is_set():  # stopped before it ran: SIGTERM raised in the main thread inside thread.start()
+            return
         try:
             for item in items:
                 if not put(item):
@@ -68,15 +72,16 @@ def prefetch(items: Iterator, depth: int = 3) -> Iterator:
             put(e)
 
     thread = threading.Thread(target=work, daemon=True)
-    thread.start()
     try:
+        thread.start()  # waits for the thread to start: a signal can raise here, and the thread runs on
         while (item := q.get()) is not end:
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
         stop.set()
-        thread.join()
+        if running.is_set():  # else it returns as soon as it runs, without touching items
+            thread.join()
 
 
 class BackgroundWriter:
