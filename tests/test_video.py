@@ -459,3 +459,30 @@ def test_prefetch_stops_touching_its_items_when_a_signal_raises_inside_thread_st
     seen = len(taken)
     time.sleep(0.3)
     assert len(taken) == seen
+
+
+def test_a_writer_close_interrupted_by_a_signal_still_ends_its_thread_on_clean_up():
+    """SIGTERM while ``close`` waits for the last frames to be encoded: the clean-up's second ``close`` (through
+    ``_drain``) must wait too, or the output file is discarded (closed) under a thread still encoding into it."""
+    import time
+
+    from superres.errors import Terminated
+    from superres.infer.video import BackgroundWriter, _drain
+
+    written = []
+    writer = BackgroundWriter(lambda item: (time.sleep(0.2), written.append(item)))
+    writer.put(1)
+    writer.put(2)
+    join, calls = writer.thread.join, []
+
+    def interrupted_join(*args):
+        if not calls:
+            calls.append(1)
+            raise Terminated(15)
+        return join(*args)
+
+    writer.thread.join = interrupted_join
+    with pytest.raises(Terminated):
+        writer.close()
+    _drain(writer)
+    assert not writer.thread.is_alive() and written == [1, 2]

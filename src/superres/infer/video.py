@@ -119,10 +119,12 @@ class BackgroundWriter:
         self.q.put(item)
 
     def close(self) -> None:
+        """Write what is queued and end the thread. A signal can interrupt this (the join waits for the
+        encoding): a second call, as the clean-up after it makes, still waits until nothing is written."""
         if not self.closed:  # the thread keeps taking items until None, even after an error
-            self.closed = True
             self.q.put(None)
-            self.thread.join()
+            self.closed = True
+        self.thread.join()
         if self.error is not None:
             raise self.error
 
