@@ -338,3 +338,31 @@ def test_interpolation_in_segments_resumes_and_equals_one_stream(tmp_path, photo
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(joined[3 * 20 - 1][2], frames[19])  # held at the cut, not blended
     assert not np.array_equal(joined[3 * 8 - 1][2], frames[7])  # a segment's edge inside a shot: blended
+
+
+def test_a_signal_as_a_segment_starts_its_encoder_discards_the_part(tmp_path, photos, monkeypatch):
+    """SIGTERM can raise while a segment's encoder thread starts (``Thread.start`` waits for it): the part just
+    opened is discarded then, not left open and half-written."""
+    from superres.errors import Terminated
+    from superres.infer import video
+    from superres.io.video import VideoWriter
+
+    src = make_video(tmp_path / "in.mp4", photos["chelsea"], frames=8, size=(64, 48), audio=False)
+    discarded = []
+    discard, init = VideoWriter.discard, video.BackgroundWriter.__init__
+
+    def spy(self):
+        discarded.append(self)
+        discard(self)
+
+    def interrupted(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.close()
+        raise Terminated(15)
+
+    monkeypatch.setattr(VideoWriter, "discard", spy)
+    monkeypatch.setattr(video.BackgroundWriter, "__init__", interrupted)
+    with pytest.raises(Terminated):
+        upscale_video(src, tmp_path / "out.mkv", model="bicubic", segment_frames=4)
+    assert len(discarded) == 1
+    assert not list(tmp_path.glob(".out.mkv*"))  # nothing done: the work folder goes

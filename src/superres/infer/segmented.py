@@ -151,28 +151,31 @@ class Worker:
 
         job = self.job
         enhance = self.faces.stream(self.enhance) if self.faces is not None else self.enhance
-        if job.video_out:
-            part = job.part(unit)
-            writer = VideoWriter(part, job.size, job.rate * job.factor, job.time_base / job.factor,
-                                 stretch=job.files is None, **job.writer)
-            writer.packet_times = []
-            encoder, abort = BackgroundWriter(writer.write), writer.discard
-
-            def finish() -> None:
-                writer.close()
-                write_packet_times(writer, packet_times_path(part))
-        else:
-            from superres.io import write_image
-
-            def write(i: int, sr: np.ndarray, pts) -> None:
-                name = job.names[pts] if job.names and job.factor == 1 else f"frame_{i:06d}"
-                write_image(job.dst / f"{name}.png", sr)
-
-            encoder, finish, abort = BackgroundWriter(write), lambda: None, lambda: None
-        source, stream = self.stream(unit, enhance)
+        encoder = source = None
+        abort = lambda: None  # noqa: E731 - what an interruption undoes, from the moment there is something to undo
         skip, outputs = unit.before * job.factor, unit_outputs(unit, job.factor, job.total)
         done = 0
         try:
+            if job.video_out:
+                part = job.part(unit)
+                writer = VideoWriter(part, job.size, job.rate * job.factor, job.time_base / job.factor,
+                                     stretch=job.files is None, **job.writer)
+                writer.packet_times = []
+                abort = writer.discard
+                encoder = BackgroundWriter(writer.write)
+
+                def finish() -> None:
+                    writer.close()
+                    write_packet_times(writer, packet_times_path(part))
+            else:
+                from superres.io import write_image
+
+                def write(i: int, sr: np.ndarray, pts) -> None:
+                    name = job.names[pts] if job.names and job.factor == 1 else f"frame_{i:06d}"
+                    write_image(job.dst / f"{name}.png", sr)
+
+                encoder, finish = BackgroundWriter(write), lambda: None
+            source, stream = self.stream(unit, enhance)
             for k, (sr, pts, tb) in enumerate(stream):
                 if k < skip:
                     continue
@@ -188,8 +191,11 @@ class Worker:
             source.close()
             encoder.close()
         except BaseException:
-            source.close()
-            _drain(encoder)
+            # as in superres.infer.video._upscale_video: a signal can come at any point, even while a thread starts
+            if source is not None:
+                source.close()
+            if encoder is not None:
+                _drain(encoder)
             abort()
             raise
         finish()
