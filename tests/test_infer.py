@@ -60,13 +60,13 @@ def test_rrdbnet_tiles_match_the_whole_image(photos):
     """Default margin (the measured receptive field) on a real photo: no visible seams."""
     img = (photos["astronaut"][180:356, 200:376, :3] * 255).round().astype(np.uint8)
     whole = Upscaler("realesrgan-x4plus-anime", tile=0, precision="fp32").upscale_array(img)
-    tiled_up = Upscaler("realesrgan-x4plus-anime", tile=130, precision="fp32")
+    tiled_up = Upscaler("realesrgan-x4plus-anime", tile=150, precision="fp32")
     plan = tiled_up.plan(*img.shape[:2])
-    assert plan.tile == 130 and plan.margin == MODELS["realesrgan-x4plus-anime"].margin
+    assert plan.tile == 150 and plan.margin == MODELS["realesrgan-x4plus-anime"].margin
     tiled = tiled_up.upscale_array(img)
     diff = np.abs(tiled.astype(np.float64) - whole)
     psnr = 10 * np.log10(255**2 / np.mean(diff**2)) if diff.any() else np.inf
-    assert diff.max() <= 2 and psnr >= 60
+    assert diff.max() <= 1 and psnr >= 80  # (margin 41, measured with a 4-pixel tail, gave 3 and 63 dB on chelsea)
 
 
 def test_auto_tiles_are_big_enough_on_big_images():

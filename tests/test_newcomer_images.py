@@ -54,7 +54,7 @@ def test_a_tile_that_costs_little_or_was_not_chosen_says_nothing(photos):
         "use --tile auto, or at least --tile 115"]
 
 
-@pytest.mark.parametrize("name, tile", [("realesrgan-x4plus", 504), ("realesrgan-x4plus-anime", 302),
+@pytest.mark.parametrize("name, tile", [("realesrgan-x4plus", 504), ("realesrgan-x4plus-anime", 432),
                                         ("realesr-animevideov3", 115)])
 def test_minimum_tile_keeps_the_overlap_within_its_bound(name, tile):
     from superres.zoo import MODELS

@@ -3,8 +3,9 @@
 Small networks of the kinds that tiles used to get wrong: one that downsamples (a grid of 4), one with
 squeeze-and-excitation and global max pooling after a downsampling (channel attention: the whole image's
 mean and maximum), and one with transposed attention (Restormer's: the whole image's norms and a product
-over all its pixels). With the measured margin their tiles must give the whole image's output; without the
-shared statistics they do not (checked, so that these tests can fail).
+over all its pixels), and one that resamples with ``align_corners=True`` (the whole image's sample positions).
+With the measured margin their tiles must give the whole image's output; without the shared statistics they
+do not (checked, so that these tests can fail).
 """
 
 from __future__ import annotations
@@ -93,12 +94,26 @@ class PaddedAttention(TransposedAttention):
         return super().forward(x)[..., :h, :w]
 
 
+class AlignedResampling(nn.Module):
+    """HVI-CIDNet's resampling: bilinear with ``align_corners=True`` (``nn.UpsamplingBilinear2d``), down x2 and
+    back up, beside the input: its samples lie where they do on the whole image, not on a tile."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.UpsamplingBilinear2d(scale_factor=0.5), nn.GELU())
+        self.up = nn.Sequential(nn.Conv2d(8, 3, 3, 1, 1), nn.UpsamplingBilinear2d(scale_factor=2))
+
+    def forward(self, x):
+        return x + self.up(self.down(x))
+
+
 def _descriptor(module: nn.Module, scale: int = 1) -> ModelDescriptor:
     torch.manual_seed(0)
     for p in module.parameters():
         nn.init.normal_(p, std=0.3)
     # ChannelAttention's transposed convolution undoes its stride; PaddedAttention declares its window, as CRAFT
-    multiple = 2 if isinstance(module, ChannelAttention) else 8 if isinstance(module, PaddedAttention) else 1
+    multiple = 2 if isinstance(module, ChannelAttention | AlignedResampling) else \
+        8 if isinstance(module, PaddedAttention) else 1
     return ModelDescriptor(module.eval(), type(module).__name__, {}, ModelFacts("sr", scale, 3, 3, multiple))
 
 
@@ -111,7 +126,7 @@ def _whole_and_tiles(desc: ModelDescriptor, image: np.ndarray, shared: bool = Tr
 
 
 @pytest.mark.parametrize("module, scale", [(Downsampling, 2), (ChannelAttention, 1), (TransposedAttention, 1),
-                                           (PaddedAttention, 1)])
+                                           (PaddedAttention, 1), (AlignedResampling, 1)])
 def test_tiles_equal_the_whole_image(module, scale, photos):
     desc = _descriptor(module(), scale)
     image = photos["chelsea"][:150, :170].copy()
@@ -137,10 +152,14 @@ def test_the_probe_finds_the_grid_and_the_reductions():
                                                                  Axis(Fraction(1), Fraction(0), Fraction(8)))
                                                                 for what in ("norm", "norm", "matmul")] + [None]
     assert probe(_descriptor(nn.Conv2d(3, 3, 3, 1, 1))).reductions == ()  # nothing to share: plain tiles
+    aligned = probe(_descriptor(AlignedResampling()))
+    assert aligned.reductions == () and aligned.resamples and aligned.shares and aligned.grid == 2
+    assert not found.resamples and not probe(_descriptor(Downsampling(), 2)).resamples
 
 
 def test_without_reductions_an_upscaler_shares_nothing():
     assert Upscaler(_descriptor(Downsampling(), 2), tile=64, **FP32).statistics is None
+    assert Upscaler(_descriptor(AlignedResampling()), tile=64, **FP32).statistics is not None  # its geometry
 
 
 def test_cores_split_the_image_once_and_reach_its_padded_borders():
@@ -149,7 +168,7 @@ def test_cores_split_the_image_once_and_reach_its_padded_borders():
     image = np.zeros((100, 130, 3), np.float32)
     plan = TilePlan(48, 8, 4, 4)
     (ys, _), (xs, _) = tile_grid(100, 130, plan)
-    cores = [core for _, core in tiles_and_cores(image, plan, (104, 132))]
+    cores = [core for _, core, _ in tiles_and_cores(image, plan, (104, 132))]
     axis = Axis(Fraction(1), Fraction(0))
     rows, cols = [c[0] for c in cores[::len(xs)]], [c[1] for c in cores[:len(xs)]]
     for starts, bounds, padded in ((ys, rows, 104), (xs, cols, 132)):

@@ -148,7 +148,7 @@ class Upscaler:
             from superres.infer.statistics import TileStatistics
 
             found = network_probe(self.desc)
-            self._statistics = TileStatistics(found, self.runner.padded) if found.reductions else None
+            self._statistics = TileStatistics(found, self.runner.padded) if found.shares else None
         return self._statistics
 
     def _measured_margin(self) -> int:
@@ -170,7 +170,7 @@ class Upscaler:
 
         # v2: measured on the network's probed grid, with its whole-image statistics shared (and at least what the
         # network declares, also where a margin was cached before it declared it)
-        return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v2.json"), declared)
+        return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v3.json"), declared)
 
     def _check_tiles(self, margin: int, name: str) -> None:
         """Tiles with ``margin`` pixels of context, as small as :meth:`plan` allows (the most seams), against the
@@ -379,21 +379,24 @@ class Upscaler:
         network with whole-image reductions share the whole image's values (:mod:`superres.infer.statistics`)."""
         statistics = self.statistics if plan.tile and backend == "torch" else None
         cores = None
-        if statistics is not None:  # each tile sees the whole image's pooled statistics, gathered first
+        if statistics is not None:  # each tile sees the whole image's pooled statistics (gathered first) and geometry
             from superres.infer.statistics import tiles_and_cores
 
             padded = self.runner.padded(*color.shape[:2])
-            if not statistics.settle(color, plan, lambda tile: self.runner.forward(tile, precision, backend), padded):
+            run = lambda tile: self.runner.forward(tile, precision, backend)  # noqa: E731
+            if statistics.reductions and not statistics.settle(color, plan, run, padded):
                 name = self.display_name
                 warnings.warn(f"{name}: its tiles make other calls than its probe did, so they cannot share the whole "
                               "image's statistics; a tiled result may differ from a whole-image one (--tile 0 runs "
                               "images whole)", stacklevel=4)
-            cores = (core for _, core in tiles_and_cores(color, plan, padded))  # in the order run_tiled runs the tiles
+            # in the order run_tiled runs the tiles
+            cores = ((core, origin) for _, core, origin in tiles_and_cores(color, plan, padded))
 
         def forward(tile: np.ndarray) -> np.ndarray:
             if cores is None:
                 return self.runner.forward(tile, precision, backend)
-            with statistics.tile(next(cores), tile.shape[:2]):
+            core, origin = next(cores)
+            with statistics.tile(core, tile.shape[:2], origin, padded):
                 return self.runner.forward(tile, precision, backend)
 
         run_tiled(color, forward, self.scale, plan, out, finish, progress)

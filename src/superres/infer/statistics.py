@@ -21,15 +21,20 @@ and amin of a feature map over both its spatial dimensions, adaptive average and
 ``F.normalize`` over a flattened map and a matrix product over one. :func:`probe` runs the network on two
 input sizes (on the meta device: shapes, no arithmetic) and keeps those whose extent grows with the input.
 Calls are matched across passes by their order in the forward pass; a network whose calls depend on the
-input's size (RGT's recursion) shares nothing. Not shareable, and left to the check of
-:class:`superres.infer.image.Upscaler` (which warns): noise drawn in every pass, windows that wrap around
-the image without a mask, resampling with ``align_corners=True`` (its sample positions scale with the
-image), full softmax attention over all pixels.
+input's size (RGT's recursion) shares nothing.
+- **Whole-image geometry.** Bilinear resampling with ``align_corners=True`` (``nn.UpsamplingBilinear2d``, in
+  HVI-CIDNet and older U-Nets) puts its samples at ``(size_in - 1) / (size_out - 1)`` apart: the whole image's
+  positions, not a tile's. In a tile, :class:`TileStatistics` resamples at the whole image's positions, from
+  where the tile lies in it.
+
+Not shareable, and left to the check of :class:`superres.infer.image.Upscaler` (which warns): noise drawn in
+every pass, windows that wrap around the image without a mask, full softmax attention over all pixels.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import math
 import weakref
@@ -54,6 +59,9 @@ _MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__}
 # Most passes over the tiles spent on settling the statistics (a deep network with more reductions settles
 # within this in practice: each pass fixes the next one exactly, and the later ones move together).
 MAX_PASSES = 24
+# Where measuring a tile's context puts the image, for resampling at the whole image's positions: the last of
+# DEEP x DEEP images of its size (see TileStatistics.frozen_at).
+DEEP = 8
 
 
 def _candidate(func, args, kwargs) -> tuple[str, tuple[int, ...]] | None:
@@ -84,6 +92,42 @@ def _candidate(func, args, kwargs) -> tuple[str, tuple[int, ...]] | None:
             and x.shape[-1] == args[1].shape[-2]:
         return "matmul", (x.shape[-1],)
     return None
+
+
+_INTERPOLATE = inspect.signature(F.interpolate)
+
+
+def _aligned_resampling(func, args, kwargs) -> torch.Tensor | None:
+    """The input of an ``F.interpolate`` call that resamples a 4-D map bilinearly with ``align_corners=True``
+    (its sample positions depend on the map's whole size); None for any other call."""
+    if func is not F.interpolate:
+        return None
+    try:
+        call = _INTERPOLATE.bind(*args, **kwargs).arguments
+    except TypeError:
+        return None
+    x = call.get("input")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or call.get("mode") != "bilinear" \
+            or not call.get("align_corners") or call.get("antialias"):
+        return None
+    return x
+
+
+def _resample_axis(x: torch.Tensor, dim: int, size: int, whole_in: int, whole_out: int, start_in: int,
+                   start_out: int) -> torch.Tensor:
+    """``x`` resampled linearly along ``dim`` to ``size`` features at the positions ``align_corners=True``
+    gives a map of ``whole_in`` features resampled to ``whole_out``, of which ``x`` starts at feature
+    ``start_in`` and the result at ``start_out``; positions outside ``x`` take its edge (a tile's margin)."""
+    n = x.shape[dim]
+    step = (whole_in - 1) / (whole_out - 1) if whole_out > 1 else 0.0
+    pos = ((torch.arange(size, dtype=torch.float64) + start_out) * step - start_in).clamp(0, n - 1)
+    i0 = pos.floor().long()
+    i1 = (i0 + 1).clamp(max=n - 1)
+    shape = [1] * x.dim()
+    shape[dim] = size
+    weight = (pos - i0).to(x.device, x.dtype).reshape(shape)
+    a, b = x.index_select(dim, i0.to(x.device)), x.index_select(dim, i1.to(x.device))
+    return a + (b - a) * weight
 
 
 @dataclass(frozen=True)
@@ -142,9 +186,16 @@ class Reduction:
 class Probe:
     """What one run of a network shows: ``grid``, the stride tiles must start on; ``reductions``, each call
     that may reduce over the image's space, in call order (None: one that does not, such as attention within
-    a window); empty when none does (nothing to share)."""
+    a window); empty when none does (nothing to share); ``resamples``: whether it resamples at positions that
+    depend on the whole image's size."""
     grid: int
     reductions: tuple[Reduction | None, ...] = ()
+    resamples: bool = False  # it resamples with align_corners=True (see _aligned_resampling)
+
+    @property
+    def shares(self) -> bool:
+        """Whether tiles need :class:`TileStatistics` to compute what the whole image does."""
+        return bool(self.reductions) or self.resamples
 
 
 class _Recorder(TorchFunctionMode):
@@ -154,12 +205,14 @@ class _Recorder(TorchFunctionMode):
         super().__init__()
         self.sizes: set[tuple[int, int]] = set()
         self.calls: list[tuple[str, tuple[int, ...]]] = []
+        self.resamples = False
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         found = _candidate(func, args, kwargs)
         if found is not None:
             self.calls.append(found)
+        self.resamples = self.resamples or _aligned_resampling(func, args, kwargs) is not None
         out = func(*args, **kwargs)
         if isinstance(out, torch.Tensor) and out.dim() == 4:
             self.sizes.add(tuple(out.shape[-2:]))
@@ -263,14 +316,15 @@ def probe(desc, declared: int = 1, windows: int = 1) -> Probe:
     if len(first.calls) == len(runs[1].calls):  # else the network's calls depend on the size: nothing to share
         maps = (first.sizes, runs[1].sizes)
         reductions = tuple(_classify(a, b, sizes, maps) for a, b in zip(first.calls, runs[1].calls, strict=True))
-    found = Probe(grid, reductions if any(reductions) else ())
+    found = Probe(grid, reductions if any(reductions) else (), any(run.resamples for run in runs))
     _PROBES[module] = found
     return found
 
 
 class TileStatistics(TorchFunctionMode):
     """Inside a network's forward pass on a tile: each whole-image reduction gives its whole-image value
-    (once :func:`settle` has gathered it), and while gathering, adds up the tile's share of its input.
+    (once :func:`settle` has gathered it), and while gathering, adds up the tile's share of its input;
+    resampling with ``align_corners=True`` samples where it does on the whole image.
     ``padded``: the size the runner pads an input of a given size to (the network's size requirements)."""
 
     def __init__(self, found: Probe, padded: Callable[[int, int], tuple[int, int]] | None = None):
@@ -284,19 +338,28 @@ class TileStatistics(TorchFunctionMode):
         self._gathering = False
         self._core: tuple[Bounds, Bounds] = ((None, _BEYOND), (None, _BEYOND))
         self._size = (0, 0)
+        self._origin: tuple[int, int] = (0, 0)
+        self._whole: tuple[int, int] | None = None
 
     @contextmanager
-    def tile(self, core: tuple[Bounds, Bounds], size: tuple[int, int]) -> Iterator[None]:
+    def tile(self, core: tuple[Bounds, Bounds], size: tuple[int, int], origin: tuple[int, int] = (0, 0),
+             whole: tuple[int, int] | None = None) -> Iterator[None]:
         """Run one network pass on a tile of ``size`` whose core (its rows and columns, see
-        :func:`tiles_and_cores`) is this tile's share of the image."""
+        :func:`tiles_and_cores`) is this tile's share of the image; the tile starts at ``origin`` of the whole
+        image, which the runner pads to ``whole`` (None: the tile is the whole image)."""
         self._core, self._size, self.calls = core, self.padded(*size), 0
+        self._origin, self._whole = origin, whole or self._size
         with self:
             yield
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if counting():  # (the runner's pass on zeros that counts work for progress: not a tile)
+            return func(*args, **kwargs)
+        if (x := _aligned_resampling(func, args, kwargs)) is not None:
+            return self._resample(x, func(*args, **kwargs))
         found = _candidate(func, args, kwargs)
-        if found is None or counting():  # (the runner's pass on zeros that counts work for progress: not a tile)
+        if found is None:
             return func(*args, **kwargs)
         k, self.calls = self.calls, self.calls + 1
         reduction = self.reductions[k] if k < len(self.reductions) else None
@@ -315,6 +378,23 @@ class TileStatistics(TorchFunctionMode):
         out = func(*args, **kwargs) if reduction.what == "pool" else None  # (for its shape: keepdim or not)
         value = value.to(x.device, x.dtype)
         return value if out is None else value.reshape(out.shape)
+
+    def _resample(self, x: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """``x`` (a map of this tile) resampled to ``own``'s size at the whole image's positions (``own``: the
+        tile's own resampling, kept where the tile is the whole image or its maps are not on its grid)."""
+        if self._origin == (0, 0) and self._whole == self._size:
+            return own
+        axes = []
+        for dim, size, whole, start in zip((2, 3), self._size, self._whole, self._origin, strict=True):
+            n, m = x.shape[dim], own.shape[dim]
+            stride_in, stride_out = Fraction(size, n), Fraction(size, m)
+            places = (whole / stride_in, whole / stride_out, start / stride_in, start / stride_out)
+            if any(p.denominator != 1 for p in places):
+                return own
+            axes.append((dim, m, *(int(p) for p in places)))
+        for axis in axes:
+            x = _resample_axis(x, *axis)
+        return x
 
     def _flat_core(self, reduction: Reduction, length: int) -> tuple[int, int] | None:
         """The (height, width) of a flattened map of ``length`` features at the reduction's stride in this
@@ -381,9 +461,16 @@ class TileStatistics(TorchFunctionMode):
         finally:
             self._gathering = False
         self.values = self._combine()
+        # Resampling takes ``image`` as the far corner of one DEEP times its size: a tile far from the image's
+        # origin samples furthest outside itself (align_corners=True upsampling: up to half a feature before
+        # its first), and its context must cover that (HVI-CIDNet: 43 pixels measured at the origin, 49 so).
+        (h, w), (ph, pw) = image.shape[:2], self.padded(*image.shape[:2])
+        whole = (DEEP * ph, DEEP * pw)
 
         def frozen(x: np.ndarray) -> np.ndarray:
-            with self.tile(everything, x.shape[:2]):
+            """``model`` on ``x``: ``image`` itself or a window cut from its middle (as ``edge_error`` cuts)."""
+            origin = ((DEEP - 1) * ph + (h - x.shape[0]) // 2, (DEEP - 1) * pw + (w - x.shape[1]) // 2)
+            with self.tile(everything, x.shape[:2], origin, whole):
                 return model(x)
 
         return frozen
@@ -402,8 +489,8 @@ class TileStatistics(TorchFunctionMode):
             passes += 1
             self._parts, self._gathering = {}, True
             try:
-                for tile, core in tiles_and_cores(image, plan, padded):
-                    with self.tile(core, tile.shape[:2]):
+                for tile, core, origin in tiles_and_cores(image, plan, padded):
+                    with self.tile(core, tile.shape[:2], origin, padded):
                         model(tile)
                     if self.calls != len(self.reductions):
                         self.values = {}
@@ -420,7 +507,8 @@ class TileStatistics(TorchFunctionMode):
 
 def tiles_and_cores(image: np.ndarray, plan: TilePlan, padded: tuple[int, int]):
     """Each tile of ``plan`` on ``image`` (row by row, as :func:`superres.ops.tiling.run_tiled` runs them)
-    with its core, ((row from, to), (column from, to)) in the tile's pixels: the part of the image it owns,
+    with its core and its origin (its first row and column in the image). The core, ((row from, to),
+    (column from, to)) in the tile's pixels, is the part of the image it owns,
     split between neighbours in the middle of their overlap. At the image's borders a core takes what the
     whole image's feature maps have there: from None (all of the near border), to an :class:`End` (the far
     border, with the whole image ``padded`` to this size)."""
@@ -434,4 +522,4 @@ def tiles_and_cores(image: np.ndarray, plan: TilePlan, padded: tuple[int, int]):
 
     for y0, rows in zip(ys, cores(ys, th, padded[0]), strict=True):
         for x0, cols in zip(xs, cores(xs, tw, padded[1]), strict=True):
-            yield image[y0:y0 + th, x0:x0 + tw], (rows, cols)
+            yield image[y0:y0 + th, x0:x0 + tw], (rows, cols), (y0, x0)

