@@ -168,8 +168,9 @@ class Upscaler:
                 self._check_tiles(margin, name)
             return margin
 
-        # v2: measured on the network's probed grid, with its whole-image statistics shared (and at least what the
-        # network declares, also where a margin was cached before it declared it)
+        # v3: measured on the network's probed grid, with its whole-image statistics and geometry shared, settled
+        # with a tail of a quarter of the margin (and at least what the network declares, also where a margin was
+        # cached before it declared it)
         return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v3.json"), declared)
 
     def _check_tiles(self, margin: int, name: str) -> None:
