@@ -463,11 +463,11 @@ def test_prefetch_stops_touching_its_items_when_a_signal_raises_inside_thread_st
 
 def test_a_writer_close_interrupted_by_a_signal_still_ends_its_thread_on_clean_up():
     """SIGTERM while ``close`` waits for the last frames to be encoded: the clean-up's second ``close`` (through
-    ``_drain``) must wait too, or the output file is discarded (closed) under a thread still encoding into it."""
+    ``_undo``) must wait too, or the output file is discarded (closed) under a thread still encoding into it."""
     import time
 
     from superres.errors import Terminated
-    from superres.infer.video import BackgroundWriter, _drain
+    from superres.infer.video import BackgroundWriter, _undo
 
     written = []
     writer = BackgroundWriter(lambda item: (time.sleep(0.2), written.append(item)))
@@ -484,5 +484,5 @@ def test_a_writer_close_interrupted_by_a_signal_still_ends_its_thread_on_clean_u
     writer.thread.join = interrupted_join
     with pytest.raises(Terminated):
         writer.close()
-    _drain(writer)
+    _undo(None, writer, lambda: None)
     assert not writer.thread.is_alive() and written == [1, 2]

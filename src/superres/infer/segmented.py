@@ -147,7 +147,7 @@ class Worker:
 
     def run(self, unit: Unit, on_frame: Callable[[], None] | None = None) -> int:
         """Run ``unit``; its output is complete (a part file in place, or its frames written) when this returns."""
-        from superres.infer.video import BackgroundWriter, _drain
+        from superres.infer.video import BackgroundWriter, _undo
 
         job = self.job
         enhance = self.faces.stream(self.enhance) if self.faces is not None else self.enhance
@@ -191,12 +191,7 @@ class Worker:
             source.close()
             encoder.close()
         except BaseException:
-            # as in superres.infer.video._upscale_video: a signal can come at any point, even while a thread starts
-            if source is not None:
-                source.close()
-            if encoder is not None:
-                _drain(encoder)
-            abort()
+            _undo(source, encoder, abort)
             raise
         finish()
         return done

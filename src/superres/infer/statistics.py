@@ -354,13 +354,13 @@ class TileStatistics(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if counting():  # (the runner's pass on zeros that counts work for progress: not a tile)
+        resampled = _aligned_resampling(func, args, kwargs)
+        found = _candidate(func, args, kwargs) if resampled is None else None
+        # (counting: the runner's pass on zeros that counts work for progress, not a tile)
+        if (resampled is None and found is None) or counting():
             return func(*args, **kwargs)
-        if (x := _aligned_resampling(func, args, kwargs)) is not None:
-            return self._resample(x, func(*args, **kwargs))
-        found = _candidate(func, args, kwargs)
-        if found is None:
-            return func(*args, **kwargs)
+        if resampled is not None:
+            return self._resample(resampled, func(*args, **kwargs))
         k, self.calls = self.calls, self.calls + 1
         reduction = self.reductions[k] if k < len(self.reductions) else None
         if reduction is None:

@@ -501,13 +501,7 @@ def _upscale_video(src: str | os.PathLike, dst: str | os.PathLike, model=DEFAULT
         encoder.close()
         finish()
     except BaseException:
-        # the decoding thread stops before the files it reads (and copies packets into) are closed: a
-        # traceback keeps the generators alive, so they would not be closed in time on their own
-        if source is not None:
-            source.close()
-        if encoder is not None:
-            _drain(encoder)
-        abort()
+        _undo(source, encoder, abort)
         raise
     finally:
         if bar is not None:
@@ -611,9 +605,16 @@ def video_model(model, outscale: float | None = None, options: RunOptions | None
     return FrameUpscaler(Upscaler(desc, options), outscale)
 
 
-def _drain(encoder: BackgroundWriter) -> None:
-    """Stop the encoder thread after an error elsewhere, ignoring its own errors."""
-    try:
-        encoder.close()
-    except BaseException:  # the first error is the one to report
-        pass
+def _undo(source: Iterator | None, encoder: BackgroundWriter | None, abort: Callable[[], None]) -> None:
+    """After an error or a signal (which can come at any point, even while a thread starts), what there is so
+    far: the decoding thread stops before the files it reads (and copies packets into) are closed (a traceback
+    keeps the generators alive, so they would not be closed in time on their own), the encoder thread stops
+    (its own errors ignored: the first error is the one to report), then ``abort`` undoes the output."""
+    if source is not None:
+        source.close()
+    if encoder is not None:
+        try:
+            encoder.close()
+        except BaseException:
+            pass
+    abort()
