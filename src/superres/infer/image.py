@@ -177,7 +177,8 @@ class Upscaler:
         """Tiles with ``margin`` pixels of context, as small as :meth:`plan` allows (the most seams), against the
         whole image on a bundled photo: a warning where they differ by more than 1/255 although the context
         settled (a network whose output depends on the whole image in a way tiles cannot share: noise drawn in
-        every pass, windows that wrap around the image, resampling whose positions scale with its size)."""
+        every pass, windows that wrap around the image undeclared, a pooled map whose depth scales with its
+        size)."""
         from superres.infer.context import DEFAULT_TOLERANCE, sample_images
 
         ramp, least = _ramp(margin), self.desc.min_size

@@ -26,9 +26,14 @@ input's size (RGT's recursion) shares nothing.
   HVI-CIDNet and older U-Nets) puts its samples at ``(size_in - 1) / (size_out - 1)`` apart: the whole image's
   positions, not a tile's. In a tile, :class:`TileStatistics` resamples at the whole image's positions, from
   where the tile lies in it.
+- **Whole-image wrap.** Shifted windows without an attention mask (DCTLSA) roll the map around the whole
+  image: at its far border a window holds the near border's rows. For a network that declares it (a
+  ``tile_wraps`` attribute: the probe cannot tell a masked roll from an unmasked one), each roll over the
+  map's rows and columns takes what it wraps to from the whole image's map: a strip along the border it
+  wraps from, gathered over the tiles at the image's borders (one pass per roll, each as far as its roll).
 
 Not shareable, and left to the check of :class:`superres.infer.image.Upscaler` (which warns): noise drawn in
-every pass, windows that wrap around the image without a mask, full softmax attention over all pixels.
+every pass, full softmax attention over all pixels, windows spread across the whole image.
 """
 
 from __future__ import annotations
@@ -56,24 +61,31 @@ _KINDS = {torch.mean: "mean", torch.Tensor.mean: "mean", torch.sum: "sum", torch
           torch.amax: "max", torch.Tensor.amax: "max", torch.amin: "min", torch.Tensor.amin: "min"}
 _POOLS = {F.adaptive_avg_pool2d: "mean", F.adaptive_max_pool2d: "max"}
 _MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__}
+_ROLLS = {torch.roll, torch.Tensor.roll}
 # Most passes over the tiles spent on settling the statistics (a deep network with more reductions settles
-# within this in practice: each pass fixes the next one exactly, and the later ones move together).
-MAX_PASSES = 24
+# within this in practice: each pass fixes the next one exactly, and the later ones move together; DCTLSA's 24
+# rolls take 24 passes over the tiles at the image's borders).
+MAX_PASSES = 32
 # Where measuring a tile's context puts the image, for resampling at the whole image's positions: the last of
 # DEEP x DEEP images of its size (see TileStatistics.frozen_at).
 DEEP = 8
 
 
-def _candidate(func, args, kwargs) -> tuple[str, tuple[int, ...]] | None:
-    """(what, extent) when this call may reduce over the image's space; None for any other call:
+def _candidate(func, args, kwargs, rolls: bool = False) -> tuple[str, tuple[int, ...]] | None:
+    """(what, extent) when this call may reduce over the image's space (or, with ``rolls``, wrap around it);
+    None for any other call:
     - ``pool``: a mean, sum, maximum or minimum of a >= 3-D tensor over its last two dimensions (global
       pooling), extent (height, width);
     - ``norm``: ``F.normalize`` over the last dimension, extent (its length): over the flattened image in
       transposed (channel) attention, as Restormer's;
-    - ``matmul``: a product whose contracted dimension (extent: its length) may be the flattened image."""
+    - ``matmul``: a product whose contracted dimension (extent: its length) may be the flattened image;
+    - ``roll`` (with ``rolls``): ``torch.roll`` of a >= 3-D tensor over two dimensions, extent their sizes."""
     if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() < 3:
         return None
     x = args[0]
+    if func in _ROLLS:
+        shifts, dims = _roll_args(args, kwargs)
+        return ("roll", tuple(x.shape[d] for d in dims)) if rolls and len(dims) == len(shifts) == 2 else None
     if func in _POOLS:
         size = args[1] if len(args) > 1 else kwargs.get("output_size")
         if size not in (1, (1, 1), [1, 1]) or kwargs.get("return_indices") or x.dim() != 4:
@@ -92,6 +104,18 @@ def _candidate(func, args, kwargs) -> tuple[str, tuple[int, ...]] | None:
             and x.shape[-1] == args[1].shape[-2]:
         return "matmul", (x.shape[-1],)
     return None
+
+
+def _roll_args(args, kwargs) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A ``torch.roll`` call's (shifts, dims), each as a tuple of ints (dims non-negative; () without dims)."""
+    x = args[0]
+    shifts = args[1] if len(args) > 1 else kwargs.get("shifts", ())
+    dims = args[2] if len(args) > 2 else kwargs.get("dims", ())
+    as_tuple = lambda v: tuple(v) if isinstance(v, tuple | list) else () if v is None else (v,)  # noqa: E731
+    shifts, dims = as_tuple(shifts), as_tuple(dims)
+    if not all(isinstance(v, int) for v in (*shifts, *dims)):
+        return (), ()
+    return shifts, tuple(d % x.dim() for d in dims)
 
 
 _INTERPOLATE = inspect.signature(F.interpolate)
@@ -175,11 +199,13 @@ class Axis:
 
 @dataclass(frozen=True)
 class Reduction:
-    """One call of a network that reduces over the image's space: what it is (see :func:`_candidate`) and
-    where its input's features lie on the input's rows and columns."""
+    """One call of a network that reduces over the image's space (or rolls its map around it): what it is (see
+    :func:`_candidate`) and where its input's features lie on the input's rows and columns; ``swapped``: a
+    roll whose first dimension is the columns."""
     what: str
     rows: Axis
     cols: Axis
+    swapped: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +217,7 @@ class Probe:
     grid: int
     reductions: tuple[Reduction | None, ...] = ()
     resamples: bool = False  # it resamples with align_corners=True (see _aligned_resampling)
+    wraps: bool = False  # it declares that its rolls wrap around the image unmasked (its rolls are candidates)
 
     @property
     def shares(self) -> bool:
@@ -201,15 +228,16 @@ class Probe:
 class _Recorder(TorchFunctionMode):
     """Records the spatial size of every 4-D result and the extent of every candidate reduction."""
 
-    def __init__(self):
+    def __init__(self, rolls: bool = False):
         super().__init__()
         self.sizes: set[tuple[int, int]] = set()
         self.calls: list[tuple[str, tuple[int, ...]]] = []
         self.resamples = False
+        self.rolls = rolls
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        found = _candidate(func, args, kwargs)
+        found = _candidate(func, args, kwargs, self.rolls)
         if found is not None:
             self.calls.append(found)
         self.resamples = self.resamples or _aligned_resampling(func, args, kwargs) is not None
@@ -243,6 +271,12 @@ def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, 
     if what == "pool":
         axes = _axes(sizes, (e1, e2))
         return Reduction(what, *axes) if axes else None
+    if what == "roll":  # a map's rows and columns (in either order), unpadded: its wrap is the image's
+        for swapped in (False, True):
+            axes = _axes(sizes, (e1[::-1], e2[::-1]) if swapped else (e1, e2))
+            if axes and all(a.offset == a.extra == 0 for a in axes):
+                return Reduction(what, *axes, swapped=swapped)
+        return None
     placed = {axes for m1 in maps[0] if m1[0] * m1[1] == e1[0] for m2 in maps[1] if m2[0] * m2[1] == e2[0]
               if (axes := _axes(sizes, (m1, m2))) is not None}
     if len(placed) == 1:
@@ -257,7 +291,7 @@ def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _record(module: torch.nn.Module, channels: int, sizes) -> list[_Recorder] | None:
+def _record(module: torch.nn.Module, channels: int, sizes, rolls: bool = False) -> list[_Recorder] | None:
     """The calls of ``module`` on inputs of ``sizes``: on the meta device first (shapes only, no arithmetic:
     realesrgan-x4plus in 0.1 s where real inputs take 27 s on a 2-core CPU), on random real inputs where the
     network's code needs values (boolean masks, ``.item()``); None where both fail."""
@@ -274,7 +308,7 @@ def _record(module: torch.nn.Module, channels: int, sizes) -> list[_Recorder] | 
         runs = []
         try:
             for h, w in sizes:
-                recorder = _Recorder()
+                recorder = _Recorder(rolls)
                 with torch.random.fork_rng(devices=[]), torch.inference_mode(), recorder:
                     torch.manual_seed(0)  # (noise drawn alike in both runs; the caller's RNG state kept)
                     if device == "meta":
@@ -305,7 +339,8 @@ def probe(desc, declared: int = 1, windows: int = 1) -> Probe:
     while 2 * unit < desc.min_size:
         unit *= 2
     sizes = ((2 * unit, 3 * unit), (3 * unit, 4 * unit))  # not square: a feature map's two sides must agree
-    runs = _record(module, desc.in_channels, sizes)
+    wraps = any(getattr(m, "tile_wraps", False) is True for m in module.modules())
+    runs = _record(module, desc.in_channels, sizes, wraps)
     if runs is None:  # whatever arbitrary network code raises on this input: tiles keep the declared grid
         return Probe(declared)
     (h, w), first = sizes[0], runs[0]
@@ -316,9 +351,34 @@ def probe(desc, declared: int = 1, windows: int = 1) -> Probe:
     if len(first.calls) == len(runs[1].calls):  # else the network's calls depend on the size: nothing to share
         maps = (first.sizes, runs[1].sizes)
         reductions = tuple(_classify(a, b, sizes, maps) for a, b in zip(first.calls, runs[1].calls, strict=True))
-    found = Probe(grid, reductions if any(reductions) else (), any(run.resamples for run in runs))
+    found = Probe(grid, reductions if any(reductions) else (), any(run.resamples for run in runs), wraps)
     _PROBES[module] = found
     return found
+
+
+class _StopTile(Exception):  # noqa: N818 (not an error: a pass that has enough)
+    """Raised inside a tile's forward pass once a settling pass has what it needs of it."""
+
+
+@dataclass(frozen=True)
+class _Wrap:
+    """What a roll that wraps around the image reads from beyond a tile: the whole map's ``size`` (rows,
+    columns), and its input near the borders the roll wraps from: ``rows``, (first row, the rows there over all
+    columns), and ``cols``, (first column, the columns there over all rows); None where it does not wrap that
+    way or the tiles did not cover it."""
+    size: tuple[int, int]
+    rows: tuple[int, torch.Tensor] | None
+    cols: tuple[int, torch.Tensor] | None
+
+
+def _change(old, new) -> float:
+    """How far a gathered value moved between passes (relative to its size, at least 1); inf if its shape did."""
+    if isinstance(new, _Wrap):
+        pairs = ((old.rows, new.rows), (old.cols, new.cols)) if isinstance(old, _Wrap) else ()
+        if not pairs or old.size != new.size or any((a is None) != (b is None) for a, b in pairs):
+            return math.inf
+        return max((_change(a[1], b[1]) for a, b in pairs if a is not None), default=0.0)
+    return ((new - old).abs().max() / max(1.0, float(old.abs().max()))).item()
 
 
 class TileStatistics(TorchFunctionMode):
@@ -329,7 +389,7 @@ class TileStatistics(TorchFunctionMode):
 
     def __init__(self, found: Probe, padded: Callable[[int, int], tuple[int, int]] | None = None):
         super().__init__()
-        self.reductions = found.reductions
+        self.reductions, self.wraps = found.reductions, found.wraps
         self.padded = padded or (lambda h, w: (h, w))
         self.values: dict[int, torch.Tensor] = {}
         self.calls = 0  # candidate calls in the last pass (a tile of another size may make others: see settle)
@@ -340,22 +400,26 @@ class TileStatistics(TorchFunctionMode):
         self._size = (0, 0)
         self._origin: tuple[int, int] = (0, 0)
         self._whole: tuple[int, int] | None = None
+        self._shifts: dict[int, tuple[int, int]] = {}
+        self._wrapping = True
+        self._stop: int | None = None  # the roll after which a settling pass stops a tile
 
     @contextmanager
     def tile(self, core: tuple[Bounds, Bounds], size: tuple[int, int], origin: tuple[int, int] = (0, 0),
-             whole: tuple[int, int] | None = None) -> Iterator[None]:
+             whole: tuple[int, int] | None = None, wrap: bool = True) -> Iterator[None]:
         """Run one network pass on a tile of ``size`` whose core (its rows and columns, see
         :func:`tiles_and_cores`) is this tile's share of the image; the tile starts at ``origin`` of the whole
-        image, which the runner pads to ``whole`` (None: the tile is the whole image)."""
+        image, which the runner pads to ``whole`` (None: the tile is the whole image). ``wrap``: rolls take
+        what they wrap to from the whole image (else the tile's own)."""
         self._core, self._size, self.calls = core, self.padded(*size), 0
-        self._origin, self._whole = origin, whole or self._size
+        self._origin, self._whole, self._wrapping = origin, whole or self._size, wrap
         with self:
             yield
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         resampled = _aligned_resampling(func, args, kwargs)
-        found = _candidate(func, args, kwargs) if resampled is None else None
+        found = _candidate(func, args, kwargs, self.wraps) if resampled is None else None
         # (counting: the runner's pass on zeros that counts work for progress, not a tile)
         if (resampled is None and found is None) or counting():
             return func(*args, **kwargs)
@@ -365,6 +429,8 @@ class TileStatistics(TorchFunctionMode):
         reduction = self.reductions[k] if k < len(self.reductions) else None
         if reduction is None:
             return func(*args, **kwargs)
+        if reduction.what == "roll":
+            return self._roll(k, reduction, func, args, kwargs)
         if self._gathering:
             self._gather(k, reduction, func, args, kwargs)
         value = self.values.get(k)
@@ -395,6 +461,96 @@ class TileStatistics(TorchFunctionMode):
         for axis in axes:
             x = _resample_axis(x, *axis)
         return x
+
+    def _roll(self, k: int, reduction: Reduction, func, args, kwargs) -> torch.Tensor:
+        """A roll of the tile's map that takes what it wraps to from the whole image's map (gathered over the
+        tiles in the last pass): shifted windows without a mask (DCTLSA) mix the image's far border with its
+        near one, which a tile there does not hold. Elsewhere the tile's own roll (its margin covers that)."""
+        own = func(*args, **kwargs)
+        shifts, dims = _roll_args(args, kwargs)
+        if reduction.swapped:
+            shifts, dims = shifts[::-1], dims[::-1]
+        origin = tuple(Fraction(o) / reduction.rows.stride for o in self._origin)
+        if any(o.denominator != 1 for o in origin):  # (a tile off the map's grid: its own)
+            return own
+        origin = tuple(int(o) for o in origin)
+        if self._gathering:
+            self._shifts[k] = shifts
+            self._gather_wrap(k, reduction, args[0].movedim(dims, (-2, -1)), origin, shifts)
+            if k == self._stop:  # (what follows this roll is not needed in this pass)
+                raise _StopTile
+        value = self.values.get(k)
+        if value is None or not self._wrapping:
+            return own
+        out = own.clone()
+        view = out.movedim(dims, (-2, -1))  # (rows, columns last; a view: writing it writes out)
+        sources = [_wrap_sources(o, n, shift, whole, view.device)
+                   for o, n, shift, whole in zip(origin, view.shape[-2:], shifts, value.size, strict=True)]
+        (rows, row_wraps, row_in), (cols, col_wraps, col_in) = sources
+        done = torch.zeros_like(row_wraps)
+        if value.rows is not None and row_wraps.any():  # from the rows at the border the rows wrap from
+            first, strip = value.rows
+            i, j = row_wraps.nonzero()[:, 0], col_in.nonzero()[:, 0]
+            view[..., i[:, None], j[None, :]] = strip[..., (rows[i] - first)[:, None], cols[j][None, :]].to(view.dtype)
+            done = row_wraps
+        if value.cols is not None and col_wraps.any():  # from the columns the columns wrap from (all rows)
+            first, strip = value.cols
+            i, j = (row_in & ~done).nonzero()[:, 0], col_wraps.nonzero()[:, 0]
+            view[..., i[:, None], j[None, :]] = strip[..., rows[i][:, None], (cols[j] - first)[None, :]].to(view.dtype)
+        return out
+
+    def _gather_wrap(self, k: int, reduction: Reduction, x: torch.Tensor, origin: tuple[int, int],
+                     shifts: tuple[int, int]) -> None:
+        """The tile's share of the rows and columns a roll wraps to (``x``: its input, rows and columns last):
+        its core within ``|shift|`` of the border the roll reads from beyond the other; and, for a tile at the
+        far border, the whole map's size there (its own map ends where the whole image's does)."""
+        parts = self._parts.setdefault(k, [])
+        spans = []
+        for d, ((lo, hi), axis, n, o) in enumerate(zip(self._core, (reduction.rows, reduction.cols), x.shape[-2:],
+                                                       origin, strict=True)):
+            far = o + n if isinstance(hi, End) else None
+            if far is not None:
+                parts.append(("size", d, far))
+            spans.append((axis.index(lo, n), n if far is not None else axis.index(hi, n), o, far))
+        for d, shift in enumerate(shifts):
+            (a, b, o, far), (a2, b2, o2, _) = spans[d], spans[1 - d]
+            if shift < 0:  # the roll brings the near border's first -shift rows (columns) to the far one
+                band = (0, -shift)
+            elif shift > 0 and far is not None:  # and the far border's last shift rows to the near one
+                band = (far - shift, far)
+            else:
+                continue
+            lo, hi = max(a, band[0] - o), min(b, band[1] - o)
+            if hi <= lo or b2 <= a2:
+                continue
+            part = x[..., lo:hi, a2:b2] if d == 0 else x[..., a2:b2, lo:hi]
+            parts.append(("wrap", d, (o + lo, o2 + a2) if d == 0 else (o2 + a2, o + lo), part.clone()))
+
+    def _wrap(self, k: int, parts: list) -> _Wrap | None:
+        """The gathered parts of roll ``k`` as one :class:`_Wrap` (None: the tiles did not reach both far
+        borders)."""
+        size = dict((d, n) for what, d, n, *_ in parts if what == "size")
+        if len(size) != 2:
+            return None
+        size = (size[0], size[1])
+        strips: list[tuple[int, torch.Tensor] | None] = []
+        for d, shift in enumerate(self._shifts[k]):
+            pieces = [(start, part) for what, dim, start, *rest in parts if what == "wrap" and dim == d
+                      for part in rest]
+            if shift == 0 or not pieces:
+                strips.append(None)
+                continue
+            first = 0 if shift < 0 else size[d] - shift
+            shape = [abs(shift), size[1]] if d == 0 else [size[0], abs(shift)]
+            strip = pieces[0][1].new_zeros((*pieces[0][1].shape[:-2], *shape))
+            offset = (first, 0) if d == 0 else (0, first)
+            covered = 0
+            for (r, c), part in pieces:
+                r, c = r - offset[0], c - offset[1]
+                strip[..., r:r + part.shape[-2], c:c + part.shape[-1]] = part
+                covered += part.shape[-2] * part.shape[-1]
+            strips.append((first, strip) if covered == shape[0] * shape[1] else None)
+        return _Wrap(size, *strips)
 
     def _flat_core(self, reduction: Reduction, length: int) -> tuple[int, int] | None:
         """The (height, width) of a flattened map of ``length`` features at the reduction's stride in this
@@ -436,10 +592,14 @@ class TileStatistics(TorchFunctionMode):
             kind, share = "sum", (a.double() @ b.double(), 0)
         self._parts.setdefault(k, []).append((kind, *share))
 
-    def _combine(self) -> dict[int, torch.Tensor]:
+    def _combine(self) -> dict[int, torch.Tensor | _Wrap]:
         values = {}
         for k, parts in self._parts.items():
-            kind = parts[0][0]
+            kind = parts[0][0] if parts else None
+            if kind in ("wrap", "size", None):
+                if (wrap := self._wrap(k, parts)) is not None:
+                    values[k] = wrap
+                continue
             if kind in ("mean", "sum"):
                 total = torch.stack([p[1] for p in parts]).sum(0)
                 values[k] = total / sum(p[2] for p in parts) if kind == "mean" else total
@@ -470,7 +630,7 @@ class TileStatistics(TorchFunctionMode):
         def frozen(x: np.ndarray) -> np.ndarray:
             """``model`` on ``x``: ``image`` itself or a window cut from its middle (as ``edge_error`` cuts)."""
             origin = ((DEEP - 1) * ph + (h - x.shape[0]) // 2, (DEEP - 1) * pw + (w - x.shape[1]) // 2)
-            with self.tile(everything, x.shape[:2], origin, whole):
+            with self.tile(everything, x.shape[:2], origin, whole, wrap=False):  # (a window, not a tile)
                 return model(x)
 
         return frozen
@@ -483,6 +643,8 @@ class TileStatistics(TorchFunctionMode):
         to. Returns the passes made; 0 when tiles make other calls than the probe saw (a network whose
         work depends on the input's size): then no value is shared."""
         self.values = {}
+        if all(r is None or r.what == "roll" for r in self.reductions):
+            return self._settle_rolls(image, plan, model, padded)
         passes, moved = 0, math.inf
         most = min(MAX_PASSES, sum(r is not None for r in self.reductions) + 1)
         while moved > tolerance and passes < most:
@@ -498,11 +660,46 @@ class TileStatistics(TorchFunctionMode):
             finally:
                 self._gathering = False
             new = self._combine()
-            moved = max(((new[k] - self.values[k]).abs().max() / max(1.0, float(self.values[k].abs().max()))).item()
-                        if k in self.values else math.inf for k in new) if new else 0.0
+            moved = max(_change(self.values[k], new[k]) if k in self.values else math.inf for k in new) if new else 0.0
             self.values = new
         self.passes = passes
         return passes
+
+    def _settle_rolls(self, image: np.ndarray, plan: TilePlan, model: Callable[[np.ndarray], object],
+                      padded: tuple[int, int]) -> int:
+        """:meth:`settle` for a network whose shared calls are all rolls: the k-th roll's strips are exact after
+        k passes (its input then is), so pass k runs each tile only until that roll, and only the tiles at the
+        image's borders (which alone hold or read what a roll wraps to)."""
+        rolls = [k for k, r in enumerate(self.reductions) if r is not None][:MAX_PASSES]
+        try:
+            for k in rolls:
+                self._parts, self._gathering, self._stop = {}, True, k
+                for tile, core, origin in tiles_and_cores(image, plan, padded):
+                    if not any(lo is None or isinstance(hi, End) for lo, hi in core):
+                        continue
+                    try:
+                        with self.tile(core, tile.shape[:2], origin, padded):
+                            model(tile)
+                    except _StopTile:
+                        continue
+                    self.values = {}  # (it never reached roll k: its calls depend on its size)
+                    return 0
+                if (wrap := self._combine().get(k)) is not None:
+                    self.values[k] = wrap
+        finally:
+            self._gathering, self._stop = False, None
+        self.passes = len(rolls)
+        return len(rolls)
+
+
+def _wrap_sources(origin: int, n: int, shift: int, whole: int, device) -> tuple[torch.Tensor, ...]:
+    """For the ``n`` features of a tile's map from ``origin`` on, rolled by ``shift`` on a whole map of
+    ``whole``: the whole map's feature each reads, whether that read wraps around the whole map, and whether
+    the feature is on the whole map at all (a tile at the far border may be padded beyond it)."""
+    at = torch.arange(origin, origin + n, device=device)
+    reads = at - shift
+    inside = at < whole
+    return reads % whole, inside & ((reads < 0) | (reads >= whole)), inside
 
 
 def tiles_and_cores(image: np.ndarray, plan: TilePlan, padded: tuple[int, int]):

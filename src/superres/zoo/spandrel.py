@@ -98,6 +98,10 @@ NCHW_ONLY = {"IPT"}
 # Networks that cut their input into patches themselves (IPT: patches of ``patch_size``, a quarter of a patch
 # apart from the image's corner, and strips along its borders), by the attribute naming the patch size.
 SELF_PATCHING = {"IPT": "patch_size"}
+# Networks whose shifted windows wrap around the image without an attention mask (torch.roll, then windows
+# that mix the far border with the near one): their tiles take the wrapped rows from the whole image
+# (superres.infer.statistics). Swin-style networks with the mask (SwinIR, HAT...) need no such thing.
+WRAPPING = {"DCTLSA"}
 
 
 class CannotBuildError(CheckpointError):
@@ -160,11 +164,12 @@ class SpandrelNet(nn.Module):
     """
 
     def __init__(self, model: nn.Module, call, scale: int, square: bool, seed: int | None = None,
-                 nchw: bool = False, patch: int | None = None):
+                 nchw: bool = False, patch: int | None = None, wraps: bool = False):
         super().__init__()
         self.model = model
         self.call = call
         self.scale, self.square, self.seed, self.nchw = scale, square, seed, nchw
+        self.tile_wraps = wraps  # its rolls wrap around the image unmasked (see WRAPPING)
         if patch:  # a network that patches its input itself: tiles start on its patches' stride (the same
             # phase) and get a whole patch of context (its patches reach that far; measured, its context looks
             # shorter inside the image than at a border strip)
@@ -226,7 +231,7 @@ def descriptor(found: SpandrelDescriptor, code: str = SPANDREL) -> ModelDescript
     kwargs = _json_friendly(dict(getattr(model, "hyperparameters", {})))
     patch = getattr(model, SELF_PATCHING[arch], None) if arch in SELF_PATCHING else None
     network = SpandrelNet(model, call, found.scale, req.square, seed=0 if arch in RANDOM_PER_PASS else None,
-                          nchw=arch in NCHW_ONLY, patch=int(patch) if patch else None)
+                          nchw=arch in NCHW_ONLY, patch=int(patch) if patch else None, wraps=arch in WRAPPING)
     return ModelDescriptor(module=network, arch=arch, kwargs=kwargs,
                            facts=facts, code=code, licence=LICENCES.get(arch, "see spandrel"),
                            network=type(model).__name__, tiling=found.tiling.name.lower())
