@@ -10,6 +10,7 @@ do not (checked, so that these tests can fail).
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from fractions import Fraction
 
@@ -164,6 +165,20 @@ def test_tiles_equal_the_whole_image(module, scale, photos):
         assert np.abs(_whole_and_tiles(desc, image, shared=False)[1] - whole).max() > 2 / 255
         with progress_scope(lambda fraction: None):  # as the CLI runs: the runner counts work on zeros first
             assert np.abs(Upscaler(desc, tile=80, **FP32).upscale_array(image) - whole).max() <= 1e-4
+
+
+def test_progress_counts_the_passes_that_settle_the_rolls(photos):
+    """Settling a wrapping network's rolls runs the tiles at the image's borders once per roll, each only as
+    far as its roll: progress counts those passes too, and never goes back."""
+    up = Upscaler(_descriptor(ShiftedWindows()), tile=80, **FP32)
+    image = photos["chelsea"][:150, :170].copy()
+    (ys, _), (xs, _) = tile_grid(150, 170, up.plan(150, 170))
+    border = len(ys) * len(xs) - (len(ys) - 2) * (len(xs) - 2)
+    assert len(ys) > 2 and len(xs) > 2 and up.passes(image) == len(ys) * len(xs) + 4 * border
+    reports: list[float] = []
+    with progress_scope(reports.append, every=0):
+        up.upscale_array(image)
+    assert reports[-1] == up.passes(image) and all(b >= a for a, b in itertools.pairwise(reports))
 
 
 def test_the_probe_finds_the_grid_and_the_reductions():

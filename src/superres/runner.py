@@ -79,6 +79,14 @@ def counting() -> bool:
     return getattr(_COUNTING, "on", False)
 
 
+def pass_cut_short() -> None:
+    """Count the pass under way in this thread as finished: one stopped once it had done what it was for (a
+    settling pass of :mod:`superres.infer.statistics`, which needs a tile's first layers only)."""
+    scope = getattr(_SCOPE, "current", None)
+    if scope is not None:
+        scope.finished()
+
+
 @contextlib.contextmanager
 def progress_scope(report: Callable[[float], None], every: float = 0.1) -> Iterator[None]:
     """Report the network passes that runners make in this thread while the block runs.

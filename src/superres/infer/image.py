@@ -232,12 +232,19 @@ class Upscaler:
 
     def passes(self, image: np.ndarray) -> int:
         """The network passes :meth:`upscale_array` makes on ``image`` (what a
-        :func:`superres.runner.progress_scope` counts): one per tile, twice with an alpha channel the model
+        :func:`superres.runner.progress_scope` counts): one per tile, and those that settle the whole image's
+        rolls first (:func:`superres.infer.statistics.settling_passes`), twice with an alpha channel the model
         upscales; 0 without a network."""
         if self.desc.module is None:
             return 0
+        from superres.infer.statistics import settling_passes
+
         h, w = image.shape[:2]
-        tiles = tile_count(h, w, self.plan(h, w, self.runner.precision_for(image.dtype)))
+        precision = self.runner.precision_for(image.dtype)
+        plan = self.plan(h, w, precision)
+        tiles = tile_count(h, w, plan)
+        if plan.tile and self.backend(h, w, precision) == "torch":
+            tiles += settling_passes(self.statistics, (h, w), plan)
         alpha = image.ndim == 3 and image.shape[2] in (2, 4) and self.alpha == "model"
         return tiles * (2 if alpha else 1)
 

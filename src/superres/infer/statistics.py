@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from superres.ops.tiling import TilePlan, tile_grid
-from superres.runner import counting
+from superres.runner import counting, pass_cut_short
 
 # What a reduction keeps of its input: the sum (mean and sum), or the maximum or minimum.
 _KINDS = {torch.mean: "mean", torch.Tensor.mean: "mean", torch.sum: "sum", torch.Tensor.sum: "sum",
@@ -681,6 +681,7 @@ class TileStatistics(TorchFunctionMode):
                         with self.tile(core, tile.shape[:2], origin, padded):
                             model(tile)
                     except _StopTile:
+                        pass_cut_short()  # (a pass, as progress counts them: see settling_passes)
                         continue
                     self.values = {}  # (it never reached roll k: its calls depend on its size)
                     return 0
@@ -690,6 +691,18 @@ class TileStatistics(TorchFunctionMode):
             self._gathering, self._stop = False, None
         self.passes = len(rolls)
         return len(rolls)
+
+
+def settling_passes(statistics: TileStatistics | None, image_size: tuple[int, int], plan: TilePlan) -> int:
+    """The network passes :meth:`TileStatistics.settle` makes before ``plan``'s tiles run, where they are known
+    in advance: one per roll over each tile at the image's borders for a network whose shared calls are all
+    rolls (0 for others, whose passes depend on how fast their values settle)."""
+    rolls = sum(r is not None for r in statistics.reductions) if statistics is not None else 0
+    if not plan.tile or not rolls or any(r is not None and r.what != "roll" for r in statistics.reductions):
+        return 0
+    (ys, _), (xs, _) = tile_grid(*image_size, plan)
+    inner = max(0, len(ys) - 2) * max(0, len(xs) - 2)
+    return min(rolls, MAX_PASSES) * (len(ys) * len(xs) - inner)
 
 
 def _wrap_sources(origin: int, n: int, shift: int, whole: int, device) -> tuple[torch.Tensor, ...]:
