@@ -3,7 +3,8 @@
 Small networks of the kinds that tiles used to get wrong: one that downsamples (a grid of 4), one with
 squeeze-and-excitation and global max pooling after a downsampling (channel attention: the whole image's
 mean and maximum), and one with transposed attention (Restormer's: the whole image's norms and a product
-over all its pixels), and one that resamples with ``align_corners=True`` (the whole image's sample positions).
+over all its pixels), one that resamples with ``align_corners=True`` (the whole image's sample positions),
+and one whose shifted windows wrap around the image without a mask (DCTLSA's: the whole image's far border).
 With the measured margin their tiles must give the whole image's output; without the shared statistics they
 do not (checked, so that these tests can fail).
 """
