@@ -150,6 +150,29 @@ def test_an_upscaler_names_its_model_in_the_reach_message(monkeypatch, tmp_path)
         assert Upscaler(str(path)).margin == 24
 
 
+def test_an_image_that_runs_whole_does_not_wait_for_the_margin(monkeypatch, tmp_path, photos):
+    """A model brought as a file has no registered margin: superres measures it (once per set of weights) when
+    an image first needs tiles, not before one that runs whole (a large transformer's measurement takes
+    minutes on a CPU)."""
+    import superres.infer.context as context
+    from superres.zoo import load_model, save_model
+
+    path = tmp_path / "my-finetune.safetensors"
+    save_model(load_model("realesr-animevideov3"), path)
+    monkeypatch.setenv("SUPERRES_CACHE_DIR", str(tmp_path / "cache"))
+    measured = []
+    monkeypatch.setattr(context, "measure_margin", lambda model, scale, channels, *, name, align, **_:
+                        measured.append(name) or 12)
+    image = photos["chelsea"][:100, :120].copy()
+    options = {"device": "cpu", "precision": "fp32", "backend": "torch"}
+    whole = Upscaler(str(path), **options).upscale_array(image)
+    assert measured == []
+    tiled = Upscaler(str(path), tile=64, **options)
+    assert measured == []  # (not yet: on the first image that needs tiles)
+    assert np.abs(tiled.upscale_array(image) - whole).max() <= 1 / 255
+    assert measured == ["my-finetune.safetensors"] and tiled.margin == 12
+
+
 def test_the_status_line_reads_in_words(monkeypatch):
     import superres.runtime as runtime
 

@@ -259,13 +259,13 @@ def test_an_upscaler_warns_where_tiles_cannot_match_the_whole_image(tmp_path, mo
             return x + 0.5 * self.conv(torch.roll(x, shifts=(5, 5), dims=(2, 3)))
 
     monkeypatch.setenv("SUPERRES_CACHE_DIR", str(tmp_path))
+    wraps = Upscaler(_descriptor(Wraps()), tile=80, **FP32)
     with pytest.warns(UserWarning, match=r"^Wraps: tiles differ from the whole image by up to \d+\.\d/255 although "
                       r"they get \d+ pixels of context: this network's output depends on the whole image"):
-        wraps = Upscaler(_descriptor(Wraps()), tile=80, **FP32)
-    assert wraps.margin < 12
+        assert wraps.margin < 12  # (measured on first need)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tiles that match: no warning
-        Upscaler(_descriptor(ChannelAttention()), tile=80, **FP32)
+        assert Upscaler(_descriptor(ChannelAttention()), tile=80, **FP32).margin > 0
         Wraps.tile_wraps = True
         monkeypatch.setenv("SUPERRES_CACHE_DIR", str(tmp_path / "declared"))  # (measured again, and checked)
         assert Upscaler(_descriptor(Wraps()), tile=80, **FP32).margin == wraps.margin

@@ -39,7 +39,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows.append(("bicubic", "any", "-", "MATLAB bicubic baseline, no network", "-", "-", "yes"))
     _table(rows)
     print("\nmin tile: the smallest --tile worth giving; below it the tiles overlap so much that they compute over "
-          "2x the pixels of one pass (-: no tiles, or a margin measured on first use).")
+          "2x the pixels of one pass (-: no tiles, or a margin measured when an image first needs tiles).")
     print("Any checkpoint file load_model reads also works as -m PATH (.pth, .safetensors): `superres models PATH` "
           "says what it is, `superres models --archs` lists the architectures that load.")
     print(FACE_WEIGHTS_NOTE)

@@ -82,11 +82,11 @@ class Upscaler:
         self.runner = Runner(desc, self.options, ncnn_files=ncnn_files(spec))
         self.torch_device = self.runner.device
         self._statistics: TileStatistics | bool | None = False  # False: not probed yet
-        self.margin = 0
+        self._margin: int | None = 0  # None: to be measured on first need (a tiled image, or asked)
         if desc.module is not None:
             known_margin = spec.margin if spec else None
             tile_pad = self.options.tile_pad
-            self.margin = tile_pad if tile_pad is not None else known_margin or self._measured_margin()
+            self._margin = tile_pad if tile_pad is not None else known_margin or None
             self.bytes_per_pixel = (spec.bytes_per_pixel if spec else None) or _estimate_bytes_per_pixel(desc)
             self.ncnn_bytes_per_pixel = spec.ncnn_bytes_per_pixel if spec else None
         self._warned_tile = False
@@ -105,6 +105,15 @@ class Upscaler:
             side = self._auto_tile(self._budget(), precision, "ncnn")
             backend = f"ncnn for images up to {side}x{side} pixels or the same area, torch for larger ones"
         return f"precision {precision}, backend {backend}"
+
+    @property
+    def margin(self) -> int:
+        """The context each tile gets at its edges: ``tile_pad``, the model's registered margin, or measured
+        (and cached per set of weights) the first time an image needs tiles or this is asked: an image that
+        runs whole never waits for the measurement."""
+        if self._margin is None:
+            self._margin = self._measured_margin()
+        return self._margin
 
     @property
     def minimum_tile(self) -> int | None:
@@ -204,8 +213,7 @@ class Upscaler:
     def plan(self, height: int, width: int, precision: str | None = None, backend: str | None = None) -> TilePlan:
         """Tiles for an image of this size: ``tile`` as given, or the largest the memory budget
         allows at ``precision`` (default: the one 8-bit images run in) on ``backend`` (default: the
-        one :meth:`backend` picks for this image)."""
-        ramp = _ramp(self.margin)
+        one :meth:`backend` picks for this image). An image that runs whole needs no margin (nor measures it)."""
         if self.desc.module is None:
             return TilePlan(0, 0, 0)
         precision = precision or self.precision_used
@@ -213,11 +221,12 @@ class Upscaler:
             backend = backend or self.backend(height, width, precision)
             tile = self._auto_tile(self._budget(), precision, backend)
             if height * width <= tile * tile:
-                return TilePlan(0, self.margin, ramp)
+                return TilePlan(0, 0, 0)
         else:
             tile = int(self.tile)
             if tile == 0 or (tile >= height and tile >= width):
-                return TilePlan(0, self.margin, ramp)
+                return TilePlan(0, 0, 0)
+        ramp = _ramp(self.margin)
         least = self.desc.min_size
         need = self._least_tile(self.margin, ramp)
         if tile < need:
