@@ -250,10 +250,11 @@ class Upscaler:
 
         h, w = image.shape[:2]
         precision = self.runner.precision_for(image.dtype)
-        plan = self.plan(h, w, precision)
+        backend = self.backend(h, w, precision)
+        plan = self.plan(h, w, precision, backend)
         tiles = tile_count(h, w, plan)
-        if plan.tile and self.backend(h, w, precision) == "torch":
-            tiles += settling_passes(self.statistics, (h, w), plan)
+        if plan.tile and backend == "torch":
+            tiles += settling_passes(self.statistics, image, plan)
         alpha = image.ndim == 3 and image.shape[2] in (2, 4) and self.alpha == "model"
         return tiles * (2 if alpha else 1)
 

@@ -643,8 +643,8 @@ class TileStatistics(TorchFunctionMode):
         to. Returns the passes made; 0 when tiles make other calls than the probe saw (a network whose
         work depends on the input's size): then no value is shared."""
         self.values = {}
-        if all(r is None or r.what == "roll" for r in self.reductions):
-            return self._settle_rolls(image, plan, model, padded)
+        if (rolls := self.rolls) is not None:
+            return self._settle_rolls(image, plan, model, padded, rolls)
         passes, moved = 0, math.inf
         most = min(MAX_PASSES, sum(r is not None for r in self.reductions) + 1)
         while moved > tolerance and passes < most:
@@ -665,17 +665,24 @@ class TileStatistics(TorchFunctionMode):
         self.passes = passes
         return passes
 
+    @property
+    def rolls(self) -> list[int] | None:
+        """Where the network's shared calls are all rolls: the calls that :meth:`settle` settles, one pass each
+        (at most :data:`MAX_PASSES`); None for a network with other shared calls, or none."""
+        if not self.reductions or any(r is not None and r.what != "roll" for r in self.reductions):
+            return None
+        return [k for k, r in enumerate(self.reductions) if r is not None][:MAX_PASSES]
+
     def _settle_rolls(self, image: np.ndarray, plan: TilePlan, model: Callable[[np.ndarray], object],
-                      padded: tuple[int, int]) -> int:
-        """:meth:`settle` for a network whose shared calls are all rolls: the k-th roll's strips are exact after
-        k passes (its input then is), so pass k runs each tile only until that roll, and only the tiles at the
-        image's borders (which alone hold or read what a roll wraps to)."""
-        rolls = [k for k, r in enumerate(self.reductions) if r is not None][:MAX_PASSES]
+                      padded: tuple[int, int], rolls: list[int]) -> int:
+        """:meth:`settle` for a network whose shared calls are all ``rolls``: the k-th roll's strips are exact
+        after k passes (its input then is), so pass k runs each tile only until that roll, and only the tiles at
+        the image's borders (which alone hold or read what a roll wraps to)."""
         try:
             for k in rolls:
                 self._parts, self._gathering, self._stop = {}, True, k
                 for tile, core, origin in tiles_and_cores(image, plan, padded):
-                    if not any(lo is None or isinstance(hi, End) for lo, hi in core):
+                    if not _at_border(core):
                         continue
                     try:
                         with self.tile(core, tile.shape[:2], origin, padded):
@@ -693,16 +700,19 @@ class TileStatistics(TorchFunctionMode):
         return len(rolls)
 
 
-def settling_passes(statistics: TileStatistics | None, image_size: tuple[int, int], plan: TilePlan) -> int:
-    """The network passes :meth:`TileStatistics.settle` makes before ``plan``'s tiles run, where they are known
-    in advance: one per roll over each tile at the image's borders for a network whose shared calls are all
-    rolls (0 for others, whose passes depend on how fast their values settle)."""
-    rolls = sum(r is not None for r in statistics.reductions) if statistics is not None else 0
-    if not plan.tile or not rolls or any(r is not None and r.what != "roll" for r in statistics.reductions):
+def settling_passes(statistics: TileStatistics | None, image: np.ndarray, plan: TilePlan) -> int:
+    """The network passes :meth:`TileStatistics.settle` makes on ``image`` before ``plan``'s tiles run, where
+    they are known in advance: one per roll over each tile at the image's borders for a network whose shared
+    calls are all rolls (0 for others, whose passes depend on how fast their values settle)."""
+    rolls = statistics.rolls if statistics is not None and plan.tile else None
+    if not rolls:
         return 0
-    (ys, _), (xs, _) = tile_grid(*image_size, plan)
-    inner = max(0, len(ys) - 2) * max(0, len(xs) - 2)
-    return min(rolls, MAX_PASSES) * (len(ys) * len(xs) - inner)
+    return len(rolls) * sum(_at_border(core) for _, core, _ in tiles_and_cores(image, plan, image.shape[:2]))
+
+
+def _at_border(core: tuple[Bounds, Bounds]) -> bool:
+    """Whether a tile's core (see :func:`tiles_and_cores`) reaches one of the image's borders."""
+    return any(lo is None or isinstance(hi, End) for lo, hi in core)
 
 
 def _wrap_sources(origin: int, n: int, shift: int, whole: int, device) -> tuple[torch.Tensor, ...]:
