@@ -277,8 +277,8 @@ def _odd_crop(photo: np.ndarray, ref, desc) -> np.ndarray:
 # - FAR: the context does not settle within 128 pixels (none now; IPT did before it declared its patches).
 #   superres gives tiles the widest context it measured and says so (a warning).
 LOCAL = {"ATD", "CRAFT", "Compact", "DAT", "DRCT", "DnCNN", "ESRGAN", "FDAT", "HAT", "IPT", "MMRealSR",
-         "MixDehazeNet", "MoESR", "MoSR", "NAFNet", "PLKSR", "RCAN", "RealCUGAN", "SPAN", "SeemoRe", "SwiftSRGAN",
-         "SwinIR"}
+         "MixDehazeNet", "MoESR", "MoSR", "NAFNet", "OmniSR", "PLKSR", "RCAN", "RealCUGAN", "SPAN", "SeemoRe",
+         "SwiftSRGAN", "SwinIR"}
 WIDE = {"DCTLSA": 128, "DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 256, "GRL": 512, "HVICIDNet": 256,
         "KBNet": 128, "RetinexFormer": 128, "SAFMN": 128, "SAFMNBCIE": 128, "SCUNet": 256, "Swin2SR": 128,
         "Uformer": 128}
@@ -290,9 +290,8 @@ WIDE = {"DCTLSA": 128, "DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 25
 # mask: tests/test_statistics.py's ShiftedWindows; 9.7/255 at the borders before the rolls were shared).
 BY_HAND = {"DCTLSA", "GRL", "HVICIDNet"}
 SHARED = {"CRAFT", "DAT", "DCTLSA", "FBCNN", "FDAT", "HAT", "HVICIDNet", "KBNet", "MMRealSR", "MixDehazeNet", "NAFNet",
-          "RCAN", "RealCUGAN", "RetinexFormer", "SeemoRe"}
+          "OmniSR", "RCAN", "RealCUGAN", "RetinexFormer", "SeemoRe"}
 INHERENT = {"AuraSR": ("its input noise, drawn afresh in every pass, and attention over all pixels", 128),
-            "OmniSR": ("grid attention over pixels spread across the whole image, as far apart as it is large", 128),
             "RGT": ("attention to a pooled map whose depth depends on the image's size", 128)}
 FAR: set[str] = set()
 FAR_SAMPLE: tuple[str, ...] = ()  # (tests/test_newcomer_images checks the warning itself)

@@ -4,7 +4,9 @@ Small networks of the kinds that tiles used to get wrong: one that downsamples (
 squeeze-and-excitation and global max pooling after a downsampling (channel attention: the whole image's
 mean and maximum), and one with transposed attention (Restormer's: the whole image's norms and a product
 over all its pixels), one that resamples with ``align_corners=True`` (the whole image's sample positions),
-and one whose shifted windows wrap around the image without a mask (DCTLSA's: the whole image's far border).
+one whose shifted windows wrap around the image without a mask (DCTLSA's: the whole image's far border), and
+one with OmniSR's two whole-map parts (windows of pixels spread over the whole image, and upsampling from a
+pooled map to the whole map's size).
 With the measured margin their tiles must give the whole image's output; without the shared statistics they
 do not (checked, so that these tests can fail).
 """
@@ -19,14 +21,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from einops.layers.torch import Rearrange
 from torch import nn
 
 from superres.archs.spec import ModelFacts
 from superres.infer.image import Upscaler, tile_alignment
 from superres.infer.statistics import Axis, End, TileStatistics, probe, tiles_and_cores
-from superres.ops.tiling import TilePlan, tile_grid
+from superres.ops.tiling import TilePlan, tile_grid, whole_map
 from superres.runner import progress_scope
 from superres.zoo.descriptor import ModelDescriptor
+from superres.zoo.spandrel import GridWindows
 
 FP32 = {"device": "cpu", "precision": "fp32", "backend": "torch"}
 
@@ -136,6 +140,41 @@ class ShiftedWindows(nn.Module):
         return x + 0.5 * self.tail(f[..., :h, :w])
 
 
+class GridMean(nn.Module):
+    """Each pixel plus the mean of its grid window (``b x y w1 w2 d``: the pixels at its place in each of the
+    8 x 8 cells that tile the map)."""
+
+    def forward(self, x):
+        return x + x.mean((3, 4), keepdim=True)
+
+
+class WholeMaps(nn.Module):
+    """OmniSR's parts that depend on the whole map, declared (``whole_map``): grid windows (a window holds one
+    pixel of each of 8 x 8 cells spread over the whole map; the map padded inside to whole cells) and ESA's
+    pooled branch (a strided convolution, max pooling, and bilinear upsampling back to the map's size, at
+    positions that depend on it)."""
+
+    window_size = 8  # (tiles start on whole cells, as the map is padded to them)
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.head, self.tail = nn.Conv2d(3, dim, 3, 1, 1), nn.Conv2d(dim, 3, 3, 1, 1)
+        self.grid = GridWindows([Rearrange("b d (w1 x) (w2 y) -> b x y w1 w2 d", w1=8, w2=8), GridMean(),
+                                 Rearrange("b x y w1 w2 d -> b d (w1 x) (w2 y)")], (8, 8), pixels=512)
+        self.down = nn.Conv2d(dim, dim, 3, 2)
+
+    def pooled(self, f):
+        c = F.max_pool2d(self.down(f), kernel_size=7, stride=3)
+        return F.interpolate(c, f.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        f = F.gelu(self.head(F.pad(x, (0, -w % 8, 0, -h % 8))))
+        f = whole_map(f, self.grid)
+        f = f * torch.sigmoid(whole_map(f, self.pooled))
+        return x + 0.5 * self.tail(f)[..., :h, :w]
+
+
 def _descriptor(module: nn.Module, scale: int = 1) -> ModelDescriptor:
     torch.manual_seed(0)
     for p in module.parameters():
@@ -155,7 +194,8 @@ def _whole_and_tiles(desc: ModelDescriptor, image: np.ndarray, shared: bool = Tr
 
 
 @pytest.mark.parametrize("module, scale", [(Downsampling, 2), (ChannelAttention, 1), (TransposedAttention, 1),
-                                           (PaddedAttention, 1), (AlignedResampling, 1), (ShiftedWindows, 1)])
+                                           (PaddedAttention, 1), (AlignedResampling, 1), (ShiftedWindows, 1),
+                                           (WholeMaps, 1)])
 def test_tiles_equal_the_whole_image(module, scale, photos):
     desc = _descriptor(module(), scale)
     image = photos["chelsea"][:150, :170].copy()
@@ -168,14 +208,17 @@ def test_tiles_equal_the_whole_image(module, scale, photos):
             assert np.abs(Upscaler(desc, tile=80, **FP32).upscale_array(image) - whole).max() <= 1e-4
 
 
-def test_progress_counts_the_passes_that_settle_the_rolls(photos):
-    """Settling a wrapping network's rolls runs the tiles at the image's borders once per roll, each only as
-    far as its roll: progress counts those passes too, and never goes back."""
-    up = Upscaler(_descriptor(ShiftedWindows()), tile=80, **FP32)
+@pytest.mark.parametrize("module", [ShiftedWindows, WholeMaps])
+def test_progress_counts_the_passes_that_settle_in_order(module, photos):
+    """Settling a wrapping network's rolls runs the tiles at the image's borders once per roll, and a network's
+    whole-map parts all its tiles once per part, each only as far as its call: progress counts those passes
+    too, and never goes back."""
+    up = Upscaler(_descriptor(module()), tile=80, **FP32)
     image = photos["chelsea"][:150, :170].copy()
     (ys, _), (xs, _) = tile_grid(150, 170, up.plan(150, 170))
     border = len(ys) * len(xs) - (len(ys) - 2) * (len(xs) - 2)
-    assert len(ys) > 2 and len(xs) > 2 and up.passes(image) == len(ys) * len(xs) + 4 * border
+    settling = 4 * border if module is ShiftedWindows else 2 * len(ys) * len(xs)
+    assert len(ys) > 2 and len(xs) > 2 and up.passes(image) == len(ys) * len(xs) + settling
     reports: list[float] = []
     with progress_scope(reports.append, every=0):
         up.upscale_array(image)
@@ -204,6 +247,17 @@ def test_the_probe_finds_the_grid_and_the_reductions():
     undeclared = ShiftedWindows()
     undeclared.tile_wraps = False  # (Swin's shifted windows, masked: their rolls need nothing)
     assert probe(_descriptor(undeclared)).reductions == ()
+    whole = probe(_descriptor(WholeMaps()))  # its two whole-map parts, and none of their own calls
+    assert [(r.what, r.rows, r.cols) for r in whole.reductions] == [("whole", Axis(Fraction(1), Fraction(0)),
+                                                                     Axis(Fraction(1), Fraction(0)))] * 2
+
+
+def test_grid_windows_compute_a_whole_map_in_bands():
+    """OmniSR's grid windows on a whole map, a band of windows at a time (less memory): the same."""
+    net = WholeMaps()
+    x = torch.randn(1, 8, 48, 64)
+    assert net.grid.pixels < 48 * 64 // 4  # (several bands)
+    torch.testing.assert_close(net.grid.whole(x), net.grid(x), rtol=0, atol=1e-6)
 
 
 def test_without_reductions_an_upscaler_shares_nothing():

@@ -177,10 +177,10 @@ class Upscaler:
                 self._check_tiles(margin, name)
             return margin
 
-        # v3: measured on the network's probed grid, with its whole-image statistics and geometry shared, settled
-        # with a tail of a quarter of the margin (and at least what the network declares, also where a margin was
-        # cached before it declared it)
-        return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v3.json"), declared)
+        # v4: measured on the network's probed grid, with its whole-image statistics, geometry and whole-map parts
+        # shared (OmniSR's were not before), settled with a tail of a quarter of the margin (and at least what the
+        # network declares, also where a margin was cached before it declared it)
+        return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v4.json"), declared)
 
     def _check_tiles(self, margin: int, name: str) -> None:
         """Tiles with ``margin`` pixels of context, as small as :meth:`plan` allows (the most seams), against the
@@ -242,8 +242,8 @@ class Upscaler:
     def passes(self, image: np.ndarray) -> int:
         """The network passes :meth:`upscale_array` makes on ``image`` (what a
         :func:`superres.runner.progress_scope` counts): one per tile, and those that settle the whole image's
-        rolls first (:func:`superres.infer.statistics.settling_passes`), twice with an alpha channel the model
-        upscales; 0 without a network."""
+        rolls and whole maps first (:func:`superres.infer.statistics.settling_passes`), twice with an alpha
+        channel the model upscales; 0 without a network."""
         if self.desc.module is None:
             return 0
         from superres.infer.statistics import settling_passes

@@ -32,8 +32,14 @@ input's size (RGT's recursion) shares nothing.
   map's rows and columns takes what it wraps to from the whole image's map: a strip along the border it
   wraps from, gathered over the tiles at the image's borders (one pass per roll, each as far as its roll).
 
+- **Whole maps.** A part of a network whose output at a pixel depends on its whole input map (OmniSR's grid
+  attention: windows of pixels spread across the whole image) is declared by running it through
+  :func:`superres.ops.tiling.whole_map`. In a tile, its output is the tile's part of what it gives on the whole
+  image's input map, gathered over the tiles' cores in the last pass (one pass per such part, as for
+  reductions).
+
 Not shareable, and left to the check of :class:`superres.infer.image.Upscaler` (which warns): noise drawn in
-every pass, full softmax attention over all pixels, windows spread across the whole image.
+every pass, full softmax attention over all pixels that no part declares.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from superres.ops.tiling import TilePlan, tile_grid
+from superres.ops.tiling import TilePlan, tile_grid, whole_map
 from superres.runner import counting, pass_cut_short
 
 # What a reduction keeps of its input: the sum (mean and sum), or the maximum or minimum.
@@ -62,9 +68,9 @@ _KINDS = {torch.mean: "mean", torch.Tensor.mean: "mean", torch.sum: "sum", torch
 _POOLS = {F.adaptive_avg_pool2d: "mean", F.adaptive_max_pool2d: "max"}
 _MATMULS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__}
 _ROLLS = {torch.roll, torch.Tensor.roll}
-# Most passes over the tiles spent on settling the statistics (a deep network with more reductions settles
-# within this in practice: each pass fixes the next one exactly, and the later ones move together; DCTLSA's 24
-# rolls take 24 passes over the tiles at the image's borders).
+# Most passes over the tiles spent on settling pooled statistics (a deep network with more reductions settles
+# within this in practice: each pass fixes the next one exactly, and the later ones move together). Rolls and
+# whole-map parts settle in order instead, one pass per call (TileStatistics.in_order).
 MAX_PASSES = 32
 # Where measuring a tile's context puts the image, for resampling at the whole image's positions: the last of
 # DEEP x DEEP images of its size (see TileStatistics.frozen_at).
@@ -79,10 +85,13 @@ def _candidate(func, args, kwargs, rolls: bool = False) -> tuple[str, tuple[int,
     - ``norm``: ``F.normalize`` over the last dimension, extent (its length): over the flattened image in
       transposed (channel) attention, as Restormer's;
     - ``matmul``: a product whose contracted dimension (extent: its length) may be the flattened image;
-    - ``roll`` (with ``rolls``): ``torch.roll`` of a >= 3-D tensor over two dimensions, extent their sizes."""
+    - ``roll`` (with ``rolls``): ``torch.roll`` of a >= 3-D tensor over two dimensions, extent their sizes;
+    - ``whole``: a part declared by :func:`whole_map`, extent its map's (height, width)."""
     if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() < 3:
         return None
     x = args[0]
+    if func is whole_map:
+        return ("whole", tuple(x.shape[-2:])) if x.dim() == 4 else None
     if func in _ROLLS:
         shifts, dims = _roll_args(args, kwargs)
         return ("roll", tuple(x.shape[d] for d in dims)) if rolls and len(dims) == len(shifts) == 2 else None
@@ -192,8 +201,8 @@ class Axis:
         """The first feature index at or after input ``position`` of a feature map of ``size``."""
         if position is None:
             return 0
-        if isinstance(position, End):  # where the whole image's map ends
-            return min(size, max(0, round(self.features(position.padded))))
+        if isinstance(position, End):  # where the whole image's map ends (padded inside to whole features: OmniSR
+            return min(size, max(0, math.ceil(self.features(position.padded))))  # pads to whole windows)
         return min(size, max(0, math.ceil((position - self.offset) / self.stride)))
 
 
@@ -271,6 +280,9 @@ def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, 
     if what == "pool":
         axes = _axes(sizes, (e1, e2))
         return Reduction(what, *axes) if axes else None
+    if what == "whole":  # a map's rows and columns, on the input's grid from its first pixel
+        axes = _axes(sizes, (e1, e2))
+        return Reduction(what, *axes) if axes and all(a.offset == a.extra == 0 for a in axes) else None
     if what == "roll":  # a map's rows and columns (in either order), unpadded: its wrap is the image's
         for swapped in (False, True):
             axes = _axes(sizes, (e1[::-1], e2[::-1]) if swapped else (e1, e2))
@@ -401,18 +413,23 @@ class TileStatistics(TorchFunctionMode):
         self._origin: tuple[int, int] = (0, 0)
         self._whole: tuple[int, int] | None = None
         self._shifts: dict[int, tuple[int, int]] = {}
+        self._spans: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}  # each whole-map part's (whole_map)
+        self._at: tuple[int, int] = (0, 0)  # where the tile lies in the image whose whole maps were gathered
         self._wrapping = True
-        self._stop: int | None = None  # the roll after which a settling pass stops a tile
+        self._stop: int | None = None  # the call after which a settling pass in order stops a tile (see settle)
 
     @contextmanager
     def tile(self, core: tuple[Bounds, Bounds], size: tuple[int, int], origin: tuple[int, int] = (0, 0),
-             whole: tuple[int, int] | None = None, wrap: bool = True) -> Iterator[None]:
+             whole: tuple[int, int] | None = None, wrap: bool = True, at: tuple[int, int] | None = None
+             ) -> Iterator[None]:
         """Run one network pass on a tile of ``size`` whose core (its rows and columns, see
         :func:`tiles_and_cores`) is this tile's share of the image; the tile starts at ``origin`` of the whole
         image, which the runner pads to ``whole`` (None: the tile is the whole image). ``wrap``: rolls take
-        what they wrap to from the whole image (else the tile's own)."""
+        what they wrap to from the whole image (else the tile's own). ``at``: where whole-map parts take the
+        tile's part of the whole map from, if not ``origin``."""
         self._core, self._size, self.calls = core, self.padded(*size), 0
         self._origin, self._whole, self._wrapping = origin, whole or self._size, wrap
+        self._at = origin if at is None else at
         with self:
             yield
 
@@ -431,8 +448,12 @@ class TileStatistics(TorchFunctionMode):
             return func(*args, **kwargs)
         if reduction.what == "roll":
             return self._roll(k, reduction, func, args, kwargs)
-        if self._gathering:
+        if reduction.what == "whole":
+            return self._whole_map(k, reduction, func, args, kwargs)
+        if self._collects(k):
             self._gather(k, reduction, func, args, kwargs)
+            if k == self._stop:
+                raise _StopTile
         value = self.values.get(k)
         if value is None:
             return func(*args, **kwargs)
@@ -444,6 +465,10 @@ class TileStatistics(TorchFunctionMode):
         out = func(*args, **kwargs) if reduction.what == "pool" else None  # (for its shape: keepdim or not)
         value = value.to(x.device, x.dtype)
         return value if out is None else value.reshape(out.shape)
+
+    def _collects(self, k: int) -> bool:
+        """Whether this pass gathers call ``k`` (a pass in order gathers only the call it stops at)."""
+        return self._gathering and self._stop in (None, k)
 
     def _resample(self, x: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
         """``x`` (a map of this tile) resampled to ``own``'s size at the whole image's positions (``own``: the
@@ -474,7 +499,7 @@ class TileStatistics(TorchFunctionMode):
         if any(o.denominator != 1 for o in origin):  # (a tile off the map's grid: its own)
             return own
         origin = tuple(int(o) for o in origin)
-        if self._gathering:
+        if self._collects(k):
             self._shifts[k] = shifts
             self._gather_wrap(k, reduction, args[0].movedim(dims, (-2, -1)), origin, shifts)
             if k == self._stop:  # (what follows this roll is not needed in this pass)
@@ -498,6 +523,67 @@ class TileStatistics(TorchFunctionMode):
             i, j = (row_in & ~done).nonzero()[:, 0], col_wraps.nonzero()[:, 0]
             view[..., i[:, None], j[None, :]] = strip[..., rows[i][:, None], (cols[j] - first)[None, :]].to(view.dtype)
         return out
+
+    def _whole_map(self, k: int, reduction: Reduction, func, args, kwargs) -> torch.Tensor:
+        """A whole-map part (:func:`whole_map`) in a tile: the tile's part of its output on the whole image's
+        map, gathered over the tiles in the last pass; the tile's own until then, and beyond the whole map (a
+        tile the runner padded further)."""
+        x = args[0]
+        at = tuple(Fraction(o) / axis.stride for o, axis in zip(self._at, (reduction.rows, reduction.cols),
+                                                                  strict=True))
+        if any(o.denominator != 1 for o in at):  # (a tile off the map's grid: its own)
+            return func(*args, **kwargs)
+        (r, c), (n, m) = (int(o) for o in at), x.shape[-2:]
+        if self._collects(k):
+            self._spans[k] = args[1]
+            self._gather_map(k, reduction, x, (r, c))
+            if k == self._stop:
+                raise _StopTile
+        value = self.values.get(k)
+        if value is None:
+            return func(*args, **kwargs)
+        part = value[..., r:r + n, c:c + m]
+        if part.shape[-2:] == (n, m):
+            return part.to(x.device, x.dtype, copy=True)
+        out = func(*args, **kwargs).clone()
+        out[..., :part.shape[-2], :part.shape[-1]] = part.to(out.device, out.dtype)
+        return out
+
+    def _gather_map(self, k: int, reduction: Reduction, x: torch.Tensor, at: tuple[int, int]) -> None:
+        """The tile's share of a whole-map part's input ``x`` (its core, placed ``at`` in the whole map), and
+        for a tile at the far border, the whole map's size there (its own map ends where the whole image's
+        does)."""
+        parts = self._parts.setdefault(k, [])
+        bounds = []
+        for d, ((lo, hi), axis, n, o) in enumerate(zip(self._core, (reduction.rows, reduction.cols), x.shape[-2:],
+                                                       at, strict=True)):
+            if isinstance(hi, End):
+                parts.append(("size", d, o + n))
+            bounds.append((axis.index(lo, n), n if isinstance(hi, End) else axis.index(hi, n)))
+        (r0, r1), (c0, c1) = bounds
+        if r1 > r0 and c1 > c0:
+            parts.append(("map", (at[0] + r0, at[1] + c0), x[..., r0:r1, c0:c1].clone()))
+
+    def _assemble(self, k: int, parts: list) -> torch.Tensor | None:
+        """A whole-map part's output on the whole map its gathered ``parts`` make (None: the tiles did not
+        cover it)."""
+        size = dict((d, n) for what, d, n in parts if what == "size")
+        pieces = [(at, part) for what, at, part in parts if what == "map"]
+        if len(size) != 2 or not pieces:
+            return None
+        first = pieces[0][1]
+        whole = first.new_zeros((*first.shape[:-2], size[0], size[1]))
+        covered = 0
+        for (r, c), part in pieces:
+            whole[..., r:r + part.shape[-2], c:c + part.shape[-1]] = part
+            covered += part.shape[-2] * part.shape[-1]
+        if covered != size[0] * size[1]:
+            return None
+        parts.clear()  # (the pieces, now in the whole map)
+        del pieces, first
+        span = self._spans[k]
+        with torch.inference_mode():
+            return getattr(span, "whole", span)(whole)
 
     def _gather_wrap(self, k: int, reduction: Reduction, x: torch.Tensor, origin: tuple[int, int],
                      shifts: tuple[int, int]) -> None:
@@ -554,11 +640,10 @@ class TileStatistics(TorchFunctionMode):
 
     def _flat_core(self, reduction: Reduction, length: int) -> tuple[int, int] | None:
         """The (height, width) of a flattened map of ``length`` features at the reduction's stride in this
-        tile; None where it is not one (then the tile keeps its own value)."""
-        fh, fw = reduction.rows.features(self._size[0]), reduction.cols.features(self._size[1])
-        if fh.denominator != 1 or fw.denominator != 1 or fh * fw != length:
-            return None
-        return int(fh), int(fw)
+        tile (rounded up where the network pads the tile inside: OmniSR to whole windows); None where it is not
+        one (then the tile keeps its own value)."""
+        fh, fw = (math.ceil(a.features(n)) for a, n in zip((reduction.rows, reduction.cols), self._size, strict=True))
+        return (fh, fw) if fh * fw == length else None
 
     def _gather(self, k: int, reduction: Reduction, func, args, kwargs) -> None:
         (y0, y1), (x0, x1) = self._core
@@ -595,11 +680,14 @@ class TileStatistics(TorchFunctionMode):
     def _combine(self) -> dict[int, torch.Tensor | _Wrap]:
         values = {}
         for k, parts in self._parts.items():
-            kind = parts[0][0] if parts else None
-            if kind in ("wrap", "size", None):
-                if (wrap := self._wrap(k, parts)) is not None:
-                    values[k] = wrap
+            what = self.reductions[k].what
+            if what in ("roll", "whole"):
+                if (value := self._wrap(k, parts) if what == "roll" else self._assemble(k, parts)) is not None:
+                    values[k] = value
                 continue
+            if not parts:
+                continue
+            kind = parts[0][0]
             if kind in ("mean", "sum"):
                 total = torch.stack([p[1] for p in parts]).sum(0)
                 values[k] = total / sum(p[2] for p in parts) if kind == "mean" else total
@@ -629,8 +717,9 @@ class TileStatistics(TorchFunctionMode):
 
         def frozen(x: np.ndarray) -> np.ndarray:
             """``model`` on ``x``: ``image`` itself or a window cut from its middle (as ``edge_error`` cuts)."""
-            origin = ((DEEP - 1) * ph + (h - x.shape[0]) // 2, (DEEP - 1) * pw + (w - x.shape[1]) // 2)
-            with self.tile(everything, x.shape[:2], origin, whole, wrap=False):  # (a window, not a tile)
+            at = ((h - x.shape[0]) // 2, (w - x.shape[1]) // 2)
+            origin = ((DEEP - 1) * ph + at[0], (DEEP - 1) * pw + at[1])
+            with self.tile(everything, x.shape[:2], origin, whole, wrap=False, at=at):  # (a window, not a tile)
                 return model(x)
 
         return frozen
@@ -643,8 +732,8 @@ class TileStatistics(TorchFunctionMode):
         to. Returns the passes made; 0 when tiles make other calls than the probe saw (a network whose
         work depends on the input's size): then no value is shared."""
         self.values = {}
-        if (rolls := self.rolls) is not None:
-            return self._settle_rolls(image, plan, model, padded, rolls)
+        if (ordered := self.in_order) is not None:
+            return self._settle_in_order(image, plan, model, padded, *ordered)
         passes, moved = 0, math.inf
         most = min(MAX_PASSES, sum(r is not None for r in self.reductions) + 1)
         while moved > tolerance and passes < most:
@@ -666,23 +755,27 @@ class TileStatistics(TorchFunctionMode):
         return passes
 
     @property
-    def rolls(self) -> list[int] | None:
-        """Where the network's shared calls are all rolls: the calls that :meth:`settle` settles, one pass each
-        (at most :data:`MAX_PASSES`); None for a network with other shared calls, or none."""
-        if not self.reductions or any(r is not None and r.what != "roll" for r in self.reductions):
-            return None
-        return [k for k, r in enumerate(self.reductions) if r is not None][:MAX_PASSES]
+    def in_order(self) -> tuple[list[int], bool] | None:
+        """(calls, border): for a network whose shared calls are all rolls, or include whole-map parts, the calls
+        that :meth:`settle` settles in order, one pass each, and whether it runs only the tiles at the image's
+        borders (rolls only); None for other networks (values that settle by repeated passes), or none."""
+        shared = [k for k, r in enumerate(self.reductions) if r is not None]
+        kinds = {self.reductions[k].what for k in shared}
+        if kinds == {"roll"}:
+            return shared, True
+        return (shared, False) if "whole" in kinds else None
 
-    def _settle_rolls(self, image: np.ndarray, plan: TilePlan, model: Callable[[np.ndarray], object],
-                      padded: tuple[int, int], rolls: list[int]) -> int:
-        """:meth:`settle` for a network whose shared calls are all ``rolls``: the k-th roll's strips are exact
-        after k passes (its input then is), so pass k runs each tile only until that roll, and only the tiles at
-        the image's borders (which alone hold or read what a roll wraps to)."""
+    def _settle_in_order(self, image: np.ndarray, plan: TilePlan, model: Callable[[np.ndarray], object],
+                         padded: tuple[int, int], calls: list[int], border: bool) -> int:
+        """:meth:`settle` call by call: the k-th call's value is exact after k passes (its input then is), so
+        pass k gathers only that call, and runs each tile only until it (a whole-map part's map is as large as
+        the image: one at a time); with ``border``, only the tiles at the image's borders (which alone hold or
+        read what a roll wraps to)."""
         try:
-            for k in rolls:
+            for k in calls:
                 self._parts, self._gathering, self._stop = {}, True, k
                 for tile, core, origin in tiles_and_cores(image, plan, padded):
-                    if not _at_border(core):
+                    if border and not _at_border(core):
                         continue
                     try:
                         with self.tile(core, tile.shape[:2], origin, padded):
@@ -690,24 +783,27 @@ class TileStatistics(TorchFunctionMode):
                     except _StopTile:
                         pass_cut_short()  # (a pass, as progress counts them: see settling_passes)
                         continue
-                    self.values = {}  # (it never reached roll k: its calls depend on its size)
+                    self.values = {}  # (it never reached call k: its calls depend on its size)
                     return 0
-                if (wrap := self._combine().get(k)) is not None:
-                    self.values[k] = wrap
+                if (value := self._combine().get(k)) is not None:
+                    self.values[k] = value
+                self._parts = {}
         finally:
             self._gathering, self._stop = False, None
-        self.passes = len(rolls)
-        return len(rolls)
-
+        self.passes = len(calls)
+        return len(calls)
 
 def settling_passes(statistics: TileStatistics | None, image: np.ndarray, plan: TilePlan) -> int:
     """The network passes :meth:`TileStatistics.settle` makes on ``image`` before ``plan``'s tiles run, where
-    they are known in advance: one per roll over each tile at the image's borders for a network whose shared
-    calls are all rolls (0 for others, whose passes depend on how fast their values settle)."""
-    rolls = statistics.rolls if statistics is not None and plan.tile else None
-    if not rolls:
+    they are known in advance: one per call over each tile (at the image's borders only, for rolls) for a
+    network that settles its calls in order (0 for others, whose passes depend on how fast their values
+    settle)."""
+    ordered = statistics.in_order if statistics is not None and plan.tile else None
+    if not ordered:
         return 0
-    return len(rolls) * sum(_at_border(core) for _, core, _ in tiles_and_cores(image, plan, image.shape[:2]))
+    calls, border = ordered
+    return len(calls) * sum(not border or _at_border(core) for _, core, _ in tiles_and_cores(image, plan,
+                                                                                           image.shape[:2]))
 
 
 def _at_border(core: tuple[Bounds, Bounds]) -> bool:

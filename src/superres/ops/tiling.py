@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1, least: int = 1) -> tuple[list[int], int]:
@@ -151,3 +152,14 @@ def run_tiled(image: np.ndarray, model: Callable[[np.ndarray], np.ndarray], scal
         final = (ys[i + 1] * scale if i + 1 < len(ys) else bottom) - acc_top
         out[acc_top:acc_top + final] = finish(acc[:final])
         acc, acc_top = acc[final:].copy(), acc_top + final
+
+
+def whole_map(x: torch.Tensor, span: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``span(x)``, declared as a part of a network whose output at a pixel depends on the whole of its input
+    map ``x`` (N x C x H x W, its output the same size). Outside tiles it is just that; in a tile,
+    :class:`superres.infer.statistics.TileStatistics` gives the tile's part of ``span`` on the whole image's
+    map (``span.whole``, where it has one, computes that in parts to save memory). Its own calls are not seen
+    by the probe or the tiles."""
+    if torch.overrides.has_torch_function_unary(x):  # (a TorchFunctionMode is on: the probe's or a tile's)
+        return torch.overrides.handle_torch_function(whole_map, (x,), x, span)
+    return span(x)
