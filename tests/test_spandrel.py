@@ -93,7 +93,7 @@ TINY = {
     "PLKSR": (lambda: _net("PLKSR", "RealPLKSR", dim=8, n_blocks=1, upscaling_factor=2, kernel_size=5),
               "spandrel"),
     "RCAN": (lambda: _net("RCAN", scale=2, n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4), "spandrel"),
-    "RGT": (lambda: _net("RGT", embed_dim=12, depth=[1], num_heads=[2], upscale=2), "spandrel"),
+    "RGT": (lambda: _net("RGT", embed_dim=12, depth=[2], num_heads=[2], upscale=2), "spandrel"),
     "RealCUGAN": (lambda: _net("RealCUGAN", "UpCunet2x"), "superres"),
     # superres's RestoreFormer builds the official layout (attention at the lowest level); this smaller one
     # has none there, so superres's build fails and spandrel's code runs it
@@ -280,7 +280,7 @@ LOCAL = {"ATD", "CRAFT", "Compact", "DAT", "DRCT", "DnCNN", "ESRGAN", "FDAT", "H
          "MixDehazeNet", "MoESR", "MoSR", "NAFNet", "OmniSR", "PLKSR", "RCAN", "RealCUGAN", "SPAN", "SeemoRe",
          "SwiftSRGAN", "SwinIR"}
 WIDE = {"DCTLSA": 128, "DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 256, "GRL": 512, "HVICIDNet": 256,
-        "KBNet": 128, "RetinexFormer": 128, "SAFMN": 128, "SAFMNBCIE": 128, "SCUNet": 256, "Swin2SR": 128,
+        "KBNet": 128, "RGT": 128, "RetinexFormer": 128, "SAFMN": 128, "SAFMNBCIE": 128, "SCUNet": 256, "Swin2SR": 128,
         "Uformer": 128}
 # Measured by hand, too slow for the suite: GRL (43 s here), on its 128-pixel grid, tiles within 0.011/255;
 # HVI-CIDNet (70 s: its smallest tiles need 9 passes to share its 36 reductions), within 0.49/255 on the 49
@@ -290,9 +290,8 @@ WIDE = {"DCTLSA": 128, "DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 25
 # mask: tests/test_statistics.py's ShiftedWindows; 9.7/255 at the borders before the rolls were shared).
 BY_HAND = {"DCTLSA", "GRL", "HVICIDNet"}
 SHARED = {"CRAFT", "DAT", "DCTLSA", "FBCNN", "FDAT", "HAT", "HVICIDNet", "KBNet", "MMRealSR", "MixDehazeNet", "NAFNet",
-          "OmniSR", "RCAN", "RealCUGAN", "RetinexFormer", "SeemoRe"}
-INHERENT = {"AuraSR": ("its input noise, drawn afresh in every pass, and attention over all pixels", 128),
-            "RGT": ("attention to a pooled map whose depth depends on the image's size", 128)}
+          "OmniSR", "RCAN", "RGT", "RealCUGAN", "RetinexFormer", "SeemoRe"}
+INHERENT = {"AuraSR": ("its input noise, drawn afresh in every pass, and attention over all pixels", 128)}
 FAR: set[str] = set()
 FAR_SAMPLE: tuple[str, ...] = ()  # (tests/test_newcomer_images checks the warning itself)
 TILED = [*((arch, 32) for arch in sorted(LOCAL)),

@@ -30,7 +30,7 @@ from superres.infer.statistics import Axis, End, TileStatistics, probe, tiles_an
 from superres.ops.tiling import TilePlan, tile_grid, whole_map
 from superres.runner import progress_scope
 from superres.zoo.descriptor import ModelDescriptor
-from superres.zoo.spandrel import GridWindows
+from superres.zoo.whole_maps import GridWindows
 
 FP32 = {"device": "cpu", "precision": "fp32", "backend": "torch"}
 

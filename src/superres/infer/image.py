@@ -486,13 +486,16 @@ def declared_context(desc) -> int:
 
 
 def attention_windows(desc) -> int:
-    """The least common multiple of the ``window_size`` of a network's modules (1: none)."""
+    """The least common multiple of the ``window_size`` and ``split_size`` of a network's modules (1: none):
+    square windows (Swin's), and the rectangular windows of CAT, DAT, CRAFT and RGT (``split_size`` x its
+    transpose, on a map padded to the longer side)."""
     align = 1
     for module in desc.module.modules() if desc.module is not None else ():
-        window = getattr(module, "window_size", None)
-        for side in window if isinstance(window, tuple | list) else (window,):
-            if isinstance(side, int) and 0 < side <= 256:
-                align = math.lcm(align, side)
+        for name in ("window_size", "split_size"):
+            window = getattr(module, name, None)
+            for side in window if isinstance(window, tuple | list) else (window,):
+                if isinstance(side, int) and 0 < side <= 256:
+                    align = math.lcm(align, side)
     return align
 
 

@@ -35,8 +35,10 @@ input's size (RGT's recursion) shares nothing.
 - **Whole maps.** A part of a network whose output at a pixel depends on its whole input map (OmniSR's grid
   attention: windows of pixels spread across the whole image) is declared by running it through
   :func:`superres.ops.tiling.whole_map`. In a tile, its output is the tile's part of what it gives on the whole
-  image's input map, gathered over the tiles' cores in the last pass (one pass per such part, as for
-  reductions).
+  image's input map, gathered over the tiles' cores. A value computed from a whole map (RGT's recursive
+  generalization: keys and values pooled from the whole map, which every pixel attends to) is declared by
+  :func:`superres.ops.tiling.whole_value`, and a tile gets it computed on the whole image's map. Such
+  networks settle call by call, one pass each, each gathering one map.
 
 Not shareable, and left to the check of :class:`superres.infer.image.Upscaler` (which warns): noise drawn in
 every pass, full softmax attention over all pixels that no part declares.
@@ -59,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from superres.ops.tiling import TilePlan, tile_grid, whole_map
+from superres.ops.tiling import TilePlan, tile_grid, whole_map, whole_value
 from superres.runner import counting, pass_cut_short
 
 # What a reduction keeps of its input: the sum (mean and sum), or the maximum or minimum.
@@ -84,14 +86,16 @@ def _candidate(func, args, kwargs, rolls: bool = False) -> tuple[str, tuple[int,
       pooling), extent (height, width);
     - ``norm``: ``F.normalize`` over the last dimension, extent (its length): over the flattened image in
       transposed (channel) attention, as Restormer's;
-    - ``matmul``: a product whose contracted dimension (extent: its length) may be the flattened image;
+    - ``matmul``: a product whose contracted dimension (extent: its length, then the product's rows and
+      columns) may be the flattened image;
     - ``roll`` (with ``rolls``): ``torch.roll`` of a >= 3-D tensor over two dimensions, extent their sizes;
-    - ``whole``: a part declared by :func:`whole_map`, extent its map's (height, width)."""
+    - ``whole`` and ``value``: a part declared by :func:`whole_map` or a value by :func:`whole_value`, extent
+      its map's (height, width)."""
     if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() < 3:
         return None
     x = args[0]
-    if func is whole_map:
-        return ("whole", tuple(x.shape[-2:])) if x.dim() == 4 else None
+    if func is whole_map or func is whole_value:
+        return ("whole" if func is whole_map else "value", tuple(x.shape[-2:])) if x.dim() == 4 else None
     if func in _ROLLS:
         shifts, dims = _roll_args(args, kwargs)
         return ("roll", tuple(x.shape[d] for d in dims)) if rolls and len(dims) == len(shifts) == 2 else None
@@ -111,7 +115,7 @@ def _candidate(func, args, kwargs, rolls: bool = False) -> tuple[str, tuple[int,
         return ("norm", (x.shape[-1],)) if isinstance(dim, int) and dim % x.dim() == x.dim() - 1 else None
     if func in _MATMULS and len(args) > 1 and isinstance(args[1], torch.Tensor) and args[1].dim() >= 3 \
             and x.shape[-1] == args[1].shape[-2]:
-        return "matmul", (x.shape[-1],)
+        return "matmul", (x.shape[-1], x.shape[-2], args[1].shape[-1])
     return None
 
 
@@ -280,7 +284,9 @@ def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, 
     if what == "pool":
         axes = _axes(sizes, (e1, e2))
         return Reduction(what, *axes) if axes else None
-    if what == "whole":  # a map's rows and columns, on the input's grid from its first pixel
+    if what == "matmul" and e1[1:] != e2[1:]:  # (a product as large as the image: attention, not a statistic)
+        return None
+    if what in ("whole", "value"):  # a map's rows and columns, on the input's grid from its first pixel
         axes = _axes(sizes, (e1, e2))
         return Reduction(what, *axes) if axes and all(a.offset == a.extra == 0 for a in axes) else None
     if what == "roll":  # a map's rows and columns (in either order), unpadded: its wrap is the image's
@@ -356,8 +362,11 @@ def probe(desc, declared: int = 1, windows: int = 1) -> Probe:
     if runs is None:  # whatever arbitrary network code raises on this input: tiles keep the declared grid
         return Probe(declared)
     (h, w), first = sizes[0], runs[0]
+    (h2, w2), second = sizes[1], runs[1]
+    # (a map at a stride is there on both inputs: not an attention's heads x channels, fixed)
     strides = [h // fh for fh, fw in first.sizes
-               if 1 < fh < h and h % fh == 0 and w % fw == 0 and h // fh == w // fw and unit % (h // fh) == 0]
+               if 1 < fh < h and h % fh == 0 and w % fw == 0 and h // fh == w // fw and unit % (h // fh) == 0
+               and (h2 * fh // h, w2 * fw // w) in second.sizes]
     grid = math.lcm(declared, *strides, windows * max(strides, default=1))
     reductions: tuple[Reduction | None, ...] = ()
     if len(first.calls) == len(runs[1].calls):  # else the network's calls depend on the size: nothing to share
@@ -385,11 +394,17 @@ class _Wrap:
 
 def _change(old, new) -> float:
     """How far a gathered value moved between passes (relative to its size, at least 1); inf if its shape did."""
+    if isinstance(new, tuple):
+        if not isinstance(old, tuple) or len(old) != len(new):
+            return math.inf
+        return max((_change(a, b) for a, b in zip(old, new, strict=True)), default=0.0)
     if isinstance(new, _Wrap):
         pairs = ((old.rows, new.rows), (old.cols, new.cols)) if isinstance(old, _Wrap) else ()
         if not pairs or old.size != new.size or any((a is None) != (b is None) for a, b in pairs):
             return math.inf
         return max((_change(a[1], b[1]) for a, b in pairs if a is not None), default=0.0)
+    if old.shape != new.shape:
+        return math.inf
     return ((new - old).abs().max() / max(1.0, float(old.abs().max()))).item()
 
 
@@ -448,7 +463,7 @@ class TileStatistics(TorchFunctionMode):
             return func(*args, **kwargs)
         if reduction.what == "roll":
             return self._roll(k, reduction, func, args, kwargs)
-        if reduction.what == "whole":
+        if reduction.what in ("whole", "value"):
             return self._whole_map(k, reduction, func, args, kwargs)
         if self._collects(k):
             self._gather(k, reduction, func, args, kwargs)
@@ -527,7 +542,7 @@ class TileStatistics(TorchFunctionMode):
     def _whole_map(self, k: int, reduction: Reduction, func, args, kwargs) -> torch.Tensor:
         """A whole-map part (:func:`whole_map`) in a tile: the tile's part of its output on the whole image's
         map, gathered over the tiles in the last pass; the tile's own until then, and beyond the whole map (a
-        tile the runner padded further)."""
+        tile the runner padded further). A whole-map value (:func:`whole_value`): its value on that map."""
         x = args[0]
         at = tuple(Fraction(o) / axis.stride for o, axis in zip(self._at, (reduction.rows, reduction.cols),
                                                                   strict=True))
@@ -542,6 +557,9 @@ class TileStatistics(TorchFunctionMode):
         value = self.values.get(k)
         if value is None:
             return func(*args, **kwargs)
+        if reduction.what == "value":  # (a value of the whole map, as it is)
+            return tuple(v.to(x.device, copy=True) for v in value) if isinstance(value, tuple) else \
+                value.to(x.device, copy=True)
         part = value[..., r:r + n, c:c + m]
         if part.shape[-2:] == (n, m):
             return part.to(x.device, x.dtype, copy=True)
@@ -565,8 +583,8 @@ class TileStatistics(TorchFunctionMode):
             parts.append(("map", (at[0] + r0, at[1] + c0), x[..., r0:r1, c0:c1].clone()))
 
     def _assemble(self, k: int, parts: list) -> torch.Tensor | None:
-        """A whole-map part's output on the whole map its gathered ``parts`` make (None: the tiles did not
-        cover it)."""
+        """A whole-map part's output (or value) on the whole map its gathered ``parts`` make (None: the tiles
+        did not cover it)."""
         size = dict((d, n) for what, d, n in parts if what == "size")
         pieces = [(at, part) for what, at, part in parts if what == "map"]
         if len(size) != 2 or not pieces:
@@ -681,7 +699,7 @@ class TileStatistics(TorchFunctionMode):
         values = {}
         for k, parts in self._parts.items():
             what = self.reductions[k].what
-            if what in ("roll", "whole"):
+            if what in ("roll", "whole", "value"):
                 if (value := self._wrap(k, parts) if what == "roll" else self._assemble(k, parts)) is not None:
                     values[k] = value
                 continue
@@ -756,14 +774,14 @@ class TileStatistics(TorchFunctionMode):
 
     @property
     def in_order(self) -> tuple[list[int], bool] | None:
-        """(calls, border): for a network whose shared calls are all rolls, or include whole-map parts, the calls
+        """(calls, border): for a network whose shared calls are all rolls, or include whole maps, the calls
         that :meth:`settle` settles in order, one pass each, and whether it runs only the tiles at the image's
         borders (rolls only); None for other networks (values that settle by repeated passes), or none."""
         shared = [k for k, r in enumerate(self.reductions) if r is not None]
         kinds = {self.reductions[k].what for k in shared}
         if kinds == {"roll"}:
             return shared, True
-        return (shared, False) if "whole" in kinds else None
+        return (shared, False) if kinds & {"whole", "value"} else None
 
     def _settle_in_order(self, image: np.ndarray, plan: TilePlan, model: Callable[[np.ndarray], object],
                          padded: tuple[int, int], calls: list[int], border: bool) -> int:

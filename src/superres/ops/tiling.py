@@ -163,3 +163,13 @@ def whole_map(x: torch.Tensor, span: Callable[[torch.Tensor], torch.Tensor]) -> 
     if torch.overrides.has_torch_function_unary(x):  # (a TorchFunctionMode is on: the probe's or a tile's)
         return torch.overrides.handle_torch_function(whole_map, (x,), x, span)
     return span(x)
+
+
+def whole_value(x: torch.Tensor, summary: Callable[[torch.Tensor], object]) -> object:
+    """``summary(x)``, declared as a value a network computes from the whole of its map ``x`` (N x C x H x W):
+    a pooled map, keys and values that every pixel attends to (RGT's recursive generalization). Outside tiles
+    it is just that; in a tile, :class:`superres.infer.statistics.TileStatistics` gives ``summary`` of the
+    whole image's map (a tensor or a tuple of tensors). Its own calls are not seen by the probe or the tiles."""
+    if torch.overrides.has_torch_function_unary(x):
+        return torch.overrides.handle_torch_function(whole_value, (x,), x, summary)
+    return summary(x)

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import OrderedDict
-from functools import cache, partial
+from functools import cache
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from superres.archs.spec import ModelFacts
-from superres.ops.tiling import whole_map
 from superres.zoo.checkpoint import CheckpointError
 from superres.zoo.descriptor import ModelDescriptor
 
@@ -104,13 +102,10 @@ SELF_PATCHING = {"IPT": "patch_size"}
 # that mix the far border with the near one): their tiles take the wrapped rows from the whole image
 # (superres.infer.statistics). Swin-style networks with the mask (SwinIR, HAT...) need no such thing.
 WRAPPING = {"DCTLSA"}
-# Networks with parts whose output at a pixel depends on their whole input map, declared to the tiles
-# (superres.ops.tiling.whole_map), which compute them on the whole image's map (declare_whole_maps): OmniSR's
-# grid attention (windows of 8 x 8 pixels spread evenly over the whole image, from einops' ``(w1 x) (w2 y)``
-# rearrangement to its inverse) and its ESA's pooled branch (upsampled to the map's size from a map pooled at
-# a stride of about 6, at sample positions that depend on the whole map's size).
-WHOLE_MAPS = {"OmniSR"}
-GRID = ("b d (w1 x) (w2 y) -> b x y w1 w2 d", "b x y w1 w2 d -> b d (w1 x) (w2 y)")
+# Networks with parts whose output at a pixel depends on the whole image, declared to the tiles, which compute them
+# on the whole image's map (superres.zoo.whole_maps): OmniSR's grid attention and ESA's pooled branch, RGT's
+# recursive generalization.
+WHOLE_MAPS = {"OmniSR", "RGT"}
 
 
 class CannotBuildError(CheckpointError):
@@ -204,104 +199,6 @@ class SpandrelNet(nn.Module):
         return out[..., : h * self.scale, : w * self.scale]
 
 
-class GridWindows(nn.Sequential):
-    """Layers from a rearrangement of a map into grid windows (``b d (w1 x) (w2 y)``: window ``(x, y)`` takes
-    the pixel at ``(x, y)`` of each of ``w1 x w2`` cells that tile the whole map) to its inverse, which work
-    on each window apart (OmniSR's grid attention: Wang et al., "Omni Aggregation Networks for Lightweight
-    Image Super-Resolution", CVPR 2023). :meth:`whole` computes them on a whole map a band of windows at a
-    time, for tiles (:func:`superres.ops.tiling.whole_map`)."""
-
-    def __init__(self, layers: list[nn.Module], cells: tuple[int, int], pixels: int = 1 << 14):
-        super().__init__(*layers)
-        self.cells, self.pixels = cells, pixels  # (w1, w2); the most pixels one band computes at once
-
-    def whole(self, x: torch.Tensor) -> torch.Tensor:
-        """The same as ``self(x)``, computed on bands of windows of about ``pixels`` pixels each."""
-        rows, h, w = self.cells[0], *x.shape[-2:]
-        cells = x.unflatten(-2, (rows, h // rows))  # (..., w1, x, W): band [i, j) holds windows x in [i, j)
-        band = max(1, self.pixels // (rows * w))
-        return torch.cat([self(cells[..., i:i + band, :].flatten(-3, -2)).unflatten(-2, (rows, -1))
-                          for i in range(0, h // rows, band)], dim=-2).flatten(-3, -2)
-
-
-class WindowSpans(nn.Sequential):
-    """A sequence of layers (the same layers, under the same names) that runs each grid-window span
-    (:class:`GridWindows`) through :func:`superres.ops.tiling.whole_map`, so that tiles compute it on the
-    whole image's map."""
-
-    def __init__(self, sequence: nn.Sequential, spans: list[tuple[int, int, tuple[int, int]]]):
-        super().__init__(OrderedDict(sequence.named_children()))
-        layers = list(sequence)
-        # (a plain dict: the layers are registered once, as this sequence's own)
-        self._spans = {i: (j, GridWindows(layers[i:j + 1], cells)) for i, j, cells in spans}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers, i = list(self), 0
-        while i < len(layers):
-            if i in self._spans:
-                i, span = self._spans[i]
-                x = whole_map(x, span)
-            else:
-                x = layers[i](x)
-            i += 1
-        return x
-
-
-def declare_whole_maps(model: nn.Module) -> int:
-    """Declare, in place, the parts of ``model`` whose output depends on their whole input map: its grid
-    windows (:func:`declare_grid_windows`) and ESA's pooled branch (:func:`pooled_branch`); returns how many."""
-    found = declare_grid_windows(model, GRID)
-    for module in model.modules():
-        if type(module).__name__ == "ESA" and all(hasattr(module, n) for n in ("conv1", "conv2", "conv3")):
-            module.__class__ = _whole_map_esa(type(module))
-            found += 1
-    return found
-
-
-def pooled_branch(esa: nn.Module, c1_: torch.Tensor) -> torch.Tensor:
-    """ESA's pooled branch (Liu et al., "Residual Feature Aggregation Network for Image Super-Resolution",
-    CVPR 2020, as OmniSR has it): a strided convolution, max pooling (7, stride 3), a convolution, and bilinear
-    upsampling back to the map's size, whose sample positions depend on the whole map's size."""
-    c3 = esa.conv3(F.max_pool2d(esa.conv2(c1_), kernel_size=7, stride=3))
-    return F.interpolate(c3, (c1_.size(2), c1_.size(3)), mode="bilinear", align_corners=False)
-
-
-@cache
-def _whole_map_esa(cls: type) -> type:
-    """spandrel's ESA class computing the same, its pooled branch declared to the tiles as whole-map work."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c1_ = self.conv1(x)
-        c3 = whole_map(c1_, partial(pooled_branch, self))
-        c4 = self.conv4(c3 + self.conv_f(c1_))
-        return x * self.sigmoid(c4)
-
-    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
-
-
-def declare_grid_windows(model: nn.Module, patterns: tuple[str, str]) -> int:
-    """Declare each span of ``model``'s sequences from a rearrangement of ``patterns[0]`` to the next of
-    ``patterns[1]`` as whole-map work (:class:`WindowSpans`), in place; returns how many it found."""
-    found = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, nn.Sequential) or isinstance(child, WindowSpans):
-                continue
-            layers, spans = list(child), []
-            for i, layer in enumerate(layers):
-                if getattr(layer, "pattern", None) != patterns[0]:
-                    continue
-                end = next((j for j in range(i + 1, len(layers)) if getattr(layers[j], "pattern", None) == patterns[1]),
-                           None)
-                lengths = getattr(layer, "axes_lengths", {})
-                if end is not None and {"w1", "w2"} <= set(lengths):
-                    spans.append((i, end, (int(lengths["w1"]), int(lengths["w2"]))))
-            if spans:
-                setattr(parent, name, WindowSpans(child, spans))
-                found += len(spans)
-    return found
-
-
 def pad_like_spandrel(x: torch.Tensor, pad_w: int, pad_h: int) -> torch.Tensor:
     """Pad right and bottom as spandrel does: reflect (at most size - 1 pixels), then replicate the rest."""
     h, w = x.shape[-2:]
@@ -335,7 +232,9 @@ def descriptor(found: SpandrelDescriptor, code: str = SPANDREL) -> ModelDescript
                        precisions=precisions(found.supports_half, found.supports_bfloat16))
     model = found.model.eval()
     if arch in WHOLE_MAPS:
-        declare_whole_maps(model)
+        from superres.zoo.whole_maps import declare
+
+        declare(model)
     call = getattr(found, "_call_fn", None) or (lambda net, image: net(image))
     kwargs = _json_friendly(dict(getattr(model, "hyperparameters", {})))
     patch = getattr(model, SELF_PATCHING[arch], None) if arch in SELF_PATCHING else None
