@@ -268,20 +268,21 @@ def _odd_crop(photo: np.ndarray, ref, desc) -> np.ndarray:
 # context measured in windows of the bundled photos, of 32 pixels where that settles, else 128 (superres's own
 # first window), 256 or 512). Tiles start on the network's grid (its size multiple, attention windows and
 # downsampling strides: superres.infer.image.tile_alignment) and share the whole image's statistics (global
-# pooling, transposed attention), geometry (aligned resampling) and wrap (unmasked shifted windows) where the
-# network has them (superres.infer.statistics):
+# pooling, transposed attention), geometry (aligned resampling), wrap (unmasked shifted windows) and whole-map
+# parts (superres.zoo.whole_maps: AuraSR's noise and attention, OmniSR's grid windows, RGT's pooled keys) where
+# the network has them (superres.infer.statistics):
 # - LOCAL (32-pixel windows) and WIDE (128 or 256): the context settles and tiles are within 1/255 of the whole
 #   image. SHARED marks those whose tiles need the whole image's statistics to get there.
-# - INHERENT: the network's output at a pixel depends on the whole image in a way no tiling can share (each
-#   reason checked); superres warns that their tiles differ and runs images whole where they fit.
+# - INHERENT: the network's output at a pixel depends on the whole image in a way tiles do not share (none now);
+#   superres warns that their tiles differ and runs images whole where they fit.
 # - FAR: the context does not settle within 128 pixels (none now; IPT did before it declared its patches).
 #   superres gives tiles the widest context it measured and says so (a warning).
 LOCAL = {"ATD", "CRAFT", "Compact", "DAT", "DRCT", "DnCNN", "ESRGAN", "FDAT", "HAT", "IPT", "MMRealSR",
          "MixDehazeNet", "MoESR", "MoSR", "NAFNet", "OmniSR", "PLKSR", "RCAN", "RealCUGAN", "SPAN", "SeemoRe",
          "SwiftSRGAN", "SwinIR"}
-WIDE = {"DCTLSA": 128, "DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 256, "GRL": 512, "HVICIDNet": 256,
-        "KBNet": 128, "RGT": 128, "RetinexFormer": 128, "SAFMN": 128, "SAFMNBCIE": 128, "SCUNet": 256, "Swin2SR": 128,
-        "Uformer": 128}
+WIDE = {"AuraSR": 128, "DCTLSA": 128, "DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 256, "GRL": 512,
+        "HVICIDNet": 256, "KBNet": 128, "RGT": 128, "RetinexFormer": 128, "SAFMN": 128, "SAFMNBCIE": 128,
+        "SCUNet": 256, "Swin2SR": 128, "Uformer": 128}
 # Measured by hand, too slow for the suite: GRL (43 s here), on its 128-pixel grid, tiles within 0.011/255;
 # HVI-CIDNet (70 s: its smallest tiles need 9 passes to share its 36 reductions), within 0.49/255 on the 49
 # pixels measured (its whole-image resampling positions: tests/test_statistics.py's AlignedResampling);
@@ -289,9 +290,9 @@ WIDE = {"DCTLSA": 128, "DITN": 128, "DRUNet": 128, "FBCNN": 128, "FFTformer": 25
 # measured, spread over the image as float rounding is (its shifted windows wrap around the image without a
 # mask: tests/test_statistics.py's ShiftedWindows; 9.7/255 at the borders before the rolls were shared).
 BY_HAND = {"DCTLSA", "GRL", "HVICIDNet"}
-SHARED = {"CRAFT", "DAT", "DCTLSA", "FBCNN", "FDAT", "HAT", "HVICIDNet", "KBNet", "MMRealSR", "MixDehazeNet", "NAFNet",
-          "OmniSR", "RCAN", "RGT", "RealCUGAN", "RetinexFormer", "SeemoRe"}
-INHERENT = {"AuraSR": ("its input noise, drawn afresh in every pass, and attention over all pixels", 128)}
+SHARED = {"AuraSR", "CRAFT", "DAT", "DCTLSA", "FBCNN", "FDAT", "HAT", "HVICIDNet", "KBNet", "MMRealSR",
+          "MixDehazeNet", "NAFNet", "OmniSR", "RCAN", "RGT", "RealCUGAN", "RetinexFormer", "SeemoRe"}
+INHERENT: dict[str, tuple[str, int]] = {}  # (AuraSR, OmniSR and RGT were, before their parts were declared)
 FAR: set[str] = set()
 FAR_SAMPLE: tuple[str, ...] = ()  # (tests/test_newcomer_images checks the warning itself)
 TILED = [*((arch, 32) for arch in sorted(LOCAL)),

@@ -41,7 +41,8 @@ input's size (RGT's recursion) shares nothing.
   networks settle call by call, one pass each, each gathering one map.
 
 Not shareable, and left to the check of :class:`superres.infer.image.Upscaler` (which warns): noise drawn in
-every pass, full softmax attention over all pixels that no part declares.
+every pass, or full softmax attention over all pixels, that no part declares (superres's bridge declares
+AuraSR's: :mod:`superres.zoo.whole_maps`).
 """
 
 from __future__ import annotations

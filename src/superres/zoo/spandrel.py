@@ -91,7 +91,8 @@ OURS_TOO = {
 
 
 # Networks that draw random numbers in each pass (AuraSR, a GAN: its style vector and input noise): superres
-# draws them from seed 0 each pass, as spandrel's call does after torch.manual_seed(0).
+# draws them from seed 0 each pass, as spandrel's call does after torch.manual_seed(0) (AuraSR's, declared to
+# the tiles, from a generator of their own: superres.zoo.whole_maps).
 RANDOM_PER_PASS = {"AuraSR"}
 # Networks whose code views activations as NCHW (IPT's patch folding): run without channels-last weights.
 NCHW_ONLY = {"IPT"}
@@ -104,8 +105,8 @@ SELF_PATCHING = {"IPT": "patch_size"}
 WRAPPING = {"DCTLSA"}
 # Networks with parts whose output at a pixel depends on the whole image, declared to the tiles, which compute them
 # on the whole image's map (superres.zoo.whole_maps): OmniSR's grid attention and ESA's pooled branch, RGT's
-# recursive generalization.
-WHOLE_MAPS = {"OmniSR", "RGT"}
+# recursive generalization, AuraSR's noise and attention.
+WHOLE_MAPS = {"AuraSR", "OmniSR", "RGT"}
 
 
 class CannotBuildError(CheckpointError):

@@ -8,7 +8,11 @@ the whole image's. The networks are spandrel's, declared in place (:func:`declar
   pooled branch, upsampled to the map's size at sample positions that depend on it (:func:`pooled_branch`);
 - RGT (Chen et al., "Recursive Generalization Transformer for Image Super-Resolution", ICLR 2024): its
   recursive-generalization self-attention, where every pixel attends to a map pooled from the whole map, by a
-  recursion whose depth depends on its size (:func:`generalized`).
+  recursion whose depth depends on its size (:func:`generalized`);
+- AuraSR (fal.ai's GigaGAN upsampler, after Kang et al., "Scaling up GANs for Text-to-Image Synthesis", CVPR
+  2023): the noise it adds to its input and the style it draws after it, both drawn over the whole image's
+  shape (:func:`noised`, :func:`style_noise`), and its linear and full attention over all pixels
+  (:func:`linear_context`, :func:`keys_values`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from functools import cache, partial
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from superres.ops.tiling import whole_map, whole_value
@@ -33,10 +38,19 @@ def declare(model: nn.Module) -> int:
     found = declare_grid_windows(model, GRID)
     for module in model.modules():
         name = type(module).__name__
+        if name in ("UnetUpsampler", "LinearAttention", "Attention") and \
+                not type(module).__module__.endswith(".aura_sr"):  # (only AuraSR's, by these names)
+            continue
         if name == "ESA" and all(hasattr(module, n) for n in ("conv1", "conv2", "conv3", "conv4", "conv_f")):
             module.__class__ = _whole_map_esa(type(module))
         elif name == "RG_SA" and all(hasattr(module, n) for n in ("reduction1", "dwconv", "conv", "norm_act", "cpe")):
             module.__class__ = _whole_value_rg_sa(type(module))
+        elif name == "UnetUpsampler" and all(hasattr(module, n) for n in ("style_network", "downs", "ups", "mid_attn")):
+            module.__class__ = _whole_noise_unet(type(module))
+        elif name == "LinearAttention" and all(hasattr(module, n) for n in ("to_qkv", "to_out", "norm", "heads")):
+            module.__class__ = _whole_value_linear_attention(type(module))
+        elif name == "Attention" and all(hasattr(module, n) for n in ("to_qkv", "to_out", "norm", "attend")):
+            module.__class__ = _whole_value_attention(type(module))
         else:
             continue
         found += 1
@@ -163,5 +177,105 @@ def _whole_value_rg_sa(cls: type) -> type:
         q = self.q(x).reshape(b, n, self.num_heads, self.cr // self.num_heads).permute(0, 2, 1, 3)
         attn = self.attn_drop(((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1))
         return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)))
+
+    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+
+
+# AuraSR's generator draws from this seed in every pass, as spandrel's call does after torch.manual_seed(0)
+# (superres.zoo.spandrel.RANDOM_PER_PASS): a tile draws what the whole image does.
+SEED = 0
+
+
+def _draws(x: torch.Tensor) -> torch.Generator:
+    """A generator in the state AuraSR's pass starts from, on ``x``'s device."""
+    return torch.Generator(device=x.device).manual_seed(SEED)
+
+
+def noised(x: torch.Tensor) -> torch.Tensor:
+    """AuraSR's input with its noise (std 0.001, then clamped), drawn over ``x``'s whole shape."""
+    return (x + torch.randn(x.shape, generator=_draws(x), dtype=x.dtype, device=x.device) * 0.001).clamp(0, 1)
+
+
+def style_noise(unet: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """AuraSR's style noise: drawn after the input's noise over ``x``'s whole shape."""
+    generator = _draws(x)
+    torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)  # (the input's noise, first)
+    return torch.randn((x.shape[0], unet.style_network.dim_in), generator=generator, device=x.device)
+
+
+@cache
+def _whole_noise_unet(cls: type) -> type:
+    """spandrel's AuraSR generator computing the same, its noise and style declared to the tiles as drawn over
+    the whole image."""
+
+    def forward(self, lowres_image: torch.Tensor, styles: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None, global_text_tokens: torch.Tensor | None = None,
+                return_all_rgbs: bool = False):
+        x = whole_map(lowres_image, noised)
+        if styles is None:
+            drawn = whole_value(lowres_image, partial(style_noise, self))
+            styles = self.style_network(drawn if noise is None else noise, global_text_tokens)
+        mods = iter(self.style_to_conv_modulations(styles).split(self.style_embed_split_dims, dim=-1))
+        x = self.init_conv(x)
+        skips = []
+        for blocks, (attn, downsample) in self.downs:
+            for block in blocks:
+                x = block(x, conv_mods_iter=mods)
+                skips.append(x)
+            if attn is not None:
+                x = attn(x)
+            x = downsample(x)
+        x = self.mid_block2(self.mid_attn(self.mid_block1(x, conv_mods_iter=mods)), conv_mods_iter=mods)
+        for blocks, (upsample, attn) in self.ups:
+            x = upsample(x)
+            for block in blocks:
+                if skips:
+                    x = torch.cat((x, skips.pop() * self.skip_connect_scale), dim=1)
+                x = block(x, conv_mods_iter=mods)
+            if attn is not None:
+                x = attn(x)
+        rgb = self.final_to_rgb(self.final_res_block(x, conv_mods_iter=mods))
+        return (rgb, []) if return_all_rgbs else rgb
+
+    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+
+
+def linear_context(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """AuraSR's linear attention's context: its keys, softmaxed over all the map's pixels, times its values."""
+    _, k, v = (rearrange(t, "b (h c) x y -> b h c (x y)", h=attn.heads) for t in attn.to_qkv(x).chunk(3, dim=1))
+    return torch.einsum("b h d n, b h e n -> b h d e", k.softmax(dim=-1), v)
+
+
+@cache
+def _whole_value_linear_attention(cls: type) -> type:
+    """spandrel's AuraSR linear attention computing the same, its context declared a value of the whole map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = x.shape
+        x = self.norm(x)
+        context = whole_value(x, partial(linear_context, self))
+        q = rearrange(self.to_qkv(x).chunk(3, dim=1)[0], "b (h c) x y -> b h c (x y)", h=self.heads)
+        out = torch.einsum("b h d e, b h d n -> b h e n", context, q.softmax(dim=-2) * self.scale)
+        return self.to_out(rearrange(out, "b h c (x y) -> b (h c) x y", h=self.heads, x=h, y=w))
+
+    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+
+
+def keys_values(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """AuraSR's full attention's keys and values: every pixel of the map attends to all of them."""
+    _, k, v = (rearrange(t, "b (h c) x y -> b h (x y) c", h=attn.heads) for t in attn.to_qkv(x).chunk(3, dim=1))
+    return k, v
+
+
+@cache
+def _whole_value_attention(cls: type) -> type:
+    """spandrel's AuraSR attention computing the same, its keys and values declared a value of the whole map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = x.shape
+        x = self.norm(x)
+        k, v = whole_value(x, partial(keys_values, self))
+        q = rearrange(self.to_qkv(x).chunk(3, dim=1)[0], "b (h c) x y -> b h (x y) c", h=self.heads)
+        return self.to_out(rearrange(self.attend(q, k, v), "b h (x y) d -> b (h d) x y", x=h, y=w))
 
     return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
