@@ -748,8 +748,9 @@ class TileStatistics(TorchFunctionMode):
         """Gather the whole-image values of ``image``'s reductions over the tiles of ``plan``, one pass after
         another, until no value moves by more than ``tolerance`` (relative to its size, at least 1):
         ``model`` runs a tile (its output is not used); ``padded``: the size the runner pads the whole image
-        to. Returns the passes made; 0 when tiles make other calls than the probe saw (a network whose
-        work depends on the input's size): then no value is shared."""
+        to. A network with rolls or whole maps settles call by call instead (:attr:`in_order`). Returns the
+        passes made; 0 when tiles make other calls than the probe saw (a network whose work depends on the
+        input's size): then no value is shared."""
         self.values = {}
         if (ordered := self.in_order) is not None:
             return self._settle_in_order(image, plan, model, padded, *ordered)
@@ -811,6 +812,7 @@ class TileStatistics(TorchFunctionMode):
             self._gathering, self._stop = False, None
         self.passes = len(calls)
         return len(calls)
+
 
 def settling_passes(statistics: TileStatistics | None, image: np.ndarray, plan: TilePlan) -> int:
     """The network passes :meth:`TileStatistics.settle` makes on ``image`` before ``plan``'s tiles run, where

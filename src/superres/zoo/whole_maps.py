@@ -33,8 +33,8 @@ GRID = ("b d (w1 x) (w2 y) -> b x y w1 w2 d", "b x y w1 w2 d -> b d (w1 x) (w2 y
 
 def declare(model: nn.Module) -> int:
     """Declare, in place, the parts of ``model`` whose output depends on the whole image: grid windows
-    (:func:`declare_grid_windows`), ESA's pooled branch and RG-SA's generalized keys and values; returns how
-    many it found."""
+    (:func:`declare_grid_windows`), ESA's pooled branch, RG-SA's generalized keys and values, and AuraSR's
+    noise, style and attention; returns how many it found."""
     found = declare_grid_windows(model, GRID)
     for module in model.modules():
         name = type(module).__name__
