@@ -286,9 +286,10 @@ WIDE = {"AuraSR": 128, "DCTLSA": 128, "DITN": 128, "DRUNet": 128, "FBCNN": 128, 
 # Measured by hand, too slow for the suite: GRL (43 s here), on its 128-pixel grid, tiles within 0.011/255;
 # HVI-CIDNet (70 s: its smallest tiles need 9 passes to share its 36 reductions), within 0.49/255 on the 49
 # pixels measured (its whole-image resampling positions: tests/test_statistics.py's AlignedResampling);
-# DCTLSA (34 s: its 24 rolls take 24 passes over the tiles at the borders), within 0.07/255 on the 24 pixels
-# measured, spread over the image as float rounding is (its shifted windows wrap around the image without a
-# mask: tests/test_statistics.py's ShiftedWindows; 9.7/255 at the borders before the rolls were shared).
+# DCTLSA (34 s on an AMD EPYC, 15 s on an Intel Xeon: its 24 rolls take 24 passes over the tiles at the
+# borders), within 0.07/255 on the 24 pixels measured, spread over the image as float rounding is (its shifted
+# windows wrap around the image without a mask: tests/test_statistics.py's ShiftedWindows; 9.7/255 at the
+# borders before the rolls were shared).
 BY_HAND = {"DCTLSA", "GRL", "HVICIDNet"}
 SHARED = {"AuraSR", "CRAFT", "DAT", "DCTLSA", "FBCNN", "FDAT", "HAT", "HVICIDNet", "KBNet", "MMRealSR",
           "MixDehazeNet", "NAFNet", "OmniSR", "RCAN", "RGT", "RealCUGAN", "RetinexFormer", "SeemoRe"}
