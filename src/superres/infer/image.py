@@ -178,8 +178,8 @@ class Upscaler:
             return margin
 
         # v4: measured on the network's probed grid, with its whole-image statistics, geometry and whole-map parts
-        # shared (OmniSR's were not before), settled with a tail of a quarter of the margin (and at least what the
-        # network declares, also where a margin was cached before it declared it)
+        # shared (OmniSR's, RGT's and AuraSR's were not before), settled with a tail of a quarter of the margin
+        # (and at least what the network declares, also where a margin was cached before it declared it)
         return max(cached_margin(self.desc.module.state_dict(), measure, cache_dir() / "margins-v4.json"), declared)
 
     def _check_tiles(self, margin: int, name: str) -> None:
