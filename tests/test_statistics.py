@@ -252,6 +252,26 @@ def test_the_probe_finds_the_grid_and_the_reductions():
                                                                      Axis(Fraction(1), Fraction(0)))] * 2
 
 
+def test_whole_maps_too_large_for_memory_are_not_shared_and_it_says_so(photos, monkeypatch):
+    """A whole-map part keeps its output on the whole image's map for the tiles: on an image whose maps would
+    not fit in half the memory free, the tiles compute their own (bounded memory, as tiles are for) and a
+    warning says that they may differ."""
+    from superres.infer import image as image_module
+
+    desc = _descriptor(WholeMaps())
+    image = photos["chelsea"][:150, :170].copy()
+    whole, tiles, up = _whole_and_tiles(desc, image)
+    need = up.statistics.whole_map_bytes(up.runner.padded(150, 170), 4)
+    assert need == (2 + 3) * 150 * 170 * 8 * 4  # its two parts' outputs kept, and one map gathered at a time
+    monkeypatch.setattr(image_module, "device_memory", lambda device: need)  # half of it to spare: too little
+    squeezed = Upscaler(desc, tile=80, **FP32)
+    (ys, _), (xs, _) = tile_grid(150, 170, squeezed.plan(150, 170))
+    assert squeezed.passes(image) == len(ys) * len(xs)  # no settling passes counted
+    with pytest.warns(UserWarning, match=r"would hold 0\.0 GiB of whole-image maps .* they compute their own"):
+        own = squeezed.upscale_array(image)
+    assert np.abs(own - whole).max() > 2 / 255 and np.abs(tiles - whole).max() <= 1e-4
+
+
 def test_grid_windows_compute_a_whole_map_in_bands():
     """OmniSR's grid windows on a whole map, a band of windows at a time (less memory): the same."""
     net = WholeMaps()

@@ -254,6 +254,8 @@ class Upscaler:
         plan = self.plan(h, w, precision, backend)
         tiles = tile_count(h, w, plan)
         if plan.tile and backend == "torch":
+            if self.statistics is not None:
+                self._whole_maps_fit(self.statistics, h, w, precision)
             tiles += settling_passes(self.statistics, image, plan)
         alpha = image.ndim == 3 and image.shape[2] in (2, 4) and self.alpha == "model"
         return tiles * (2 if alpha else 1)
@@ -403,6 +405,12 @@ class Upscaler:
 
             padded = self.runner.padded(*color.shape[:2])
             run = lambda tile: self.runner.forward(tile, precision, backend)  # noqa: E731
+            need, free = self._whole_maps_fit(statistics, *color.shape[:2], precision)
+            if not statistics.share_whole:
+                warnings.warn(f"{self.display_name}: its tiles would hold {need / 2**30:.1f} GiB of whole-image "
+                              f"maps to compute what the whole image does ({free / 2**30:.1f} GiB to spare on the "
+                              f"{self.torch_device.type}): they compute their own, and may differ from a "
+                              "whole-image result", stacklevel=4)
             if statistics.reductions and not statistics.settle(color, plan, run, padded):
                 name = self.display_name
                 warnings.warn(f"{name}: its tiles make other calls than its probe did, so they cannot share the whole "
@@ -419,6 +427,15 @@ class Upscaler:
                 return self.runner.forward(tile, precision, backend)
 
         run_tiled(color, forward, self.scale, plan, out, finish, progress)
+
+    def _whole_maps_fit(self, statistics: TileStatistics, height: int, width: int, precision: str) -> tuple[int, int]:
+        """Whether the tiles of a ``height`` x ``width`` image can share the network's whole-map parts
+        (:meth:`superres.infer.statistics.TileStatistics.whole_map_bytes`) within half the memory free on the
+        device; sets ``statistics.share_whole`` and returns (bytes needed, bytes to spare)."""
+        need = statistics.whole_map_bytes(self.runner.padded(height, width), 4 if precision == "fp32" else 2)
+        free = device_memory(self.torch_device) // 2 if need else 0
+        statistics.share_whole = need <= free
+        return need, free
 
     def _warn_small_tile(self, plan: TilePlan, height: int, width: int) -> None:
         """Once per upscaler (a run), when the tile the user chose makes the tiles mostly overlap."""

@@ -91,12 +91,13 @@ def _candidate(func, args, kwargs, rolls: bool = False) -> tuple[str, tuple[int,
       columns) may be the flattened image;
     - ``roll`` (with ``rolls``): ``torch.roll`` of a >= 3-D tensor over two dimensions, extent their sizes;
     - ``whole`` and ``value``: a part declared by :func:`whole_map` or a value by :func:`whole_value`, extent
-      its map's (height, width)."""
+      its map's (height, width, channels)."""
     if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() < 3:
         return None
     x = args[0]
-    if func is whole_map or func is whole_value:
-        return ("whole" if func is whole_map else "value", tuple(x.shape[-2:])) if x.dim() == 4 else None
+    if func is whole_map or func is whole_value:  # (its map's height, width and channels)
+        return ("whole" if func is whole_map else "value", (x.shape[-2], x.shape[-1], x.shape[1])) \
+            if x.dim() == 4 else None
     if func in _ROLLS:
         shifts, dims = _roll_args(args, kwargs)
         return ("roll", tuple(x.shape[d] for d in dims)) if rolls and len(dims) == len(shifts) == 2 else None
@@ -213,13 +214,14 @@ class Axis:
 
 @dataclass(frozen=True)
 class Reduction:
-    """One call of a network that reduces over the image's space (or rolls its map around it): what it is (see
-    :func:`_candidate`) and where its input's features lie on the input's rows and columns; ``swapped``: a
-    roll whose first dimension is the columns."""
+    """One call of a network that reduces over the image's space (or rolls its map around it, or declares a
+    part of it that sees the whole map): what it is (see :func:`_candidate`) and where its input's features
+    lie on the input's rows and columns; ``swapped``: a roll whose first dimension is the columns."""
     what: str
     rows: Axis
     cols: Axis
     swapped: bool = False
+    channels: int = 0  # a whole map's (whole and value)
 
 
 @dataclass(frozen=True)
@@ -288,8 +290,9 @@ def _classify(first: tuple[str, tuple[int, ...]], second: tuple[str, tuple[int, 
     if what == "matmul" and e1[1:] != e2[1:]:  # (a product as large as the image: attention, not a statistic)
         return None
     if what in ("whole", "value"):  # a map's rows and columns, on the input's grid from its first pixel
-        axes = _axes(sizes, (e1, e2))
-        return Reduction(what, *axes) if axes and all(a.offset == a.extra == 0 for a in axes) else None
+        axes = _axes(sizes, (e1[:2], e2[:2]))
+        ok = axes and all(a.offset == a.extra == 0 for a in axes) and e1[2] == e2[2]
+        return Reduction(what, *axes, channels=e1[2]) if ok else None
     if what == "roll":  # a map's rows and columns (in either order), unpadded: its wrap is the image's
         for swapped in (False, True):
             axes = _axes(sizes, (e1[::-1], e2[::-1]) if swapped else (e1, e2))
@@ -433,6 +436,7 @@ class TileStatistics(TorchFunctionMode):
         self._at: tuple[int, int] = (0, 0)  # where the tile lies in the image whose whole maps were gathered
         self._wrapping = True
         self._stop: int | None = None  # the call after which a settling pass in order stops a tile (see settle)
+        self.share_whole = True  # whole-map parts computed on the whole image's map (else each tile's own)
 
     @contextmanager
     def tile(self, core: tuple[Bounds, Bounds], size: tuple[int, int], origin: tuple[int, int] = (0, 0),
@@ -465,7 +469,7 @@ class TileStatistics(TorchFunctionMode):
         if reduction.what == "roll":
             return self._roll(k, reduction, func, args, kwargs)
         if reduction.what in ("whole", "value"):
-            return self._whole_map(k, reduction, func, args, kwargs)
+            return self._whole_map(k, reduction, func, args, kwargs) if self.share_whole else func(*args, **kwargs)
         if self._collects(k):
             self._gather(k, reduction, func, args, kwargs)
             if k == self._stop:
@@ -721,7 +725,7 @@ class TileStatistics(TorchFunctionMode):
         tile's context needs: a window cut from ``image`` then differs from ``image`` only by what it does
         not see nearby)."""
         everything = ((None, _BEYOND), (None, _BEYOND))
-        self.values, self._parts, self._gathering = {}, {}, True
+        self.values, self._parts, self._gathering, self.share_whole = {}, {}, True, True
         try:
             with self.tile(everything, image.shape[:2]):
                 model(image)
@@ -774,12 +778,21 @@ class TileStatistics(TorchFunctionMode):
         self.passes = passes
         return passes
 
+    def whole_map_bytes(self, padded: tuple[int, int], itemsize: int) -> int:
+        """The memory sharing the whole-map parts holds at its peak on an image the runner pads to ``padded``
+        (bytes, in features of ``itemsize``): the parts' outputs on the whole map, kept for the tiles, and one
+        map gathered, assembled and computed on (values of a whole map, such as pooled keys, are small)."""
+        maps = [(r.what, math.ceil(r.rows.features(padded[0])) * math.ceil(r.cols.features(padded[1])) * r.channels
+                 * itemsize) for r in self.reductions if r is not None and r.what in ("whole", "value")]
+        return sum(size for what, size in maps if what == "whole") + 3 * max((size for _, size in maps), default=0)
+
     @property
     def in_order(self) -> tuple[list[int], bool] | None:
         """(calls, border): for a network whose shared calls are all rolls, or include whole maps, the calls
         that :meth:`settle` settles in order, one pass each, and whether it runs only the tiles at the image's
         borders (rolls only); None for other networks (values that settle by repeated passes), or none."""
-        shared = [k for k, r in enumerate(self.reductions) if r is not None]
+        shared = [k for k, r in enumerate(self.reductions)
+                  if r is not None and (self.share_whole or r.what not in ("whole", "value"))]
         kinds = {self.reductions[k].what for k in shared}
         if kinds == {"roll"}:
             return shared, True
