@@ -577,13 +577,7 @@ class TileStatistics(TorchFunctionMode):
         for a tile at the far border, the whole map's size there (its own map ends where the whole image's
         does)."""
         parts = self._parts.setdefault(k, [])
-        bounds = []
-        for d, ((lo, hi), axis, n, o) in enumerate(zip(self._core, (reduction.rows, reduction.cols), x.shape[-2:],
-                                                       at, strict=True)):
-            if isinstance(hi, End):
-                parts.append(("size", d, o + n))
-            bounds.append((axis.index(lo, n), n if isinstance(hi, End) else axis.index(hi, n)))
-        (r0, r1), (c0, c1) = bounds
+        (r0, r1, _), (c0, c1, _) = self._core_span(parts, reduction, x.shape[-2:], at)
         if r1 > r0 and c1 > c0:
             parts.append(("map", (at[0] + r0, at[1] + c0), x[..., r0:r1, c0:c1].clone()))
 
@@ -592,18 +586,11 @@ class TileStatistics(TorchFunctionMode):
         did not cover it)."""
         size = dict((d, n) for what, d, n in parts if what == "size")
         pieces = [(at, part) for what, at, part in parts if what == "map"]
-        if len(size) != 2 or not pieces:
+        whole = _pasted(pieces, (size[0], size[1])) if len(size) == 2 else None
+        parts.clear()  # (the pieces, in the whole map now: freed before it is computed on)
+        del pieces
+        if whole is None:
             return None
-        first = pieces[0][1]
-        whole = first.new_zeros((*first.shape[:-2], size[0], size[1]))
-        covered = 0
-        for (r, c), part in pieces:
-            whole[..., r:r + part.shape[-2], c:c + part.shape[-1]] = part
-            covered += part.shape[-2] * part.shape[-1]
-        if covered != size[0] * size[1]:
-            return None
-        parts.clear()  # (the pieces, now in the whole map)
-        del pieces, first
         span = self._spans[k]
         with torch.inference_mode():
             return getattr(span, "whole", span)(whole)
@@ -614,15 +601,9 @@ class TileStatistics(TorchFunctionMode):
         its core within ``|shift|`` of the border the roll reads from beyond the other; and, for a tile at the
         far border, the whole map's size there (its own map ends where the whole image's does)."""
         parts = self._parts.setdefault(k, [])
-        spans = []
-        for d, ((lo, hi), axis, n, o) in enumerate(zip(self._core, (reduction.rows, reduction.cols), x.shape[-2:],
-                                                       origin, strict=True)):
-            far = o + n if isinstance(hi, End) else None
-            if far is not None:
-                parts.append(("size", d, far))
-            spans.append((axis.index(lo, n), n if far is not None else axis.index(hi, n), o, far))
+        spans = self._core_span(parts, reduction, x.shape[-2:], origin)
         for d, shift in enumerate(shifts):
-            (a, b, o, far), (a2, b2, o2, _) = spans[d], spans[1 - d]
+            (a, b, far), (a2, b2, _), o, o2 = spans[d], spans[1 - d], origin[d], origin[1 - d]
             if shift < 0:  # the roll brings the near border's first -shift rows (columns) to the far one
                 band = (0, -shift)
             elif shift > 0 and far is not None:  # and the far border's last shift rows to the near one
@@ -646,20 +627,26 @@ class TileStatistics(TorchFunctionMode):
         for d, shift in enumerate(self._shifts[k]):
             pieces = [(start, part) for what, dim, start, *rest in parts if what == "wrap" and dim == d
                       for part in rest]
-            if shift == 0 or not pieces:
-                strips.append(None)
-                continue
             first = 0 if shift < 0 else size[d] - shift
-            shape = [abs(shift), size[1]] if d == 0 else [size[0], abs(shift)]
-            strip = pieces[0][1].new_zeros((*pieces[0][1].shape[:-2], *shape))
-            offset = (first, 0) if d == 0 else (0, first)
-            covered = 0
-            for (r, c), part in pieces:
-                r, c = r - offset[0], c - offset[1]
-                strip[..., r:r + part.shape[-2], c:c + part.shape[-1]] = part
-                covered += part.shape[-2] * part.shape[-1]
-            strips.append((first, strip) if covered == shape[0] * shape[1] else None)
+            shape = (abs(shift), size[1]) if d == 0 else (size[0], abs(shift))
+            strip = _pasted(pieces, shape, (first, 0) if d == 0 else (0, first)) if shift else None
+            strips.append(None if strip is None else (first, strip))
         return _Wrap(size, *strips)
+
+    def _core_span(self, parts: list, reduction: Reduction, shape: tuple[int, int], origin: tuple[int, int]
+                   ) -> list[tuple[int, int, int | None]]:
+        """For the rows and the columns of the tile's map of ``shape`` (at ``origin`` of the whole map): the
+        features its core spans, to the map's end for a tile at the far border, and where the whole map ends
+        there (None elsewhere), which goes into ``parts`` too (its own map ends where the whole image's
+        does)."""
+        spans = []
+        for d, ((lo, hi), axis, n, o) in enumerate(zip(self._core, (reduction.rows, reduction.cols), shape, origin,
+                                                       strict=True)):
+            far = o + n if isinstance(hi, End) else None
+            if far is not None:
+                parts.append(("size", d, far))
+            spans.append((axis.index(lo, n), n if far is not None else axis.index(hi, n), far))
+        return spans
 
     def _flat_core(self, reduction: Reduction, length: int) -> tuple[int, int] | None:
         """The (height, width) of a flattened map of ``length`` features at the reduction's stride in this
@@ -843,6 +830,22 @@ def settling_passes(statistics: TileStatistics | None, image: np.ndarray, plan: 
 def _at_border(core: tuple[Bounds, Bounds]) -> bool:
     """Whether a tile's core (see :func:`tiles_and_cores`) reaches one of the image's borders."""
     return any(lo is None or isinstance(hi, End) for lo, hi in core)
+
+
+def _pasted(pieces: list[tuple[tuple[int, int], torch.Tensor]], shape: tuple[int, int],
+            offset: tuple[int, int] = (0, 0)) -> torch.Tensor | None:
+    """A map of ``shape`` (rows, columns; its leading dimensions the pieces') made of ``pieces``, each (its first
+    row and column, less ``offset``; its features); None where they do not cover it (the tiles' cores do not
+    overlap) or there are none."""
+    if not pieces:
+        return None
+    out = pieces[0][1].new_zeros((*pieces[0][1].shape[:-2], *shape))
+    covered = 0
+    for (r, c), part in pieces:
+        r, c = r - offset[0], c - offset[1]
+        out[..., r:r + part.shape[-2], c:c + part.shape[-1]] = part
+        covered += part.shape[-2] * part.shape[-1]
+    return out if covered == shape[0] * shape[1] else None
 
 
 def _wrap_sources(origin: int, n: int, shift: int, whole: int, device) -> tuple[torch.Tensor, ...]:
