@@ -33,28 +33,23 @@ GRID = ("b d (w1 x) (w2 y) -> b x y w1 w2 d", "b x y w1 w2 d -> b d (w1 x) (w2 y
 
 def declare(model: nn.Module) -> int:
     """Declare, in place, the parts of ``model`` whose output depends on the whole image: grid windows
-    (:func:`declare_grid_windows`), ESA's pooled branch, RG-SA's generalized keys and values, and AuraSR's
-    noise, style and attention; returns how many it found."""
+    (:func:`declare_grid_windows`), and spandrel's modules whose forward superres computes itself
+    (:data:`FORWARDS`: ESA's pooled branch, RG-SA's generalized keys and values, AuraSR's noise, style and
+    attention); returns how many it found."""
     found = declare_grid_windows(model, GRID)
     for module in model.modules():
-        name = type(module).__name__
-        if name in ("UnetUpsampler", "LinearAttention", "Attention") and \
-                not type(module).__module__.endswith(".aura_sr"):  # (only AuraSR's, by these names)
-            continue
-        if name == "ESA" and all(hasattr(module, n) for n in ("conv1", "conv2", "conv3", "conv4", "conv_f")):
-            module.__class__ = _whole_map_esa(type(module))
-        elif name == "RG_SA" and all(hasattr(module, n) for n in ("reduction1", "dwconv", "conv", "norm_act", "cpe")):
-            module.__class__ = _whole_value_rg_sa(type(module))
-        elif name == "UnetUpsampler" and all(hasattr(module, n) for n in ("style_network", "downs", "ups", "mid_attn")):
-            module.__class__ = _whole_noise_unet(type(module))
-        elif name == "LinearAttention" and all(hasattr(module, n) for n in ("to_qkv", "to_out", "norm", "heads")):
-            module.__class__ = _whole_value_linear_attention(type(module))
-        elif name == "Attention" and all(hasattr(module, n) for n in ("to_qkv", "to_out", "norm", "attend")):
-            module.__class__ = _whole_value_attention(type(module))
-        else:
-            continue
-        found += 1
+        cls = type(module)
+        where, uses, forward = FORWARDS.get(cls.__name__, ("", (), None))
+        if forward is not None and cls.__module__.endswith(where) and all(hasattr(module, n) for n in uses):
+            module.__class__ = _declared(cls, forward)
+            found += 1
     return found
+
+
+@cache
+def _declared(cls: type, forward) -> type:
+    """spandrel's class ``cls`` with ``forward``, which computes the same and declares its whole-map parts."""
+    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
 
 
 class GridWindows(nn.Sequential):
@@ -108,17 +103,12 @@ def pooled_branch(esa: nn.Module, c1_: torch.Tensor) -> torch.Tensor:
     return F.interpolate(c3, (c1_.size(2), c1_.size(3)), mode="bilinear", align_corners=False)
 
 
-@cache
-def _whole_map_esa(cls: type) -> type:
-    """spandrel's ESA class computing the same, its pooled branch declared to the tiles as whole-map work."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c1_ = self.conv1(x)
-        c3 = whole_map(c1_, partial(pooled_branch, self))
-        c4 = self.conv4(c3 + self.conv_f(c1_))
-        return x * self.sigmoid(c4)
-
-    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+def _esa_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """ESA's forward, its pooled branch declared whole-map work."""
+    c1_ = self.conv1(x)
+    c3 = whole_map(c1_, partial(pooled_branch, self))
+    c4 = self.conv4(c3 + self.conv_f(c1_))
+    return x * self.sigmoid(c4)
 
 
 def declare_grid_windows(model: nn.Module, patterns: tuple[str, str]) -> int:
@@ -166,19 +156,13 @@ def generalized(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return k, v
 
 
-@cache
-def _whole_value_rg_sa(cls: type) -> type:
-    """spandrel's RG_SA class computing the same, its keys and values declared to the tiles as a value of the
-    whole map."""
-
-    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:  # noqa: N803 (spandrel's names)
-        b, n, c = x.shape
-        k, v = whole_value(x.permute(0, 2, 1).reshape(b, c, H, W).contiguous(), partial(generalized, self))
-        q = self.q(x).reshape(b, n, self.num_heads, self.cr // self.num_heads).permute(0, 2, 1, 3)
-        attn = self.attn_drop(((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1))
-        return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)))
-
-    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+def _rg_sa_forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:  # noqa: N803 (spandrel's names)
+    """RG-SA's forward, its keys and values declared a value of the whole map."""
+    b, n, c = x.shape
+    k, v = whole_value(x.permute(0, 2, 1).reshape(b, c, H, W).contiguous(), partial(generalized, self))
+    q = self.q(x).reshape(b, n, self.num_heads, self.cr // self.num_heads).permute(0, 2, 1, 3)
+    attn = self.attn_drop(((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1))
+    return self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(b, n, c)))
 
 
 # AuraSR's generator draws from this seed in every pass, as spandrel's call does after torch.manual_seed(0)
@@ -203,79 +187,84 @@ def style_noise(unet: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.randn((x.shape[0], unet.style_network.dim_in), generator=generator, device=x.device)
 
 
-@cache
-def _whole_noise_unet(cls: type) -> type:
-    """spandrel's AuraSR generator computing the same, its noise and style declared to the tiles as drawn over
-    the whole image."""
+def _unet_forward(self, lowres_image: torch.Tensor, styles: torch.Tensor | None = None,
+                  noise: torch.Tensor | None = None, global_text_tokens: torch.Tensor | None = None,
+                  return_all_rgbs: bool = False):
+    """AuraSR's generator's forward, its noise and style declared drawn over the whole image."""
+    x = whole_map(lowres_image, noised)
+    if styles is None:
+        drawn = whole_value(lowres_image, partial(style_noise, self))
+        styles = self.style_network(drawn if noise is None else noise, global_text_tokens)
+    mods = iter(self.style_to_conv_modulations(styles).split(self.style_embed_split_dims, dim=-1))
+    x = self.init_conv(x)
+    skips = []
+    for blocks, (attn, downsample) in self.downs:
+        for block in blocks:
+            x = block(x, conv_mods_iter=mods)
+            skips.append(x)
+        if attn is not None:
+            x = attn(x)
+        x = downsample(x)
+    x = self.mid_block2(self.mid_attn(self.mid_block1(x, conv_mods_iter=mods)), conv_mods_iter=mods)
+    for blocks, (upsample, attn) in self.ups:
+        x = upsample(x)
+        for block in blocks:
+            if skips:
+                x = torch.cat((x, skips.pop() * self.skip_connect_scale), dim=1)
+            x = block(x, conv_mods_iter=mods)
+        if attn is not None:
+            x = attn(x)
+    rgb = self.final_to_rgb(self.final_res_block(x, conv_mods_iter=mods))
+    return (rgb, []) if return_all_rgbs else rgb
 
-    def forward(self, lowres_image: torch.Tensor, styles: torch.Tensor | None = None,
-                noise: torch.Tensor | None = None, global_text_tokens: torch.Tensor | None = None,
-                return_all_rgbs: bool = False):
-        x = whole_map(lowres_image, noised)
-        if styles is None:
-            drawn = whole_value(lowres_image, partial(style_noise, self))
-            styles = self.style_network(drawn if noise is None else noise, global_text_tokens)
-        mods = iter(self.style_to_conv_modulations(styles).split(self.style_embed_split_dims, dim=-1))
-        x = self.init_conv(x)
-        skips = []
-        for blocks, (attn, downsample) in self.downs:
-            for block in blocks:
-                x = block(x, conv_mods_iter=mods)
-                skips.append(x)
-            if attn is not None:
-                x = attn(x)
-            x = downsample(x)
-        x = self.mid_block2(self.mid_attn(self.mid_block1(x, conv_mods_iter=mods)), conv_mods_iter=mods)
-        for blocks, (upsample, attn) in self.ups:
-            x = upsample(x)
-            for block in blocks:
-                if skips:
-                    x = torch.cat((x, skips.pop() * self.skip_connect_scale), dim=1)
-                x = block(x, conv_mods_iter=mods)
-            if attn is not None:
-                x = attn(x)
-        rgb = self.final_to_rgb(self.final_res_block(x, conv_mods_iter=mods))
-        return (rgb, []) if return_all_rgbs else rgb
 
-    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+def _projected(attn: nn.Module, x: torch.Tensor, first: int, count: int) -> torch.Tensor:
+    """``count`` of the three thirds (queries, keys, values) of AuraSR's query-key-value projection (a 1 x 1
+    convolution) from the ``first`` on: the queries in a tile, the keys and values on the whole map, each
+    computed once."""
+    conv = attn.to_qkv
+    third = conv.out_channels // 3
+    part = slice(first * third, (first + count) * third)
+    return F.conv2d(x, conv.weight[part], None if conv.bias is None else conv.bias[part])
 
 
 def linear_context(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """AuraSR's linear attention's context: its keys, softmaxed over all the map's pixels, times its values."""
-    _, k, v = (rearrange(t, "b (h c) x y -> b h c (x y)", h=attn.heads) for t in attn.to_qkv(x).chunk(3, dim=1))
+    k, v = (rearrange(t, "b (h c) x y -> b h c (x y)", h=attn.heads) for t in _projected(attn, x, 1, 2).chunk(2, 1))
     return torch.einsum("b h d n, b h e n -> b h d e", k.softmax(dim=-1), v)
 
 
-@cache
-def _whole_value_linear_attention(cls: type) -> type:
-    """spandrel's AuraSR linear attention computing the same, its context declared a value of the whole map."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, h, w = x.shape
-        x = self.norm(x)
-        context = whole_value(x, partial(linear_context, self))
-        q = rearrange(self.to_qkv(x).chunk(3, dim=1)[0], "b (h c) x y -> b h c (x y)", h=self.heads)
-        out = torch.einsum("b h d e, b h d n -> b h e n", context, q.softmax(dim=-2) * self.scale)
-        return self.to_out(rearrange(out, "b h c (x y) -> b (h c) x y", h=self.heads, x=h, y=w))
-
-    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+def _linear_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """AuraSR's linear attention's forward, its context declared a value of the whole map."""
+    _, _, h, w = x.shape
+    x = self.norm(x)
+    context = whole_value(x, partial(linear_context, self))
+    q = rearrange(_projected(self, x, 0, 1), "b (h c) x y -> b h c (x y)", h=self.heads)
+    out = torch.einsum("b h d e, b h d n -> b h e n", context, q.softmax(dim=-2) * self.scale)
+    return self.to_out(rearrange(out, "b h c (x y) -> b (h c) x y", h=self.heads, x=h, y=w))
 
 
 def keys_values(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """AuraSR's full attention's keys and values: every pixel of the map attends to all of them."""
-    _, k, v = (rearrange(t, "b (h c) x y -> b h (x y) c", h=attn.heads) for t in attn.to_qkv(x).chunk(3, dim=1))
+    k, v = (rearrange(t, "b (h c) x y -> b h (x y) c", h=attn.heads) for t in _projected(attn, x, 1, 2).chunk(2, 1))
     return k, v
 
 
-@cache
-def _whole_value_attention(cls: type) -> type:
-    """spandrel's AuraSR attention computing the same, its keys and values declared a value of the whole map."""
+def _attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """AuraSR's full attention's forward, its keys and values declared a value of the whole map."""
+    _, _, h, w = x.shape
+    x = self.norm(x)
+    k, v = whole_value(x, partial(keys_values, self))
+    q = rearrange(_projected(self, x, 0, 1), "b (h c) x y -> b h (x y) c", h=self.heads)
+    return self.to_out(rearrange(self.attend(q, k, v), "b h (x y) d -> b (h d) x y", x=h, y=w))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, h, w = x.shape
-        x = self.norm(x)
-        k, v = whole_value(x, partial(keys_values, self))
-        q = rearrange(self.to_qkv(x).chunk(3, dim=1)[0], "b (h c) x y -> b h (x y) c", h=self.heads)
-        return self.to_out(rearrange(self.attend(q, k, v), "b h (x y) d -> b (h d) x y", x=h, y=w))
 
-    return type(cls.__name__, (cls,), {"forward": forward, "__module__": __name__})
+# spandrel's modules whose forward superres computes itself, by class name: the spandrel module that has the class
+# (its name's end), the attributes the forward uses, and the forward.
+FORWARDS = {
+    "ESA": (".esa", ("conv1", "conv2", "conv3", "conv4", "conv_f", "sigmoid"), _esa_forward),
+    "RG_SA": (".rgt", ("reduction1", "dwconv", "conv", "norm_act", "cpe", "q", "k", "v", "proj"), _rg_sa_forward),
+    "UnetUpsampler": (".aura_sr", ("style_network", "downs", "ups", "mid_attn"), _unet_forward),
+    "LinearAttention": (".aura_sr", ("to_qkv", "to_out", "norm", "heads"), _linear_attention_forward),
+    "Attention": (".aura_sr", ("to_qkv", "to_out", "norm", "attend"), _attention_forward),
+}
